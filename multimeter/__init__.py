@@ -1,0 +1,19 @@
+"""multimeter: measure the resource usage of Python code while it runs."""
+
+from multimeter._loading import load_result
+from multimeter._version import __version__
+from multimeter.multimeter import Multimeter
+from multimeter.probe import ResourceProbe
+from multimeter.storages.dummy import DummyStorage
+from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
+
+__all__ = [
+    "DummyStorage",
+    "FileStorage",
+    "JsonFormat",
+    "LineFormat",
+    "Multimeter",
+    "ResourceProbe",
+    "__version__",
+    "load_result",
+]

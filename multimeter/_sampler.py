@@ -1,0 +1,378 @@
+"""The one sampler of the process: a background thread serving every active measurement.
+
+Each measurement is a :class:`Session`. Sessions with the same cycle time
+share a :class:`_Grid` of ticks at ``anchor + k * cycle`` on the monotonic
+clock: a late tick does not shift the following ones, and ticks that could not
+run at all are skipped rather than bunched. At a tick every probe in use is
+read once; each due session turns those readings into values over its own
+interval (see :class:`multimeter.probe.CumulativeProbe`). A session gets a
+point at a tick only if at least half a cycle has passed since its previous
+point, and always gets a final point when it ends.
+
+The thread starts when the first session begins, and ends when no session has
+been active for ``linger`` seconds. After ``os.fork()`` the child starts with
+an empty sampler: sessions of the parent are not continued there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from multimeter._clock import SYSTEM_CLOCK, Clock
+from multimeter._log import warn_once
+from multimeter.probe import CumulativeProbe, Probe
+from multimeter.result import Result
+
+_TickHook = Callable[[float, float], None]
+_all: weakref.WeakSet[Sampler] = weakref.WeakSet()
+
+
+class Session:
+    """The sampler's state for one active measurement."""
+
+    __slots__ = ("active", "cumulative", "cycle", "last", "legacy", "owner", "previous", "result")
+
+    def __init__(self, result: Result, probes: Sequence[Probe], cycle: float) -> None:
+        self.result = result
+        self.cycle = cycle
+        self.cumulative = tuple(p for p in probes if isinstance(p, CumulativeProbe))
+        self.legacy = tuple(p for p in probes if not isinstance(p, CumulativeProbe))
+        # For each cumulative probe: (reading, monotonic time) of the last point, or None.
+        self.previous: list[tuple[Any, float] | None] = [None] * len(self.cumulative)
+        self.last = 0.0
+        self.active = False
+        self.owner: object = None  # the sampler state it was begun in
+
+    def record(
+        self,
+        now: float,
+        now_us: int,
+        readings: dict[int, Any],
+        legacy_values: dict[int, dict[str, Any]],
+    ) -> None:
+        """Append the point for time ``now`` made from this tick's readings."""
+        values: dict[str, Any] = {}
+        previous = self.previous
+        for index, probe in enumerate(self.cumulative):
+            current = readings.get(id(probe), _FAILED)
+            if current is _FAILED:
+                continue
+            before = previous[index]
+            previous[index] = (current, now)
+            if before is not None:
+                try:
+                    probe.derive(values, current, before[0], now - before[1])
+                except Exception as error:  # noqa: BLE001 - a probe must not stop sampling
+                    _probe_failed(probe, error)
+        for plain in self.legacy:
+            sampled = legacy_values.get(id(plain))
+            if sampled:
+                values.update(sampled)
+        self.result._append_us(now_us, values)
+        self.last = now
+
+
+class _Grid:
+    """The ticks of one cycle time and the sessions that follow them."""
+
+    __slots__ = ("anchor", "cycle", "k", "sessions")
+
+    def __init__(self, cycle: float, anchor: float) -> None:
+        self.cycle = cycle
+        self.anchor = anchor
+        self.k = 1
+        self.sessions: dict[int, Session] = {}
+
+    @property
+    def deadline(self) -> float:
+        return self.anchor + self.k * self.cycle
+
+    def advance(self, now: float) -> None:
+        """Move to the first tick after ``now``, skipping ticks that were missed."""
+        self.k = max(self.k + 1, math.floor((now - self.anchor) / self.cycle) + 1)
+
+
+class _ProbeState:
+    __slots__ = ("last", "probe", "users")
+
+    def __init__(self, probe: Probe, last: float) -> None:
+        self.probe = probe
+        self.users = 0
+        self.last = last
+
+
+class _Failed:
+    def __repr__(self) -> str:
+        return "<failed>"
+
+
+_FAILED = _Failed()
+_BUILTIN_HOOKS = {"start": CumulativeProbe.start, "end": CumulativeProbe.end}
+
+
+def _probe_failed(probe: Probe, error: BaseException) -> None:
+    warn_once(
+        ("probe", id(probe), type(error)),
+        "probe failed; its values are missing from this point",
+        probe=type(probe).__name__,
+        error=repr(error),
+    )
+
+
+def _call_hook(probe: Probe, hook: str) -> None:
+    if isinstance(probe, CumulativeProbe) and getattr(type(probe), hook) is _BUILTIN_HOOKS[hook]:
+        return  # the built-in hooks only serve stand-alone sample(); the sampler reads itself
+    try:
+        getattr(probe, hook)()
+    except Exception as error:  # noqa: BLE001 - a probe must not break the measured code
+        _probe_failed(probe, error)
+
+
+class Sampler:
+    """Serves every active session of the process from one thread.
+
+    Args:
+        clock: Where time comes from.
+        threaded: Start a background thread on demand. Without one, call
+            :meth:`run_due` to run the ticks that are due (tests do).
+        linger: Seconds the thread waits for new sessions before it ends.
+    """
+
+    def __init__(
+        self, clock: Clock = SYSTEM_CLOCK, *, threaded: bool = True, linger: float = 1.0
+    ) -> None:
+        self._clock = clock
+        self._threaded = threaded
+        self._linger = linger
+        self.tick_hook: _TickHook | None = None
+        self._reset()
+        _all.add(self)
+
+    def _reset(self) -> None:
+        self._state = object()  # identifies this sampler's state; renewed after fork
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._legacy_lock = threading.Lock()
+        self._grids: dict[float, _Grid] = {}
+        self._probes: dict[int, _ProbeState] = {}
+        self._active = 0
+        self._idle_since = self._clock.monotonic()
+        self._sleeping_until = math.inf
+        self._thread: threading.Thread | None = None
+
+    # -- sessions -------------------------------------------------------------
+
+    def begin(self, session: Session) -> None:
+        """Start sampling ``session``: start its probes and take its first readings."""
+        probes = session.cumulative + session.legacy
+        with self._lock:
+            now = self._clock.monotonic()
+            for probe in probes:
+                state = self._probes.get(id(probe))
+                if state is None:
+                    state = self._probes[id(probe)] = _ProbeState(probe, now)
+                state.users += 1
+                if state.users == 1:
+                    _call_hook(probe, "start")
+            grid = self._grids.get(session.cycle)
+            if grid is None:
+                grid = self._grids[session.cycle] = _Grid(session.cycle, now)
+            grid.sessions[id(session)] = session
+            self._active += 1
+            session.owner = self._state
+            session.active = True
+            session.last = now
+            if self._threaded:
+                if self._thread is None:
+                    self._start_thread()
+                elif grid.deadline < self._sleeping_until:
+                    self._wakeup.notify()
+        for index, probe in enumerate(session.cumulative):
+            try:
+                session.previous[index] = (probe.read(), session.last)
+            except Exception as error:  # noqa: BLE001
+                _probe_failed(probe, error)
+
+    def finish(self, session: Session) -> None:
+        """Stop sampling ``session`` after appending its final point."""
+        if not session.active or session.owner is not self._state:
+            return
+        readings, legacy_values = self._read(session.cumulative, session.legacy)
+        now = self._clock.monotonic()
+        now_us = self._clock.time_us()
+        with self._lock:
+            if not session.active or session.owner is not self._state:
+                return  # lost a race with another finish(), or begun before a fork
+            session.record(now, now_us, readings, legacy_values)
+            session.active = False
+            grid = self._grids.get(session.cycle)
+            if grid is not None:
+                grid.sessions.pop(id(session), None)
+            self._active -= 1
+            if not self._active:
+                self._idle_since = now
+            for probe in session.cumulative + session.legacy:
+                state = self._probes.get(id(probe))
+                if state is None:
+                    continue
+                state.users -= 1
+                if not state.users:
+                    del self._probes[id(probe)]
+                    _call_hook(probe, "end")
+
+    # -- ticks ----------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The time of the next tick that has sessions to serve, or ``None``."""
+        with self._lock:
+            return self._next_deadline()
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [g.deadline for g in self._grids.values() if g.sessions]
+        return min(deadlines) if deadlines else None
+
+    def run_due(self, now: float | None = None) -> int:
+        """Run the ticks due at ``now`` (default: the clock's now); return how many ran."""
+        if now is None:
+            now = self._clock.monotonic()
+        due: list[Session] = []
+        ran = 0
+        with self._lock:
+            for grid in self._grids.values():
+                deadline = grid.deadline
+                if deadline > now or not grid.sessions:
+                    continue
+                ran += 1
+                if self.tick_hook is not None:
+                    self.tick_hook(deadline, now)
+                grid.advance(now)
+                half = grid.cycle / 2
+                due.extend(s for s in grid.sessions.values() if now - s.last >= half)
+        if not due:
+            return ran
+        cumulative = {id(p): p for s in due for p in s.cumulative}
+        legacy = {id(p): p for s in due for p in s.legacy}
+        readings, legacy_values = self._read(cumulative.values(), legacy.values())
+        tick_time = self._clock.monotonic()
+        tick_us = self._clock.time_us()
+        with self._lock:
+            for session in due:
+                if session.active and session.last < tick_time:
+                    session.record(tick_time, tick_us, readings, legacy_values)
+        return ran
+
+    def _read(
+        self, cumulative: Any, legacy: Any
+    ) -> tuple[dict[int, Any], dict[int, dict[str, Any]]]:
+        readings: dict[int, Any] = {}
+        for probe in cumulative:
+            try:
+                readings[id(probe)] = probe.read()
+            except Exception as error:  # noqa: BLE001
+                _probe_failed(probe, error)
+        legacy_values: dict[int, dict[str, Any]] = {}
+        if legacy:
+            with self._legacy_lock:
+                for probe in legacy:
+                    state = self._probes.get(id(probe))
+                    now = self._clock.monotonic()
+                    elapsed = now - state.last if state is not None else 0.0
+                    values: dict[str, Any] = {}
+                    try:
+                        probe.sample(values, elapsed)
+                    except Exception as error:  # noqa: BLE001
+                        _probe_failed(probe, error)
+                        continue
+                    if state is not None:
+                        state.last = now
+                    legacy_values[id(probe)] = values
+        return readings, legacy_values
+
+    # -- the thread -----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the background thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._loop, name="multimeter-sampler", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _loop(self) -> None:
+        me = threading.current_thread()
+        clock = self._clock
+        while True:
+            with self._lock:
+                while True:
+                    if self._thread is not me:
+                        return
+                    now = clock.monotonic()
+                    deadline = self._next_deadline()
+                    if deadline is None:
+                        idle = now - self._idle_since
+                        if self._active == 0 and idle >= self._linger:
+                            self._thread = None
+                            self._grids.clear()
+                            return
+                        self._sleeping_until = math.inf
+                        self._wakeup.wait(max(self._linger - idle, 0.001))
+                    elif now < deadline:
+                        self._sleeping_until = deadline
+                        self._wakeup.wait(deadline - now)
+                    else:
+                        self._sleeping_until = -math.inf
+                        break
+            try:
+                self.run_due(now)
+            except Exception as error:  # noqa: BLE001 - the sampler must survive anything
+                warn_once(("sampler", type(error)), "sampler tick failed", error=repr(error))
+
+    def _after_fork_in_child(self) -> None:
+        self._reset()
+
+
+_default: Sampler | None = None
+_default_lock = threading.Lock()
+
+
+def default_sampler() -> Sampler:
+    """The process-wide sampler, made on first use."""
+    global _default
+    sampler = _default
+    if sampler is None:
+        with _default_lock:
+            if _default is None:
+                _default = Sampler()
+            sampler = _default
+    return sampler
+
+
+def _before_fork() -> None:
+    for sampler in list(_all):
+        sampler._lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for sampler in list(_all):
+        sampler._lock.release()
+
+
+def _after_fork_in_child() -> None:
+    for sampler in list(_all):
+        sampler._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

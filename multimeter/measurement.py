@@ -1,0 +1,135 @@
+"""One series of measurement: start, marks, end, stored."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from multimeter._log import logger
+from multimeter._meta import process_meta_data
+from multimeter._sampler import Session, default_sampler
+from multimeter._tags import normalize_tags
+from multimeter.result import Result
+
+if TYPE_CHECKING:
+    from multimeter.multimeter import Multimeter
+
+__all__ = ["Measurement"]
+
+_counter = itertools.count(1)
+
+
+def generate_identifier() -> str:
+    """A unique identifier from the current UTC time, the pid and a counter.
+
+    For example ``20261127T215301.123456Z-4242-1``: valid as a file name on
+    every platform and as an InfluxDB measurement name.
+    """
+    now_ns = time.time_ns()
+    seconds, nanos = divmod(now_ns, 1_000_000_000)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds))
+    return f"{stamp}.{nanos // 1000:06d}Z-{os.getpid()}-{next(_counter)}"
+
+
+class Measurement:
+    """A single series of measurement, made by :meth:`Multimeter.measure`.
+
+    Sampling runs on the process's shared sampler thread from :meth:`start` to
+    :meth:`end`; :meth:`end` adds a final point, so even a measurement shorter
+    than one cycle has data, then stores the result.
+
+    As a context manager it starts on entry, returns the
+    :class:`~multimeter.result.Result`, and ends on exit (also when the block
+    raises; the exception is not touched).
+
+    Args:
+        multimeter: Its probes, cycle time and storage are used.
+        identifier: Identifies this measurement; ``None`` generates a unique
+            one from the current time.
+        **tags: Tags for later telling measurements apart (values stored as strings).
+
+    Raises:
+        ValueError: for a tag that cannot be stored.
+    """
+
+    def __init__(self, multimeter: Multimeter, identifier: str | None, **tags: Any) -> None:
+        self.identifier = identifier or generate_identifier()
+        self.tags = normalize_tags(tags)
+        self.result: Result | None = None
+        self._probes = multimeter.probes
+        self._schema = multimeter._current_schema
+        self._storage = multimeter.storage
+        self._cycle_time = multimeter.cycle_time
+        self._sampler = getattr(multimeter, "_sampler", None) or default_sampler()
+        self._session: Session | None = None
+        self._pid = 0
+
+    def start(self) -> Result:
+        """Start measuring and return the (growing) result.
+
+        Raises:
+            RuntimeError: when the measurement was started before.
+        """
+        if self._session is not None:
+            raise RuntimeError(f"measurement {self.identifier!r} was already started")
+        result = Result(identifier=self.identifier, schema=self._schema)
+        result.tags = self.tags
+        result.meta_data = process_meta_data()
+        self.result = result
+        self._pid = os.getpid()
+        self._session = Session(result, self._probes, self._cycle_time)
+        self._sampler.begin(self._session)
+        return result
+
+    def add_mark(self, label: str) -> None:
+        """Add a mark labelled ``label`` at the current time.
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        if self.result is None:
+            raise RuntimeError("add_mark() needs a started measurement")
+        self.result._add_mark_us(self._sampler._clock.time_us(), str(label))
+
+    def end(self) -> None:
+        """Stop measuring, add the final point and store the result.
+
+        A storage error is logged (with the identifier and the storage) and not
+        raised: the result stays available as :attr:`result`. A measurement
+        ended in a forked child that did not start it is not stored there (the
+        parent owns it). Ending twice does nothing the second time.
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        session = self._session
+        if session is None or self.result is None:
+            raise RuntimeError("end() needs a started measurement")
+        if not session.active:
+            return
+        self._sampler.finish(session)
+        if os.getpid() != self._pid:
+            return
+        try:
+            self._storage.store(self.result)
+        except Exception as error:  # noqa: BLE001 - storing must not break the measured code
+            logger.error(
+                "storing the result failed",
+                identifier=self.identifier,
+                storage=repr(self._storage),
+                error=repr(error),
+            )
+
+    def __enter__(self) -> Result:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.end()

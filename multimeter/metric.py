@@ -1,0 +1,82 @@
+"""Metrics: what kind of value is measured, in which unit, within which limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "BYTES",
+    "CONTEXT_SWITCH_INVOLUNTARY_RATE",
+    "CONTEXT_SWITCH_VOLUNTARY_RATE",
+    "CPU_SYSTEM_RATE",
+    "CPU_USER_RATE",
+    "FAULT_MAJOR_RATE",
+    "FAULT_MINOR_RATE",
+    "INPUT_BLOCK_RATE",
+    "MAX_RSS",
+    "Metric",
+    "OUTPUT_BLOCK_RATE",
+    "SHARED_MEMORY",
+    "SWAP_RATE",
+    "UNSHARED_DATA",
+    "UNSHARED_STACK",
+]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The type of a measured value.
+
+    ``min_value`` and ``max_value`` bound the values a probe may report; ``None``
+    disables that bound.
+
+    >>> Metric("cpu_user", unit="s/s").limit_value(-0.1)
+    0.0
+    """
+
+    key: str
+    description: str = ""
+    unit: str = ""
+    value_type: type = float
+    min_value: Any = 0.0
+    max_value: Any = None
+
+    def limit_value(self, value: Any) -> Any:
+        """Return ``value`` capped to ``[min_value, max_value]``."""
+        if self.min_value is not None and value < self.min_value:
+            value = self.min_value
+        if self.max_value is not None and value > self.max_value:
+            value = self.max_value
+        return value
+
+
+BYTES = "B"
+
+CPU_USER_RATE = Metric("cpu_user", "CPU time spent in user mode, per second of wall time", "s/s")
+CPU_SYSTEM_RATE = Metric(
+    "cpu_system", "CPU time spent in system (kernel) mode, per second of wall time", "s/s"
+)
+MAX_RSS = Metric("max_rss", "Peak resident set size so far (a high-water mark, never falls)", BYTES)
+SHARED_MEMORY = Metric("shared_memory", "Integral shared memory size (0 on Linux)", "KiB*ticks")
+UNSHARED_DATA = Metric("unshared_data", "Integral unshared data size (0 on Linux)", "KiB*ticks")
+UNSHARED_STACK = Metric("unshared_stack", "Integral unshared stack size (0 on Linux)", "KiB*ticks")
+FAULT_MINOR_RATE = Metric("page_faults_no_io", "Page faults served without I/O, per second", "1/s")
+FAULT_MAJOR_RATE = Metric("page_faults_io", "Page faults that required I/O, per second", "1/s")
+SWAP_RATE = Metric("swaps", "Times swapped out of main memory, per second", "1/s")
+INPUT_BLOCK_RATE = Metric(
+    "block_input", "Block input operations of the file system, per second", "1/s"
+)
+OUTPUT_BLOCK_RATE = Metric(
+    "block_output", "Block output operations of the file system, per second", "1/s"
+)
+CONTEXT_SWITCH_VOLUNTARY_RATE = Metric(
+    "context_switches_voluntary",
+    "Voluntary context switches (waiting for a resource), per second",
+    "1/s",
+)
+CONTEXT_SWITCH_INVOLUNTARY_RATE = Metric(
+    "context_switches_involuntary",
+    "Involuntary context switches (preempted by the scheduler), per second",
+    "1/s",
+)

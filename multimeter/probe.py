@@ -1,0 +1,223 @@
+"""Probes: the pluggable sources of measured values.
+
+A probe names the measures it gathers and fills in their values when sampled.
+:class:`Probe` is the documented protocol; :class:`CumulativeProbe` is an
+optional refinement for probes whose readings are cumulative (CPU seconds,
+fault counts, bytes). Such a reading can be taken once per sampler tick and
+turned into rates for every active measurement over that measurement's own
+interval, so overlapping measurements each get correct figures.
+"""
+
+from __future__ import annotations
+
+import abc
+import resource
+import sys
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from multimeter import metric as _metric
+from multimeter.measure import Measure
+from multimeter.metric import Metric
+from multimeter.subject import CHILDREN, PROCESS, Subject
+
+__all__ = ["CumulativeProbe", "Probe", "ResourceProbe"]
+
+
+class Probe(abc.ABC):
+    """Protocol for gathering run-time properties.
+
+    Subclasses implement :meth:`sample` and usually :attr:`measures`;
+    :meth:`start` and :meth:`end` are optional hooks. A probe shared by several
+    measurements is started when the first of them starts and ended when the
+    last of them ends.
+    """
+
+    @property
+    def measures(self) -> tuple[Measure, ...]:
+        """The measures gathered by this probe."""
+        return ()
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """The metrics gathered by this probe, each once, in order of first use."""
+        return tuple(dict.fromkeys(m.metric for m in self.measures))
+
+    @property
+    def subjects(self) -> tuple[Subject, ...]:
+        """The subjects measured by this probe, each once, in order of first use."""
+        return tuple(dict.fromkeys(m.subject for m in self.measures))
+
+    def start(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Signal that gathering starts."""
+
+    @abc.abstractmethod
+    def sample(self, values: MutableMapping[str, Any], time_elapsed: float) -> None:
+        """Store the current value of every measure in ``values``, under its key.
+
+        ``time_elapsed`` is the time in seconds since the previous sample.
+        """
+
+    def end(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Signal that gathering has ended."""
+
+
+class CumulativeProbe(Probe):
+    """A probe whose raw readings can serve many measurements at once.
+
+    Implement :meth:`read` (cheap and thread-safe: it is called from the sampler
+    thread and from the threads that start and end measurements) and
+    :meth:`derive`, which turns two readings into values. :meth:`sample` is then
+    provided, so the probe also works wherever the plain protocol is used.
+    """
+
+    _last_reading: Any = None
+
+    @abc.abstractmethod
+    def read(self) -> Any:
+        """Return a raw reading, for example a tuple of cumulative counters."""
+
+    @abc.abstractmethod
+    def derive(
+        self,
+        values: MutableMapping[str, Any],
+        current: Any,
+        previous: Any,
+        time_elapsed: float,
+    ) -> None:
+        """Store the values for the interval from ``previous`` to ``current``."""
+
+    def start(self) -> None:
+        """Take the reading that the first :meth:`sample` is compared with."""
+        self._last_reading = self.read()
+
+    def sample(self, values: MutableMapping[str, Any], time_elapsed: float) -> None:
+        """Read now and store the values since the previous sample.
+
+        Raises:
+            RuntimeError: when called before :meth:`start`.
+        """
+        previous = self._last_reading
+        if previous is None:
+            raise RuntimeError(f"{type(self).__name__}: start() must come before sample()")
+        current = self.read()
+        self.derive(values, current, previous, time_elapsed)
+        self._last_reading = current
+
+
+# (struct_rusage field, metric, is a counter turned into a rate per second)
+_RUSAGE_FIELDS: tuple[tuple[str, Metric, bool], ...] = (
+    ("ru_utime", _metric.CPU_USER_RATE, True),
+    ("ru_stime", _metric.CPU_SYSTEM_RATE, True),
+    ("ru_maxrss", _metric.MAX_RSS, False),
+    ("ru_ixrss", _metric.SHARED_MEMORY, False),
+    ("ru_idrss", _metric.UNSHARED_DATA, False),
+    ("ru_isrss", _metric.UNSHARED_STACK, False),
+    ("ru_minflt", _metric.FAULT_MINOR_RATE, True),
+    ("ru_majflt", _metric.FAULT_MAJOR_RATE, True),
+    ("ru_nswap", _metric.SWAP_RATE, True),
+    ("ru_inblock", _metric.INPUT_BLOCK_RATE, True),
+    ("ru_oublock", _metric.OUTPUT_BLOCK_RATE, True),
+    ("ru_nvcsw", _metric.CONTEXT_SWITCH_VOLUNTARY_RATE, True),
+    ("ru_nivcsw", _metric.CONTEXT_SWITCH_INVOLUNTARY_RATE, True),
+)
+
+# ru_maxrss is in kibibytes on Linux and the BSDs, in bytes on macOS.
+_MAXRSS_SCALE = 1 if sys.platform == "darwin" else 1024
+
+
+class ResourceProbe(CumulativeProbe):
+    """Process figures from :func:`resource.getrusage`, for the process and its children.
+
+    Subjects: ``process`` (``RUSAGE_SELF``: every thread of this process) and
+    ``children`` (``RUSAGE_CHILDREN``: children that have ended and been waited
+    for; a running child counts only once it is reaped).
+
+    Values per subject:
+
+    - ``cpu_user``, ``cpu_system``: CPU seconds per second of wall time (a
+      process using two cores fully reports 2.0).
+    - ``max_rss``: peak resident set size in bytes. This is a lifetime
+      high-water mark, not the current size: it never falls.
+    - ``shared_memory``, ``unshared_data``, ``unshared_stack``: the integral
+      sizes ``ru_ixrss``, ``ru_idrss``, ``ru_isrss``. Linux leaves them at 0;
+      the BSDs and macOS fill them in.
+    - ``page_faults_no_io``, ``page_faults_io`` (minor and major faults),
+      ``swaps``, ``block_input``, ``block_output``,
+      ``context_switches_voluntary``, ``context_switches_involuntary``: events
+      per second. Linux leaves ``swaps`` at 0; block counts cover only I/O that
+      reached the block layer (not reads served from the page cache).
+
+    Rates over an interval of zero length are left out of that point.
+    ``getrusage`` may be replaced, e.g. by a scripted fake in tests.
+    """
+
+    def __init__(self, getrusage: Callable[[int], Any] = resource.getrusage) -> None:
+        self._getrusage = getrusage
+        measures = []
+        plan: list[tuple[int, int, str, bool]] = []
+        for subject_index, subject in enumerate((PROCESS, CHILDREN)):
+            for field_name, metric, is_rate in _RUSAGE_FIELDS:
+                measure = Measure(subject, metric)
+                measures.append(measure)
+                field_index = _STRUCT_INDEX[field_name]
+                plan.append((subject_index, field_index, measure.key, is_rate))
+        self._measures = tuple(measures)
+        self._plan = tuple(plan)
+        self._maxrss_index = _STRUCT_INDEX["ru_maxrss"]
+
+    @property
+    def measures(self) -> tuple[Measure, ...]:
+        """The 13 measures for each of ``process`` and ``children``."""
+        return self._measures
+
+    def read(self) -> tuple[Any, Any]:
+        """Return ``(getrusage(RUSAGE_SELF), getrusage(RUSAGE_CHILDREN))``."""
+        getrusage = self._getrusage
+        return getrusage(resource.RUSAGE_SELF), getrusage(resource.RUSAGE_CHILDREN)
+
+    def derive(
+        self,
+        values: MutableMapping[str, Any],
+        current: Any,
+        previous: Any,
+        time_elapsed: float,
+    ) -> None:
+        """Store gauges as read and counters as rates per second of ``time_elapsed``."""
+        per_second = 1.0 / time_elapsed if time_elapsed > 0 else 0.0
+        maxrss = self._maxrss_index
+        for subject_index, index, key, is_rate in self._plan:
+            now = current[subject_index][index]
+            if is_rate:
+                if per_second:
+                    rate = (now - previous[subject_index][index]) * per_second
+                    values[key] = rate if rate > 0.0 else 0.0
+            elif index == maxrss:
+                values[key] = float(now * _MAXRSS_SCALE)
+            else:
+                values[key] = float(now)
+
+
+_STRUCT_INDEX = {
+    name: index
+    for index, name in enumerate(
+        (
+            "ru_utime",
+            "ru_stime",
+            "ru_maxrss",
+            "ru_ixrss",
+            "ru_idrss",
+            "ru_isrss",
+            "ru_minflt",
+            "ru_majflt",
+            "ru_nswap",
+            "ru_inblock",
+            "ru_oublock",
+            "ru_msgsnd",
+            "ru_msgrcv",
+            "ru_nsignals",
+            "ru_nvcsw",
+            "ru_nivcsw",
+        )
+    )
+}

@@ -1,0 +1,279 @@
+"""Results of a measurement: points of values over time, marks, tags and meta data.
+
+Values are kept column by column in compact arrays (one per measure, 8 bytes
+per value) and timestamps as integer microseconds since the Unix epoch;
+:class:`Point` and :class:`Mark` objects are made on demand. All datetimes are
+timezone-aware UTC with microsecond resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from multimeter._tags import normalize_tags
+from multimeter.measure import Measure
+from multimeter.metric import Metric
+from multimeter.subject import Subject
+
+if TYPE_CHECKING:
+    from multimeter.probe import Probe
+
+__all__ = ["Mark", "Point", "Result", "Schema"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+_TYPECODES = {float: "d", int: "q"}
+
+
+def datetime_to_us(timestamp: datetime) -> int:
+    """Microseconds since the Unix epoch of a timezone-aware datetime."""
+    if not isinstance(timestamp, datetime) or timestamp.utcoffset() is None:
+        raise ValueError(f"timestamp must be a timezone-aware datetime, got {timestamp!r}")
+    return (timestamp - _EPOCH) // _ONE_US
+
+
+def us_to_datetime(us: int) -> datetime:
+    """The UTC datetime for microseconds since the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True)
+class Point:
+    """The values sampled at one time; a measure missing at that time has no key."""
+
+    datetime: datetime
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A labelled moment of a measurement, e.g. ``"load:enter"``."""
+
+    datetime: datetime
+    label: str
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The metrics, subjects and measures whose values a result holds."""
+
+    metrics: tuple[Metric, ...] = ()
+    subjects: tuple[Subject, ...] = ()
+    measures: tuple[Measure, ...] = ()
+
+    @cached_property
+    def _layout(self) -> tuple[tuple[str, str | None], ...]:
+        """(key, array typecode or None for a list) of each measure, computed once."""
+        return tuple((m.key, _TYPECODES.get(m.metric.value_type)) for m in self.measures)
+
+    @classmethod
+    def from_probes(cls, probes: Iterable[Probe]) -> Schema:
+        """The schema of everything the given probes measure."""
+        measures = tuple(dict.fromkeys(m for p in probes for m in p.measures))
+        return cls(
+            metrics=tuple(dict.fromkeys(m.metric for m in measures)),
+            subjects=tuple(dict.fromkeys(m.subject for m in measures)),
+            measures=measures,
+        )
+
+
+def _new_column(value_type: type) -> Any:
+    """An empty column: an ``array`` for floats and ints, else a list."""
+    typecode = _TYPECODES.get(value_type)
+    return array(typecode) if typecode else []
+
+
+_MISSING = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+
+
+class Result:
+    """The result of one measurement.
+
+    Args:
+        *probes: The probes whose measures make up the schema (ignored when
+            ``schema`` is given).
+        identifier: Identifies the measurement, e.g. in file names.
+        tags: User-defined tags; values are stored as strings (see README).
+        meta_data: Facts about the run (host, pid, ...); values are stored as strings.
+        schema: The schema, when it is not derived from probes (e.g. when loading).
+
+    >>> from datetime import datetime, timezone
+    >>> result = Result(identifier="demo")
+    >>> result.append(datetime(2026, 1, 1, tzinfo=timezone.utc), {"x.y": 1.5})
+    >>> list(result.values("x.y"))
+    [1.5]
+    """
+
+    def __init__(
+        self,
+        *probes: Probe,
+        identifier: str,
+        tags: Mapping[str, Any] | None = None,
+        meta_data: Mapping[str, Any] | None = None,
+        schema: Schema | None = None,
+    ) -> None:
+        if not isinstance(identifier, str) or not identifier:
+            raise ValueError(f"identifier must be a non-empty str, got {identifier!r}")
+        self.identifier = identifier
+        self.tags = normalize_tags(tags)
+        self.meta_data: dict[str, str] = {}
+        if meta_data:
+            self.add_meta_data(**meta_data)
+        self.schema = schema if schema is not None else Schema.from_probes(probes)
+        self._times = array("q")
+        # One column per measure, made on the first append: array('d') for floats,
+        # array('q') for ints, a list for anything else. Missing values are 0 in the
+        # column and their row numbers are listed in _missing.
+        self._columns: dict[str, Any] = {}
+        self._missing: dict[str, set[int]] = {}
+        self._marks: list[tuple[int, str]] = []
+
+    # -- adding -----------------------------------------------------------
+
+    def append(self, timestamp: datetime, values: Mapping[str, Any]) -> None:
+        """Add a point of ``values`` sampled at ``timestamp`` (timezone-aware)."""
+        self._append_us(datetime_to_us(timestamp), values)
+
+    def _append_us(self, timestamp_us: int, values: Mapping[str, Any]) -> None:
+        columns = self._columns
+        index = len(self._times)
+        if not index and not columns:
+            self._columns = columns = {
+                key: array(code) if code else [] for key, code in self.schema._layout
+            }
+        found = 0
+        for key, column in columns.items():
+            value = values.get(key, _MISSING)
+            if value is _MISSING:
+                self._set_missing(key, index)
+            else:
+                found += 1
+                try:
+                    column.append(value)
+                except (TypeError, OverflowError):  # does not fit the array: use a list
+                    columns[key] = [*column, value]
+        if found < len(values):
+            for key, value in values.items():
+                if key not in columns:
+                    columns[key] = _new_column(type(value))
+                    for row in range(index):
+                        self._set_missing(key, row)
+                    columns[key].append(value)
+        self._times.append(timestamp_us)
+
+    def _set_missing(self, key: str, row: int) -> None:
+        self._columns[key].append(0)
+        missing = self._missing.get(key)
+        if missing is None:
+            missing = self._missing[key] = set()
+        missing.add(row)
+
+    def _column_items(self) -> list[tuple[str, Any, Container[int]]]:
+        """(key, values, rows where missing) for each column."""
+        missing = self._missing
+        return [(key, data, missing.get(key, ())) for key, data in self._columns.items()]
+
+    def add_mark(self, timestamp: datetime, label: str) -> None:
+        """Add a mark labelled ``label`` at ``timestamp`` (timezone-aware)."""
+        self._marks.append((datetime_to_us(timestamp), str(label)))
+
+    def _add_mark_us(self, timestamp_us: int, label: str) -> None:
+        self._marks.append((timestamp_us, label))
+
+    def add_meta_data(self, **meta_data: Any) -> None:
+        """Add meta data; a key set again is overwritten. Values are stored as ``str``."""
+        self.meta_data.update(
+            (k, v if isinstance(v, str) else str(v)) for k, v in meta_data.items()
+        )
+
+    # -- reading ------------------------------------------------------------
+
+    @property
+    def points(self) -> tuple[Point, ...]:
+        """The points, oldest first."""
+        return tuple(self._iter_points())
+
+    def _iter_points(self) -> Iterator[Point]:
+        columns = self._column_items()
+        for index, timestamp_us in enumerate(self._times):
+            values = {key: data[index] for key, data, missing in columns if index not in missing}
+            yield Point(us_to_datetime(timestamp_us), values)
+
+    @property
+    def marks(self) -> tuple[Mark, ...]:
+        """The marks, in the order they were added."""
+        return tuple(Mark(us_to_datetime(t), label) for t, label in self._marks)
+
+    def values(self, key: str) -> Iterator[Any]:
+        """The values of measure ``key``, one per point, ``None`` where missing.
+
+        Raises:
+            KeyError: when the key is neither in the schema nor in any point.
+        """
+        column = self._columns.get(key)
+        if column is None:
+            if key in (m.key for m in self.schema.measures):
+                return iter(())
+            raise KeyError(key)
+        data, missing = column, self._missing.get(key, ())
+        return (None if i in missing else data[i] for i in range(len(self._times)))
+
+    @property
+    def start(self) -> datetime | None:
+        """The time of the first point, or ``None`` without points."""
+        return us_to_datetime(self._times[0]) if self._times else None
+
+    @property
+    def end(self) -> datetime | None:
+        """The time of the last point, or ``None`` without points."""
+        return us_to_datetime(self._times[-1]) if self._times else None
+
+    @property
+    def duration(self) -> timedelta | None:
+        """The time between the first and the last point, or ``None`` without points."""
+        if not self._times:
+            return None
+        return timedelta(microseconds=self._times[-1] - self._times[0])
+
+    def __len__(self) -> int:
+        """The number of points."""
+        return len(self._times)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Result):
+            return NotImplemented
+        if (
+            self.identifier != other.identifier
+            or self.tags != other.tags
+            or self.meta_data != other.meta_data
+            or self.schema != other.schema
+            or self._times != other._times
+            or self._marks != other._marks
+        ):
+            return False
+        for mine, theirs in zip(self._iter_points(), other._iter_points(), strict=True):
+            if mine.values.keys() != theirs.values.keys():
+                return False
+            if not all(_same(v, theirs.values[k]) for k, v in mine.values.items()):
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"Result(identifier={self.identifier!r}, tags={self.tags!r},"
+            f" points={len(self._times)}, marks={len(self._marks)})"
+        )

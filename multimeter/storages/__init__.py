@@ -1,0 +1,1 @@
+"""Where results go: the :class:`~multimeter.storages.base.Storage` family."""

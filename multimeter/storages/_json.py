@@ -1,0 +1,73 @@
+"""Results as JSON documents."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import IO, Any
+
+from multimeter.result import Result, datetime_to_us
+from multimeter.storages._format import (
+    FileFormat,
+    decode_number,
+    encode_number,
+    float_keys,
+    header_document,
+    result_from_header,
+)
+
+
+class JsonFormat(FileFormat):
+    """A result as one JSON document (extension ``.json``).
+
+    The document holds ``identifier``, ``tags``, ``meta_data``, ``schema``
+    (``metrics``, ``subjects``, ``measures``), ``points`` (``datetime`` as ISO
+    8601 with microseconds and ``+00:00``, and ``values``; a missing value has
+    no key) and ``marks`` (``datetime``, ``label``). The output is strict JSON:
+    non-finite floats are written as the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"`` and read back as floats. :func:`multimeter.load_result`
+    reads it back into an equal :class:`~multimeter.result.Result`.
+    """
+
+    @property
+    def extension(self) -> str:
+        """``'.json'``"""
+        return ".json"
+
+    def save_result_to_stream(self, result: Result, stream: IO[bytes]) -> None:
+        """Write ``result`` as UTF-8 JSON to the binary ``stream``."""
+        document = header_document(result)
+        document["points"] = [
+            {
+                "datetime": point.datetime.isoformat(timespec="microseconds"),
+                "values": {key: encode_number(v) for key, v in point.values.items()},
+            }
+            for point in result._iter_points()
+        ]
+        document["marks"] = [
+            {"datetime": mark.datetime.isoformat(timespec="microseconds"), "label": mark.label}
+            for mark in result.marks
+        ]
+        text = json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False)
+        stream.write(text.encode("utf-8"))
+
+    def load_result_from_stream(self, stream: IO[bytes]) -> Result:
+        """Read a result written by :meth:`save_result_to_stream`."""
+        document: dict[str, Any] = json.loads(stream.read().decode("utf-8"))
+        result = result_from_header(document)
+        floats = float_keys(result)
+        for point in document.get("points", ()):
+            values = {
+                key: decode_number(v) if key in floats else v for key, v in point["values"].items()
+            }
+            result._append_us(_parse(point["datetime"]), values)
+        for mark in document.get("marks", ()):
+            result._add_mark_us(_parse(mark["datetime"]), mark["label"])
+        return result
+
+
+def _parse(text: str) -> int:
+    return datetime_to_us(datetime.fromisoformat(text))
+
+
+__all__ = ["JsonFormat"]

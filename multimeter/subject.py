@@ -1,0 +1,26 @@
+"""Subjects: what a metric is measured on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CHILDREN", "PROCESS", "Subject"]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Something measured, such as the current process.
+
+    >>> Subject("process", "The current process").key
+    'process'
+    """
+
+    key: str
+    description: str = ""
+
+
+PROCESS = Subject("process", "The current process, all of its threads")
+CHILDREN = Subject(
+    "children",
+    "All child processes of the current process that have ended and been waited for",
+)

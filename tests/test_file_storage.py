@@ -1,0 +1,216 @@
+"""FileStorage, JsonFormat and LineFormat, through real files."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from multimeter import FileStorage, JsonFormat, LineFormat, Multimeter, ResourceProbe, load_result
+from multimeter.result import Result
+from multimeter.storages.file import FileFormat
+from multimeter.testing import CounterProbe
+
+T0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc)
+FORMATS = [JsonFormat(), LineFormat()]
+
+
+def _result(identifier: str = "run-1") -> Result:
+    result = Result(
+        ResourceProbe(), identifier=identifier, tags={"stage": "etl", "host id": "a,b=c"}
+    )
+    result.add_meta_data(host="box", pid=7)
+    for second in range(3):
+        result.append(
+            T0 + timedelta(seconds=second),
+            {"process.cpu_user": 0.25 * second, "process.max_rss": 1e6 + second},
+        )
+    result.add_mark(T0, "load:enter")
+    result.add_mark(T0 + timedelta(seconds=2), 'say "hi", then\\leave')
+    return result
+
+
+def _files(directory) -> list[str]:
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+@pytest.mark.parametrize("file_format", FORMATS, ids=lambda f: type(f).__name__)
+def test_a_stored_result_loads_back_equal(tmp_path, file_format):
+    """Identifier, tags, meta data, schema, points and marks survive a real file."""
+    result = _result()
+    FileStorage(tmp_path, file_format).store(result)
+    path = tmp_path / f"run-1{file_format.extension}"
+    assert [path.name] == _files(tmp_path)
+    assert result == load_result(path)
+
+
+@pytest.mark.parametrize("file_format", FORMATS, ids=lambda f: type(f).__name__)
+def test_a_measured_result_with_resource_values_loads_back_equal(tmp_path, file_format):
+    """A real measurement, through the multimeter, round-trips in both formats."""
+    storage = FileStorage(tmp_path, file_format)
+    with Multimeter(ResourceProbe(), CounterProbe(), storage=storage).measure("real") as result:
+        sum(range(10_000))
+    assert result == load_result(tmp_path / f"real{file_format.extension}")
+
+
+def test_json_document_has_the_documented_layout(tmp_path):
+    """identifier, tags, meta_data, schema{metrics,subjects,measures}, points, marks."""
+    FileStorage(tmp_path, JsonFormat()).store(_result())
+    document = json.loads((tmp_path / "run-1.json").read_text())
+    assert ["identifier", "tags", "meta_data", "schema", "points", "marks"] == list(document)
+    assert ["metrics", "subjects", "measures"] == list(document["schema"])
+    assert {"key": "process.cpu_user", "subject": "process", "metric": "cpu_user"} in document[
+        "schema"
+    ]["measures"]
+    assert "2026-03-04T05:06:07.890123+00:00" == document["points"][0]["datetime"]
+    assert {"datetime": "2026-03-04T05:06:07.890123+00:00", "label": "load:enter"} == document[
+        "marks"
+    ][0]
+
+
+def test_non_finite_values_keep_json_strict_and_load_back(tmp_path):
+    """NaN and infinities are written as strings, so any strict JSON parser accepts the file."""
+    result = Result(ResourceProbe(), identifier="nan")
+    result.append(T0, {"process.cpu_user": math.nan, "process.cpu_system": math.inf})
+    result.append(T0, {"process.cpu_user": -math.inf})
+    FileStorage(tmp_path, JsonFormat()).store(result)
+    text = (tmp_path / "nan.json").read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    json.loads(text, parse_constant=refuse)
+    assert result == load_result(tmp_path / "nan.json")
+
+
+def test_line_format_leaves_out_non_finite_fields_but_keeps_the_point():
+    """InfluxDB rejects NaN and infinity: those fields go, the rest of the point stays."""
+    result = Result(identifier="m")
+    result.append(T0, {"a.x": math.nan, "a.y": 1.5, "a.z": math.inf})
+    result.append(T0, {"a.x": math.nan})
+    stream = io.BytesIO()
+    LineFormat().save_result_to_stream(result, stream)
+    data_lines = [
+        line for line in stream.getvalue().decode().splitlines() if not line.startswith("#")
+    ]
+    assert [f"m a.y=1.5 {1772600767890123000}"] == data_lines
+
+
+def test_line_format_escapes_like_influxdb_client(tmp_path):
+    """Our escaping of names, tags, fields and strings matches the official client's."""
+    influxdb_client = pytest.importorskip("influxdb_client")
+    result = Result(identifier="my run,1", tags={"stage name": "e,t=l", "k=ey": "v"})
+    values = {"a b.c,d=e": 1.5, "count": 3, "flag": True, "text": 'he said "x\\y"'}
+    result.append(T0, values)
+    stream = io.BytesIO()
+    LineFormat().save_result_to_stream(result, stream)
+    ours = [line for line in stream.getvalue().decode().splitlines() if not line.startswith("#")]
+
+    point = influxdb_client.Point("my run,1").time(T0, write_precision="ns")
+    for key, value in sorted(result.tags.items()):
+        point.tag(key, value)
+    for key, value in values.items():
+        point.field(key, value)
+    assert [point.to_line_protocol()] == ours
+
+
+def test_line_format_writes_marks_as_annotation_lines_with_distinct_times():
+    """Each mark is a line with the string field 'mark'; equal times get distinct nanoseconds."""
+    result = Result(identifier="m", tags={"stage": "etl"})
+    result.add_mark(T0, "a")
+    result.add_mark(T0, "b")
+    stream = io.BytesIO()
+    LineFormat().save_result_to_stream(result, stream)
+    lines = stream.getvalue().decode().splitlines()[1:]
+    base = 1772600767890123000
+    assert [f'm,stage=etl mark="a" {base}', f'm,stage=etl mark="b" {base + 1}'] == lines
+
+
+@pytest.mark.parametrize("identifier", ["_internal", "two\nlines", "tab\there", "ends\\"])
+def test_line_format_refuses_identifiers_influxdb_would_reject(tmp_path, identifier):
+    """Reserved or unparseable measurement names raise ValueError; no file is left."""
+    with pytest.raises(ValueError, match="identifier"):
+        FileStorage(tmp_path, LineFormat()).store(Result(identifier=identifier))
+    assert [] == _files(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "identifier", ["../x", "/etc/passwd", "a/b", "a\\b", "nul\x00byte", ".", "..", "x" * 300]
+)
+def test_identifiers_that_are_not_file_names_raise_and_write_nothing(tmp_path, identifier):
+    """Nothing is ever written outside (or inside) the save directory for a bad identifier."""
+    save_directory = tmp_path / "results"
+    before = _files(tmp_path)
+    with pytest.raises(ValueError, match="identifier"):
+        FileStorage(save_directory, JsonFormat()).store(Result(identifier=identifier))
+    assert before == _files(tmp_path)
+
+
+class HalfWriter(FileFormat):
+    """Writes a little, then fails, like a full disk would."""
+
+    @property
+    def extension(self):
+        return ".json"
+
+    def save_result_to_stream(self, result, stream):
+        stream.write(b'{"identifier": ')
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failed_write_raises_and_leaves_no_partial_file(tmp_path):
+    """The temporary file is removed; the target file never appears."""
+    with pytest.raises(OSError, match="No space"):
+        FileStorage(tmp_path, HalfWriter()).store(Result(identifier="partial"))
+    assert [] == _files(tmp_path)
+
+
+def test_a_failed_rewrite_keeps_the_previous_complete_file(tmp_path):
+    """Atomic replacement: an old file with the same name stays whole."""
+    FileStorage(tmp_path, JsonFormat()).store(_result("same"))
+    with pytest.raises(OSError):
+        FileStorage(tmp_path, HalfWriter()).store(_result("same"))
+    assert _result("same") == load_result(tmp_path / "same.json")
+
+
+def test_an_unusable_directory_raises_from_store(tmp_path):
+    """A save directory that is a file cannot hold results: store() raises OSError."""
+    blocker = tmp_path / "results"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError):
+        FileStorage(blocker, JsonFormat()).store(_result())
+
+
+def test_the_save_directory_is_created_on_first_store(tmp_path):
+    """Nested directories are made as needed."""
+    storage = FileStorage(tmp_path / "a" / "b", JsonFormat(), fsync=True)
+    storage.store(_result())
+    assert ["run-1.json"] == _files(tmp_path / "a" / "b")
+    assert tmp_path / "a" / "b" == storage.save_directory
+
+
+def test_constructor_refuses_missing_directory_or_wrong_format():
+    """Wrong configuration raises ValueError naming the argument."""
+    with pytest.raises(ValueError, match="save_directory"):
+        FileStorage(None, JsonFormat())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="file_format"):
+        FileStorage("results", "json")  # type: ignore[arg-type]
+
+
+def test_load_result_refuses_unknown_extensions(tmp_path):
+    """Only .json and .line files are known."""
+    with pytest.raises(ValueError, match=r"\.json and \.line"):
+        load_result(tmp_path / "result.csv")
+
+
+def test_line_files_without_the_header_load_with_an_empty_schema():
+    """Plain line protocol, e.g. exported from InfluxDB, loads points and marks."""
+    data = b'cpu,host=a usage=0.5,count=3i 1000000000\ncpu,host=a mark="start" 2000000000\n'
+    result = LineFormat().load_result_from_stream(io.BytesIO(data))
+    assert ("cpu", {"host": "a"}) == (result.identifier, result.tags)
+    assert [{"usage": 0.5, "count": 3}] == [p.values for p in result.points]
+    assert ["start"] == [m.label for m in result.marks]

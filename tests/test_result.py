@@ -1,0 +1,153 @@
+"""Result: points, marks, tags and meta data, kept compactly."""
+
+from __future__ import annotations
+
+import math
+from array import array
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from multimeter.probe import ResourceProbe
+from multimeter.result import Mark, Point, Result, Schema
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
+
+
+def _result(**kwargs) -> Result:
+    return Result(ResourceProbe(), identifier="r", **kwargs)
+
+
+def test_schema_comes_from_the_probes():
+    """A result's schema lists what its probes measure."""
+    probe = ResourceProbe()
+    assert Schema(probe.metrics, probe.subjects, probe.measures) == _result().schema
+
+
+def test_append_adds_points_in_order_with_utc_datetimes():
+    """Points come back as Point objects with the timestamps and values given."""
+    result = _result()
+    result.append(T0, {"process.cpu_user": 0.5})
+    result.append(T0 + timedelta(seconds=1), {"process.cpu_user": 0.25})
+    assert (
+        Point(T0, {"process.cpu_user": 0.5}),
+        Point(T0 + timedelta(seconds=1), {"process.cpu_user": 0.25}),
+    ) == result.points
+    assert timezone.utc == result.points[0].datetime.tzinfo
+
+
+def test_timestamps_in_other_zones_are_converted_to_utc():
+    """An aware timestamp in another zone is the same instant in UTC."""
+    result = _result()
+    result.append(T0.astimezone(timezone(timedelta(hours=2))), {})
+    assert T0 == result.start
+    assert timezone.utc == result.start.tzinfo
+
+
+def test_naive_timestamps_are_refused():
+    """A datetime without a zone is ambiguous and raises ValueError."""
+    with pytest.raises(ValueError, match="timezone-aware"):
+        _result().append(datetime(2026, 1, 1), {})
+
+
+def test_start_end_and_duration_span_the_points():
+    """start/end are the first/last point's time; duration their difference."""
+    result = _result()
+    assert (None, None, None) == (result.start, result.end, result.duration)
+    result.append(T0, {})
+    result.append(T0 + timedelta(seconds=2.5), {})
+    assert (T0, T0 + timedelta(seconds=2.5), timedelta(seconds=2.5)) == (
+        result.start,
+        result.end,
+        result.duration,
+    )
+
+
+def test_values_yields_one_value_per_point_with_none_where_missing():
+    """values(key) follows the points; a point without that measure gives None."""
+    result = _result()
+    result.append(T0, {"process.cpu_user": 1.0})
+    result.append(T0, {"process.cpu_system": 2.0})
+    assert [1.0, None] == list(result.values("process.cpu_user"))
+    assert {} == {k: v for k, v in result.points[1].values.items() if k == "process.cpu_user"}
+
+
+def test_values_of_an_unknown_key_raises_key_error():
+    """A key that is neither in the schema nor in a point is an error."""
+    with pytest.raises(KeyError):
+        _result().values("nope")
+
+
+def test_values_outside_the_schema_are_kept():
+    """A probe may report keys its schema does not name; they are stored too."""
+    result = _result()
+    result.append(T0, {"extra.count": 3, "extra.name": "x"})
+    assert {"extra.count": 3, "extra.name": "x"} == result.points[0].values
+
+
+def test_marks_keep_their_order_and_labels():
+    """Marks come back as Mark objects, in the order added."""
+    result = _result()
+    result.add_mark(T0 + timedelta(seconds=1), "second")
+    result.add_mark(T0, "first-by-time")
+    assert (Mark(T0 + timedelta(seconds=1), "second"), Mark(T0, "first-by-time")) == result.marks
+
+
+def test_meta_data_is_added_and_overwritten_as_strings():
+    """add_meta_data merges; setting a key again overwrites it; values become str."""
+    result = _result(meta_data={"host": "a"})
+    result.add_meta_data(host="b", pid=42)
+    assert {"host": "b", "pid": "42"} == result.meta_data
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [("etl", "etl"), (3, "3"), (2.5, "2.5"), (True, "true"), (False, "false")],
+)
+def test_tag_values_are_stored_as_strings(value, stored):
+    """Numbers and booleans are converted to strings (booleans as true/false)."""
+    assert {"k": stored} == _result(tags={"k": value}).tags
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [
+        ({"": "v"}, "must not be empty"),
+        ({"k": None}, "tag 'k'"),
+        ({1: "v"}, "must be a str"),
+        ({"k": ["list"]}, "tag 'k'"),
+        ({"k": "line\nbreak"}, "tag 'k'"),
+    ],
+)
+def test_tags_that_cannot_be_stored_raise_value_error_naming_the_tag(tags, message):
+    """Empty keys, None values, non-string keys, other types and control characters."""
+    with pytest.raises(ValueError, match=message):
+        _result(tags=tags)
+
+
+def test_values_are_kept_in_compact_numeric_columns():
+    """Float measures are stored in array('d') columns, not a dict per point."""
+    result = _result()
+    for second in range(10):
+        result.append(T0 + timedelta(seconds=second), {"process.cpu_user": float(second)})
+    column = result._columns["process.cpu_user"]
+    assert isinstance(column, array)
+    assert "d" == column.typecode
+    assert 10 == len(result)
+
+
+def test_equal_results_compare_equal_even_with_nan():
+    """Two results with the same content are equal; NaN equals NaN for this purpose."""
+    first, second = _result(), _result()
+    for result in (first, second):
+        result.append(T0, {"process.cpu_user": math.nan})
+        result.add_mark(T0, "m")
+    assert first == second
+    second.append(T0, {})
+    assert first != second
+
+
+def test_identifier_must_be_a_non_empty_string():
+    """An empty or missing identifier raises ValueError."""
+    with pytest.raises(ValueError, match="identifier"):
+        Result(identifier="")
