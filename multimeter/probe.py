@@ -14,6 +14,8 @@ import abc
 import resource
 import sys
 from collections.abc import Callable, MutableMapping
+from itertools import repeat
+from operator import itemgetter, mul, sub
 from typing import Any
 
 from multimeter import metric as _metric
@@ -154,17 +156,26 @@ class ResourceProbe(CumulativeProbe):
 
     def __init__(self, getrusage: Callable[[int], Any] = resource.getrusage) -> None:
         self._getrusage = getrusage
-        measures = []
-        plan: list[tuple[int, int, str, bool]] = []
-        for subject_index, subject in enumerate((PROCESS, CHILDREN)):
-            for field_name, metric, is_rate in _RUSAGE_FIELDS:
-                measure = Measure(subject, metric)
-                measures.append(measure)
-                field_index = _STRUCT_INDEX[field_name]
-                plan.append((subject_index, field_index, measure.key, is_rate))
-        self._measures = tuple(measures)
-        self._plan = tuple(plan)
-        self._maxrss_index = _STRUCT_INDEX["ru_maxrss"]
+        subjects = (PROCESS, CHILDREN)
+        self._measures = tuple(
+            Measure(subject, metric) for subject in subjects for _, metric, _ in _RUSAGE_FIELDS
+        )
+        gauges = [(f, m) for f, m, is_rate in _RUSAGE_FIELDS if not is_rate]
+        rates = [(f, m) for f, m, is_rate in _RUSAGE_FIELDS if is_rate]
+        # itemgetter picks the fields in C. The values are computed in the order
+        # [gauges of process, of children, rates of process, of children] and
+        # self._order puts them into the order of self.measures.
+        self._gauges = itemgetter(*(_STRUCT_INDEX[f] for f, _ in gauges))
+        self._rates = itemgetter(*(_STRUCT_INDEX[f] for f, _ in rates))
+        self._rate_count = 2 * len(rates)
+        computed = [f"{s.key}.{m.key}" for s in subjects for _, m in gauges]
+        computed += [f"{s.key}.{m.key}" for s in subjects for _, m in rates]
+        self._gauge_keys = computed[: 2 * len(gauges)]
+        self._rate_keys = computed[2 * len(gauges) :]
+        self._order = itemgetter(*(computed.index(m.key) for m in self._measures))
+        self._maxrss_positions = tuple(
+            i for i, key in enumerate(computed) if key.endswith("." + _metric.MAX_RSS.key)
+        )
 
     @property
     def measures(self) -> tuple[Measure, ...]:
@@ -176,6 +187,23 @@ class ResourceProbe(CumulativeProbe):
         getrusage = self._getrusage
         return getrusage(resource.RUSAGE_SELF), getrusage(resource.RUSAGE_CHILDREN)
 
+    def _gauge_values(self, current: Any) -> list[float]:
+        now_self, now_children = current
+        values = list(map(float, self._gauges(now_self) + self._gauges(now_children)))
+        for position in self._maxrss_positions:
+            values[position] *= _MAXRSS_SCALE
+        return values
+
+    def _deltas(self, current: Any, previous: Any) -> list[Any]:
+        rates = self._rates
+        return list(
+            map(
+                sub,
+                rates(current[0]) + rates(current[1]),
+                rates(previous[0]) + rates(previous[1]),
+            )
+        )
+
     def derive(
         self,
         values: MutableMapping[str, Any],
@@ -184,18 +212,24 @@ class ResourceProbe(CumulativeProbe):
         time_elapsed: float,
     ) -> None:
         """Store gauges as read and counters as rates per second of ``time_elapsed``."""
-        per_second = 1.0 / time_elapsed if time_elapsed > 0 else 0.0
-        maxrss = self._maxrss_index
-        for subject_index, index, key, is_rate in self._plan:
-            now = current[subject_index][index]
-            if is_rate:
-                if per_second:
-                    rate = (now - previous[subject_index][index]) * per_second
-                    values[key] = rate if rate > 0.0 else 0.0
-            elif index == maxrss:
-                values[key] = float(now * _MAXRSS_SCALE)
-            else:
-                values[key] = float(now)
+        values.update(zip(self._gauge_keys, self._gauge_values(current), strict=True))
+        if time_elapsed > 0:
+            per_second = 1.0 / time_elapsed
+            rates = [d * per_second if d > 0 else 0.0 for d in self._deltas(current, previous)]
+            values.update(zip(self._rate_keys, rates, strict=True))
+
+    def _derive_row(self, current: Any, previous: Any, time_elapsed: float) -> Any:
+        """The values of :meth:`derive` in :attr:`measures` order (the sampler's fast
+        path), or ``None`` where :meth:`derive` must decide (empty interval, a counter
+        that went back)."""
+        if time_elapsed <= 0:
+            return None
+        deltas = self._deltas(current, previous)
+        if min(deltas) < 0:
+            return None
+        values = self._gauge_values(current)
+        values += map(mul, deltas, repeat(1.0 / time_elapsed, self._rate_count))
+        return self._order(values)
 
 
 _STRUCT_INDEX = {

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from multimeter._tags import normalize_tags
@@ -72,6 +74,12 @@ class Schema:
         """(key, array typecode or None for a list) of each measure, computed once."""
         return tuple((m.key, _TYPECODES.get(m.metric.value_type)) for m in self.measures)
 
+    @cached_property
+    def _row_getter(self) -> Callable[[Mapping[str, Any]], tuple[Any, ...]] | None:
+        """Picks a row of values in column order, in C; None for fewer than two measures."""
+        keys = [key for key, _ in self._layout]
+        return itemgetter(*keys) if len(keys) > 1 else None
+
     @classmethod
     def from_probes(cls, probes: Iterable[Probe]) -> Schema:
         """The schema of everything the given probes measure."""
@@ -90,6 +98,7 @@ def _new_column(value_type: type) -> Any:
 
 
 _MISSING = object()
+_ARRAY_APPEND = array.append
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -139,6 +148,14 @@ class Result:
         self._columns: dict[str, Any] = {}
         self._missing: dict[str, set[int]] = {}
         self._marks: list[tuple[int, str]] = []
+        # Set by the sampler while points may still be queued for this result.
+        self._sync_hook: Callable[[], None] | None = None
+
+    def _sync(self) -> None:
+        """Bring in points the sampler has queued but not yet added."""
+        hook = self._sync_hook
+        if hook is not None:
+            hook()
 
     # -- adding -----------------------------------------------------------
 
@@ -147,12 +164,17 @@ class Result:
         self._append_us(datetime_to_us(timestamp), values)
 
     def _append_us(self, timestamp_us: int, values: Mapping[str, Any]) -> None:
-        columns = self._columns
+        columns = self._ensure_columns()
         index = len(self._times)
-        if not index and not columns:
-            self._columns = columns = {
-                key: array(code) if code else [] for key, code in self.schema._layout
-            }
+        getter = self.schema._row_getter
+        if getter is not None and len(values) == len(columns):
+            try:
+                row = getter(values)
+            except KeyError:
+                pass
+            else:
+                if self._append_row(timestamp_us, row):
+                    return
         found = 0
         for key, column in columns.items():
             value = values.get(key, _MISSING)
@@ -168,10 +190,38 @@ class Result:
             for key, value in values.items():
                 if key not in columns:
                     columns[key] = _new_column(type(value))
-                    for row in range(index):
-                        self._set_missing(key, row)
+                    for row_index in range(index):
+                        self._set_missing(key, row_index)
                     columns[key].append(value)
         self._times.append(timestamp_us)
+
+    def _ensure_columns(self) -> dict[str, Any]:
+        columns = self._columns
+        if not columns and not self._times:
+            self._columns = columns = {
+                key: array(code) if code else [] for key, code in self.schema._layout
+            }
+        return columns
+
+    def _append_row(self, timestamp_us: int, row: Sequence[Any]) -> bool:
+        """The fast path: one value for every measure of the schema, in schema order.
+
+        Applies only while the columns are exactly the schema's and every value
+        fits its array; returns whether it applied (else nothing was changed).
+        """
+        columns = self._ensure_columns()
+        if len(columns) != len(self.schema._layout) or len(row) != len(columns):
+            return False
+        index = len(self._times)
+        try:
+            deque(map(_ARRAY_APPEND, columns.values(), row), maxlen=0)
+        except (TypeError, OverflowError):  # a list column or a value that does not fit
+            for column in columns.values():
+                if len(column) > index:
+                    column.pop()
+            return False
+        self._times.append(timestamp_us)
+        return True
 
     def _set_missing(self, key: str, row: int) -> None:
         self._columns[key].append(0)
@@ -182,6 +232,7 @@ class Result:
 
     def _column_items(self) -> list[tuple[str, Any, Container[int]]]:
         """(key, values, rows where missing) for each column."""
+        self._sync()
         missing = self._missing
         return [(key, data, missing.get(key, ())) for key, data in self._columns.items()]
 
@@ -206,6 +257,7 @@ class Result:
         return tuple(self._iter_points())
 
     def _iter_points(self) -> Iterator[Point]:
+        self._sync()
         columns = self._column_items()
         for index, timestamp_us in enumerate(self._times):
             values = {key: data[index] for key, data, missing in columns if index not in missing}
@@ -222,6 +274,7 @@ class Result:
         Raises:
             KeyError: when the key is neither in the schema nor in any point.
         """
+        self._sync()
         column = self._columns.get(key)
         if column is None:
             if key in (m.key for m in self.schema.measures):
@@ -233,27 +286,33 @@ class Result:
     @property
     def start(self) -> datetime | None:
         """The time of the first point, or ``None`` without points."""
+        self._sync()
         return us_to_datetime(self._times[0]) if self._times else None
 
     @property
     def end(self) -> datetime | None:
         """The time of the last point, or ``None`` without points."""
+        self._sync()
         return us_to_datetime(self._times[-1]) if self._times else None
 
     @property
     def duration(self) -> timedelta | None:
         """The time between the first and the last point, or ``None`` without points."""
+        self._sync()
         if not self._times:
             return None
         return timedelta(microseconds=self._times[-1] - self._times[0])
 
     def __len__(self) -> int:
         """The number of points."""
+        self._sync()
         return len(self._times)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Result):
             return NotImplemented
+        self._sync()
+        other._sync()
         if (
             self.identifier != other.identifier
             or self.tags != other.tags

@@ -214,3 +214,15 @@ def test_line_files_without_the_header_load_with_an_empty_schema():
     assert ("cpu", {"host": "a"}) == (result.identifier, result.tags)
     assert [{"usage": 0.5, "count": 3}] == [p.values for p in result.points]
     assert ["start"] == [m.label for m in result.marks]
+
+
+def test_line_format_rows_of_finite_and_non_finite_floats_agree_with_the_rules():
+    """Complete rows of floats take a fast path; a row with NaN still drops only that field."""
+    result = Result(identifier="m")
+    result.append(T0, {"a.x": 1.0, "a.y": 2.5})
+    result.append(T0 + timedelta(seconds=1), {"a.x": math.nan, "a.y": 3.0})
+    stream = io.BytesIO()
+    LineFormat().save_result_to_stream(result, stream)
+    lines = stream.getvalue().decode().splitlines()[1:]
+    base = 1772600767890123000
+    assert [f"m a.x=1.0,a.y=2.5 {base}", f"m a.y=3.0 {base + 1_000_000_000}"] == lines

@@ -9,7 +9,7 @@ import pytest
 
 from multimeter._sampler import Sampler, Session
 from multimeter.probe import Probe
-from multimeter.result import Result
+from multimeter.result import Result, us_to_datetime
 from multimeter.testing import CounterProbe, FakeClock
 
 
@@ -179,7 +179,7 @@ def test_point_timestamps_follow_the_wall_clock(sampler, clock):
     sampler.begin(session)
     clock.advance(1.0)
     sampler.run_due()
-    assert clock.time_us() == session.result._times[0]
+    assert us_to_datetime(clock.time_us()) == session.result.start
 
 
 def test_the_thread_starts_on_demand_and_ends_when_nothing_is_measured():
@@ -226,3 +226,19 @@ def test_fake_clock_moves_only_when_told(clock: FakeClock):
     before = clock.monotonic()
     clock.advance(2.0)
     assert 2.0 == clock.monotonic() - before
+
+
+def test_points_queued_in_batches_are_all_there_when_read(sampler, clock):
+    """Ticks queue readings; reading the result (mid-measurement or after) shows every point."""
+    probe = CounterProbe()
+    session = _session(probe, cycle=1.0)
+    sampler.begin(session)
+    ticks = Session.BATCH + 5
+    for _ in range(ticks):
+        clock.advance(1.0)
+        probe.value += 2.0
+        sampler.run_due()
+    assert ticks == len(session.result)
+    assert [pytest.approx(2.0)] * ticks == list(session.result.values("counter.rate"))
+    sampler.finish(session)
+    assert ticks + 1 == len(session.result)

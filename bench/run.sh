@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run every benchmark; each prints one JSON line and exits non-zero on a missed target.
+# Needs the bench extra: pip install -e '.[bench]'
+set -u
+cd "$(dirname "$0")"
+status=0
+for bench in memory line_encoding sampler; do
+  ../.venv/bin/python "$bench.py" || status=1
+done
+exit $status
