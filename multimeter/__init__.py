@@ -1,6 +1,9 @@
 """multimeter: measure the resource usage of Python code while it runs."""
 
+from multimeter._config import configure, flush, get_multimeter
+from multimeter._instrument import instrument
 from multimeter._loading import load_result
+from multimeter._measured import measured
 from multimeter._version import __version__
 from multimeter.multimeter import Multimeter
 from multimeter.probe import ResourceProbe
@@ -15,5 +18,10 @@ __all__ = [
     "Multimeter",
     "ResourceProbe",
     "__version__",
+    "configure",
+    "flush",
+    "get_multimeter",
+    "instrument",
     "load_result",
+    "measured",
 ]

@@ -27,10 +27,35 @@ from typing import Any
 from multimeter._clock import SYSTEM_CLOCK, Clock
 from multimeter._log import warn_once
 from multimeter.probe import CumulativeProbe, Probe
-from multimeter.result import Result
+from multimeter.result import Result, Schema
 
 _TickHook = Callable[[float, float], None]
 _all: weakref.WeakSet[Sampler] = weakref.WeakSet()
+
+
+class ProbePlan:
+    """How a set of probes is sampled; computed once per multimeter, not per call."""
+
+    __slots__ = ("cumulative", "legacy", "rows", "tracked")
+
+    def __init__(self, probes: Sequence[Probe], schema: Schema) -> None:
+        self.cumulative = tuple(p for p in probes if isinstance(p, CumulativeProbe))
+        self.legacy = tuple(p for p in probes if not isinstance(p, CumulativeProbe))
+        # Probes whose use the sampler must count: those with start/end hooks to
+        # call, and plain probes (their last sample time is kept).
+        self.tracked = tuple(
+            p
+            for p in probes
+            if p in self.legacy or _needs_hook(p, "start") or _needs_hook(p, "end")
+        )
+        # The fast path: every probe turns readings straight into a row of values in
+        # schema order, and the schema is exactly the probes' measures.
+        self.rows = (
+            bool(self.cumulative)
+            and not self.legacy
+            and all(hasattr(p, "_derive_row") for p in self.cumulative)
+            and schema.measures == tuple(m for p in self.cumulative for m in p.measures)
+        )
 
 
 class Session:
@@ -57,13 +82,24 @@ class Session:
         "previous",
         "result",
         "rows",
+        "tracked",
     )
 
-    def __init__(self, result: Result, probes: Sequence[Probe], cycle: float) -> None:
+    def __init__(
+        self,
+        result: Result,
+        probes: Sequence[Probe],
+        cycle: float,
+        plan: ProbePlan | None = None,
+    ) -> None:
+        if plan is None:
+            plan = ProbePlan(probes, result.schema)
         self.result = result
         self.cycle = cycle
-        self.cumulative = tuple(p for p in probes if isinstance(p, CumulativeProbe))
-        self.legacy = tuple(p for p in probes if not isinstance(p, CumulativeProbe))
+        self.cumulative = plan.cumulative
+        self.legacy = plan.legacy
+        self.tracked = plan.tracked
+        self.rows = plan.rows
         # For each cumulative probe: (reading, monotonic time) of the last point, or None.
         self.previous: list[tuple[Any, float] | None] = [None] * len(self.cumulative)
         self.pending: list[tuple[float, int, dict[int, Any], dict[int, dict[str, Any]]]] = []
@@ -72,14 +108,6 @@ class Session:
         self.owner: object = None  # the sampler state it was begun in
         self.lock: threading.Lock | None = None  # the sampler's lock, while active
         self.pid = 0
-        # The fast path: every probe turns readings straight into a row of values in
-        # schema order, and the schema is exactly the probes' measures.
-        self.rows = (
-            bool(self.cumulative)
-            and not self.legacy
-            and all(hasattr(p, "_derive_row") for p in self.cumulative)
-            and result.schema.measures == tuple(m for p in self.cumulative for m in p.measures)
-        )
 
     def record(
         self,
@@ -205,9 +233,17 @@ def _probe_failed(probe: Probe, error: BaseException) -> None:
     )
 
 
+def _needs_hook(probe: Probe, hook: str) -> bool:
+    """CumulativeProbe's own hooks only serve stand-alone sample(): the sampler
+    takes its readings itself, so they need not run."""
+    return not (
+        isinstance(probe, CumulativeProbe) and getattr(type(probe), hook) is _BUILTIN_HOOKS[hook]
+    )
+
+
 def _call_hook(probe: Probe, hook: str) -> None:
-    if isinstance(probe, CumulativeProbe) and getattr(type(probe), hook) is _BUILTIN_HOOKS[hook]:
-        return  # the built-in hooks only serve stand-alone sample(); the sampler reads itself
+    if not _needs_hook(probe, hook):
+        return
     try:
         getattr(probe, hook)()
     except Exception as error:  # noqa: BLE001 - a probe must not break the measured code
@@ -251,10 +287,9 @@ class Sampler:
 
     def begin(self, session: Session) -> None:
         """Start sampling ``session``: start its probes and take its first readings."""
-        probes = session.cumulative + session.legacy
         with self._lock:
             now = self._clock.monotonic()
-            for probe in probes:
+            for probe in session.tracked:
                 state = self._probes.get(id(probe))
                 if state is None:
                     state = self._probes[id(probe)] = _ProbeState(probe, now)
@@ -283,8 +318,13 @@ class Sampler:
             except Exception as error:  # noqa: BLE001
                 _probe_failed(probe, error)
 
-    def finish(self, session: Session) -> None:
-        """Stop sampling ``session`` after appending its final point."""
+    def finish(self, session: Session, *, flush: bool = True) -> None:
+        """Stop sampling ``session`` after queueing its final point.
+
+        With ``flush=False`` the queued readings are turned into points later,
+        by whoever first reads the result (the per-call path leaves that to the
+        background writer).
+        """
         if not session.active or session.owner is not self._state:
             return
         readings = self._read_cumulative((session,))
@@ -295,9 +335,12 @@ class Sampler:
             if not session.active or session.owner is not self._state:
                 return  # lost a race with another finish(), or begun before a fork
             session.record(now, now_us, readings, legacy_values)
-            session.flush()
-            session.result._sync_hook = None
             session.lock = None
+            if flush:
+                session.flush()
+                session.result._sync_hook = None
+            else:
+                session.result._sync_hook = session.flush
             session.active = False
             grid = self._grids.get(session.cycle)
             if grid is not None:
@@ -305,7 +348,7 @@ class Sampler:
             self._active -= 1
             if not self._active:
                 self._idle_since = now
-            for probe in session.cumulative + session.legacy:
+            for probe in session.tracked:
                 state = self._probes.get(id(probe))
                 if state is None:
                     continue

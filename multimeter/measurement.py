@@ -12,7 +12,7 @@ from multimeter._log import logger
 from multimeter._meta import process_meta_data
 from multimeter._sampler import Session, default_sampler
 from multimeter._tags import normalize_tags
-from multimeter.result import Result
+from multimeter.result import Result, us_to_datetime
 
 if TYPE_CHECKING:
     from multimeter.multimeter import Multimeter
@@ -61,11 +61,13 @@ class Measurement:
         self.result: Result | None = None
         self._probes = multimeter.probes
         self._schema = multimeter._current_schema
+        self._plan = multimeter._current_plan
         self._storage = multimeter.storage
         self._cycle_time = multimeter.cycle_time
         self._sampler = getattr(multimeter, "_sampler", None) or default_sampler()
         self._session: Session | None = None
         self._pid = 0
+        self._started_us = 0
 
     def start(self) -> Result:
         """Start measuring and return the (growing) result.
@@ -80,7 +82,8 @@ class Measurement:
         result.meta_data = process_meta_data()
         self.result = result
         self._pid = os.getpid()
-        self._session = Session(result, self._probes, self._cycle_time)
+        self._started_us = self._sampler._clock.time_us()
+        self._session = Session(result, self._probes, self._cycle_time, self._plan)
         self._sampler.begin(self._session)
         return result
 
@@ -113,6 +116,7 @@ class Measurement:
         self._sampler.finish(session)
         if os.getpid() != self._pid:
             return
+        self.result.meta_data["started"] = us_to_datetime(self._started_us).isoformat()
         try:
             self._storage.store(self.result)
         except Exception as error:  # noqa: BLE001 - storing must not break the measured code

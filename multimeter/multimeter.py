@@ -6,6 +6,7 @@ import math
 from numbers import Real
 from typing import Any
 
+from multimeter._sampler import ProbePlan
 from multimeter.measurement import Measurement
 from multimeter.probe import Probe
 from multimeter.result import Schema
@@ -68,6 +69,7 @@ class Multimeter:
     ) -> None:
         self._probes: list[Probe] = []
         self._schema: Schema | None = None
+        self._plan = ProbePlan((), Schema())
         self._cycle_time = check_cycle_time(cycle_time)
         self._storage = _check_storage(storage)
         self.add_probes(*probes)
@@ -99,7 +101,15 @@ class Multimeter:
         schema = self._schema
         if schema is None:
             schema = self._schema = Schema.from_probes(self._probes)
+            self._plan = ProbePlan(self._probes, schema)
         return schema
+
+    @property
+    def _current_plan(self) -> ProbePlan:
+        """How the probes are sampled, computed with the schema."""
+        if self._schema is None:
+            self._current_schema  # noqa: B018 - computes the plan too
+        return self._plan
 
     def set_cycle_time(self, cycle_time: float) -> Multimeter:
         """Set the seconds between two points; returns the multimeter."""

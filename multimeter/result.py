@@ -151,6 +151,27 @@ class Result:
         # Set by the sampler while points may still be queued for this result.
         self._sync_hook: Callable[[], None] | None = None
 
+    @classmethod
+    def _prepared(
+        cls,
+        identifier: str,
+        schema: Schema,
+        tags: dict[str, str],
+        meta_data: dict[str, str],
+    ) -> Result:
+        """A result from values that are already checked (the per-call path)."""
+        result = cls.__new__(cls)
+        result.identifier = identifier
+        result.tags = tags
+        result.meta_data = meta_data
+        result.schema = schema
+        result._times = array("q")
+        result._columns = {}
+        result._missing = {}
+        result._marks = []
+        result._sync_hook = None
+        return result
+
     def _sync(self) -> None:
         """Bring in points the sampler has queued but not yet added."""
         hook = self._sync_hook
@@ -302,6 +323,53 @@ class Result:
         if not self._times:
             return None
         return timedelta(microseconds=self._times[-1] - self._times[0])
+
+    def summary(self) -> dict[str, Any]:
+        """The key figures of the measurement, e.g. for a log line.
+
+        ``duration_s`` runs from the start of the measurement (meta data
+        ``started``, else the first point) to the last point; ``cpu_user_s`` and
+        ``cpu_system_s`` are the process's CPU seconds in that time (each
+        point's rate times its interval); ``peak_memory_bytes`` is the highest
+        ``process.max_rss``; ``outcome`` comes from the meta data (``None`` when
+        absent). Figures that cannot be computed are ``None``.
+        """
+        self._sync()
+        times = self._times
+        started = self.meta_data.get("started")
+        origin = datetime_to_us(datetime.fromisoformat(started)) if started else None
+        if origin is None and times:
+            origin = times[0]
+        summary: dict[str, Any] = {
+            "identifier": self.identifier,
+            "tags": dict(self.tags),
+            "duration_s": (times[-1] - origin) / 1e6 if times and origin is not None else None,
+        }
+        for key, name in (
+            ("process.cpu_user", "cpu_user_s"),
+            ("process.cpu_system", "cpu_system_s"),
+        ):
+            column = self._columns.get(key)
+            if column is None or origin is None:
+                summary[name] = None
+                continue
+            missing = self._missing.get(key, ())
+            total, previous = 0.0, origin
+            for index, (moment, rate) in enumerate(zip(times, column, strict=True)):
+                if index not in missing and rate == rate:
+                    total += rate * max(moment - previous, 0) / 1e6
+                previous = moment
+            summary[name] = total
+        rss = (
+            [v for v in self.values("process.max_rss") if v is not None]
+            if ("process.max_rss" in self._columns)
+            else []
+        )
+        summary["peak_memory_bytes"] = max(rss) if rss else None
+        summary["outcome"] = self.meta_data.get("outcome")
+        summary["points"] = len(times)
+        summary["marks"] = len(self._marks)
+        return summary
 
     def __len__(self) -> int:
         """The number of points."""

@@ -21,7 +21,12 @@ def test_top_level_exports_exactly_the_public_names():
         "Multimeter",
         "ResourceProbe",
         "__version__",
+        "configure",
+        "flush",
+        "get_multimeter",
+        "instrument",
         "load_result",
+        "measured",
     ]
     assert expected == multimeter.__all__
     assert sorted(multimeter.__all__) == multimeter.__all__

@@ -1,0 +1,189 @@
+"""The process-global configuration behind ``configure()`` and ``get_multimeter()``.
+
+Precedence for every setting: the explicit argument of ``configure()``, then
+the environment variable, then the built-in default.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from multimeter import _env
+from multimeter._log import logger
+from multimeter._tags import normalize_tags
+from multimeter._writer import flush as _flush_writer
+from multimeter._writer import flush_at_exit
+from multimeter.multimeter import Multimeter, check_cycle_time
+from multimeter.probe import Probe, ResourceProbe
+from multimeter.storages.base import Storage
+from multimeter.storages.dummy import DummyStorage
+from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
+from multimeter.storages.log import LogStorage
+
+#: Probes that ``MULTIMETER_PROBES`` can name.
+PROBES: dict[str, Callable[[], Probe]] = {"resource": ResourceProbe}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The global settings, replaced as a whole by ``configure()``."""
+
+    multimeter: Multimeter
+    enabled: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+    sample_rate: float = 1.0
+    exit_timeout: float = _env.DEFAULT_EXIT_TIMEOUT
+
+
+_current: Config | None = None
+_lock = threading.Lock()
+
+
+def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
+    kind = _env.get(_env.STORAGE, environ)
+    kind = "file" if kind is None else _env.parse_choice(_env.STORAGE, kind, _env.STORAGE_CHOICES)
+    if kind == "none":
+        return DummyStorage()
+    if kind == "log":
+        return LogStorage()
+    text = _env.get(_env.FORMAT, environ)
+    file_format = (
+        "json" if text is None else _env.parse_choice(_env.FORMAT, text, _env.FORMAT_CHOICES)
+    )
+    directory = _env.get(_env.DIR, environ) or _env.DEFAULT_DIR
+    return FileStorage(directory, JsonFormat() if file_format == "json" else LineFormat())
+
+
+def _probes_from_env(environ: Mapping[str, str] | None) -> list[Probe]:
+    text = _env.get(_env.PROBES, environ)
+    names = ["resource"] if text is None else _env.parse_names(_env.PROBES, text, tuple(PROBES))
+    return [PROBES[name]() for name in dict.fromkeys(names)]
+
+
+def build(
+    *,
+    storage: Storage | None = None,
+    probes: Iterable[Probe] | None = None,
+    cycle_time: float | None = None,
+    tags: Mapping[str, Any] | None = None,
+    enabled: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """A configuration from the arguments, the environment and the defaults.
+
+    Raises:
+        ValueError: naming the argument or the environment variable that is wrong.
+    """
+    if enabled is None:
+        text = _env.get(_env.ENABLED, environ)
+        enabled = True if text is None else _env.parse_bool(_env.ENABLED, text)
+    elif not isinstance(enabled, bool):
+        raise ValueError(f"enabled must be True or False, got {enabled!r}")
+    if cycle_time is None:
+        text = _env.get(_env.CYCLE_TIME, environ)
+        cycle_time = 1.0 if text is None else _env.parse_positive(_env.CYCLE_TIME, text)
+    cycle_time = check_cycle_time(cycle_time)
+    text = _env.get(_env.TAGS, environ)
+    global_tags = normalize_tags(_env.parse_tags(_env.TAGS, text) if text else {})
+    global_tags.update(normalize_tags(tags))
+    text = _env.get(_env.SAMPLE_RATE, environ)
+    sample_rate = 1.0 if text is None else _env.parse_fraction(_env.SAMPLE_RATE, text)
+    text = _env.get(_env.EXIT_TIMEOUT, environ)
+    exit_timeout = (
+        _env.DEFAULT_EXIT_TIMEOUT if text is None else _env.parse_positive(_env.EXIT_TIMEOUT, text)
+    )
+    if storage is None:
+        storage = _storage_from_env(environ)
+    probe_list = _probes_from_env(environ) if probes is None else list(probes)
+    meter = Multimeter(*probe_list, cycle_time=cycle_time, storage=storage)
+    return Config(meter, enabled, global_tags, sample_rate, exit_timeout)
+
+
+def configure(
+    *,
+    storage: Storage | None = None,
+    probes: Iterable[Probe] | None = None,
+    cycle_time: float | None = None,
+    tags: Mapping[str, Any] | None = None,
+    enabled: bool | None = None,
+) -> Multimeter:
+    """Build (or replace) the process-global multimeter and return it.
+
+    Arguments left out come from the environment variables (see the README),
+    then from the defaults: the ``resource`` probe, a one-second cycle, JSON
+    files under ``./multimeter-results/``, measuring enabled. ``tags`` are
+    added to every measurement, merged over ``MULTIMETER_TAGS``.
+
+    Raises:
+        ValueError: naming the bad argument or environment variable and the allowed values.
+    """
+    global _current
+    config = build(
+        storage=storage, probes=probes, cycle_time=cycle_time, tags=tags, enabled=enabled
+    )
+    with _lock:
+        _current = config
+    return config.multimeter
+
+
+def current() -> Config:
+    """The global configuration, built from the environment on first use.
+
+    A bad environment variable here (no explicit ``configure()`` call) is logged
+    once, naming the variable, and measuring is switched off: the program runs on.
+    """
+    config = _current
+    if config is not None:
+        return config
+    return _implicit()
+
+
+def _implicit() -> Config:
+    global _current
+    with _lock:
+        if _current is not None:
+            return _current
+        try:
+            config = build()
+        except ValueError as error:
+            logger.error(
+                "multimeter is switched off: bad configuration in the environment",
+                error=str(error),
+            )
+            config = Config(Multimeter(storage=DummyStorage()), enabled=False)
+        _current = config
+        return config
+
+
+def get_multimeter() -> Multimeter:
+    """The process-global multimeter (built from the environment on first use)."""
+    return current().multimeter
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until every finished measurement is stored.
+
+    Returns ``True`` when all were stored, ``False`` when the timeout passed
+    first or a storage failed (the failure is logged).
+    """
+    return _flush_writer(timeout)
+
+
+def reset() -> None:
+    """Forget the global configuration (tests use this)."""
+    global _current
+    with _lock:
+        _current = None
+
+
+def _at_exit() -> None:
+    config = _current
+    timeout = config.exit_timeout if config is not None else _env.DEFAULT_EXIT_TIMEOUT
+    flush_at_exit(timeout)
+
+
+atexit.register(_at_exit)

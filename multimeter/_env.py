@@ -1,0 +1,101 @@
+"""The environment variables multimeter reads, and their parsing.
+
+Each parser takes the raw string and raises ``ValueError`` naming the variable
+and the allowed values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+ENABLED = "MULTIMETER_ENABLED"
+STORAGE = "MULTIMETER_STORAGE"
+DIR = "MULTIMETER_DIR"
+FORMAT = "MULTIMETER_FORMAT"
+CYCLE_TIME = "MULTIMETER_CYCLE_TIME"
+PROBES = "MULTIMETER_PROBES"
+TAGS = "MULTIMETER_TAGS"
+SAMPLE_RATE = "MULTIMETER_SAMPLE_RATE"
+EXIT_TIMEOUT = "MULTIMETER_EXIT_TIMEOUT"
+
+DEFAULT_DIR = "multimeter-results"
+DEFAULT_EXIT_TIMEOUT = 5.0
+STORAGE_CHOICES = ("none", "file", "log")
+FORMAT_CHOICES = ("json", "line")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def get(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The variable's value with surrounding blanks removed; ``None`` if unset or blank."""
+    value = (os.environ if environ is None else environ).get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """``1/0``, ``true/false``, ``yes/no``, ``on/off``, in any case."""
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(
+        f"{name}={text!r} is not valid; allowed: 1, 0, true, false (or yes/no, on/off)"
+    )
+
+
+def parse_choice(name: str, text: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices``, case-insensitively."""
+    lowered = text.lower()
+    if lowered not in choices:
+        raise ValueError(f"{name}={text!r} is not valid; allowed: {', '.join(choices)}")
+    return lowered
+
+
+def parse_positive(name: str, text: str) -> float:
+    """A finite number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={text!r} is not valid; allowed: a number of seconds > 0")
+    return value
+
+
+def parse_fraction(name: str, text: str) -> float:
+    """A number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name}={text!r} is not valid; allowed: a number from 0 to 1")
+    return value
+
+
+def parse_tags(name: str, text: str) -> dict[str, str]:
+    """``key=value,key=value``; blanks around keys and values are removed."""
+    tags: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"{name}={text!r} is not valid; allowed: key=value,key=value")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def parse_names(name: str, text: str, choices: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of names from ``choices``."""
+    names = [item.strip().lower() for item in text.split(",") if item.strip()]
+    for item in names:
+        if item not in choices:
+            raise ValueError(f"{name}={text!r}: unknown {item!r}; allowed: {', '.join(choices)}")
+    return names

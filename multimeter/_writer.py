@@ -1,0 +1,189 @@
+"""The background writer: stores finished results off the measured code's thread.
+
+Callers hand over *jobs* (anything with ``build() -> Result`` and a
+``storage``) and return at once. One daemon thread per process builds the
+results and stores them, in batches, in the order they came. The queue is
+bounded: when it is full, the caller waits for room (backpressure), so nothing
+is ever dropped. ``flush()`` waits until everything handed over before it was
+stored. After ``os.fork()`` the child starts with an empty queue: the parent
+stores what it had queued.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from typing import Any, Protocol
+
+from multimeter._log import logger
+from multimeter.result import Result
+
+CAPACITY = 10_000
+_BATCH = 512
+_IDLE_WAIT = 0.1
+
+
+class Job(Protocol):
+    """What the writer stores: a result to build, and where it goes."""
+
+    storage: Any
+
+    def build(self) -> Result:
+        """Make the result (called on the writer thread)."""
+
+
+class _Marker:
+    """Queued by flush(); set once every job before it was handled."""
+
+    __slots__ = ("done", "ok")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = True
+
+
+class Writer:
+    """One background thread that builds and stores queued results."""
+
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self._capacity = capacity
+        self._reset()
+
+    def _reset(self) -> None:
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failed = False  # a store failed since the last marker
+
+    def put(self, job: Job) -> None:
+        """Queue ``job``; waits for room while the queue is full (backpressure)."""
+        queue = self._queue
+        if len(queue) >= self._capacity:
+            self._wait_for_room()
+        queue.append(job)
+        if self._thread is None:
+            self._start()
+        elif len(queue) >= _BATCH:
+            self._wake.set()
+
+    def pending(self) -> int:
+        """How many jobs wait in the queue."""
+        return sum(1 for item in list(self._queue) if not isinstance(item, _Marker))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every job queued so far is stored; ``True`` if all were, in time."""
+        done, ok = self._flush(timeout)
+        return done and ok
+
+    def _flush(self, timeout: float | None) -> tuple[bool, bool]:
+        """(everything handled in time, and stored without error)."""
+        marker = _Marker()
+        self._queue.append(marker)
+        if self._thread is None:
+            self._start()
+        self._wake.set()
+        done = marker.done.wait(timeout)
+        return done, marker.ok
+
+    def _wait_for_room(self) -> None:
+        self._wake.set()
+        with self._room:
+            while len(self._queue) >= self._capacity:
+                self._room.wait(0.05)
+                self._wake.set()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="multimeter-writer", daemon=True)
+                self._thread = thread
+                thread.start()
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            self._wake.wait(_IDLE_WAIT)
+            self._wake.clear()
+            while queue:
+                batch: list[Any] = []
+                while queue and len(batch) < _BATCH:
+                    batch.append(queue.popleft())
+                with self._room:
+                    self._room.notify_all()
+                self._handle(batch)
+
+    def _handle(self, batch: list[Any]) -> None:
+        for item in batch:
+            if isinstance(item, _Marker):
+                item.ok = not self._failed
+                self._failed = False
+                item.done.set()
+                continue
+            identifier = "?"
+            try:
+                result = item.build()
+                identifier = result.identifier
+                item.storage.store(result)
+            except Exception as error:  # noqa: BLE001 - never let one result stop the writer
+                self._failed = True
+                logger.error(
+                    "storing the result failed",
+                    identifier=identifier,
+                    storage=repr(item.storage),
+                    error=repr(error),
+                )
+
+    def _after_fork_in_child(self) -> None:
+        self._reset()
+
+
+_writer: Writer | None = None
+_writer_lock = threading.Lock()
+
+
+def writer() -> Writer:
+    """The process-wide writer, made on first use."""
+    global _writer
+    current = _writer
+    if current is None:
+        with _writer_lock:
+            if _writer is None:
+                _writer = Writer()
+            current = _writer
+    return current
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Flush the process-wide writer, if there is one."""
+    current = _writer
+    return True if current is None else current.flush(timeout)
+
+
+def flush_at_exit(timeout: float) -> None:
+    """Store what is pending, waiting at most ``timeout`` seconds; log what is left."""
+    current = _writer
+    if current is None or current._thread is None:
+        return
+    started = time.monotonic()
+    done, _ = current._flush(timeout)
+    if not done:
+        logger.warning(
+            "results still pending at exit were not stored",
+            pending=current.pending(),
+            waited_s=round(time.monotonic() - started, 3),
+        )
+
+
+def _after_fork_in_child() -> None:
+    global _writer_lock
+    _writer_lock = threading.Lock()
+    if _writer is not None:
+        _writer._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
