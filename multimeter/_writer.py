@@ -58,6 +58,7 @@ class Writer:
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failed = False  # a store failed since the last marker
+        self._in_hand = 0  # jobs taken from the queue and not yet handled
 
     def put(self, job: Job) -> None:
         """Queue ``job``; waits for room while the queue is full (backpressure)."""
@@ -71,8 +72,9 @@ class Writer:
             self._wake.set()
 
     def pending(self) -> int:
-        """How many jobs wait in the queue."""
-        return sum(1 for item in list(self._queue) if not isinstance(item, _Marker))
+        """How many jobs are not stored yet (queued or being stored)."""
+        queued = sum(1 for item in list(self._queue) if not isinstance(item, _Marker))
+        return queued + self._in_hand
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every job queued so far is stored; ``True`` if all were, in time."""
@@ -117,6 +119,7 @@ class Writer:
                 self._handle(batch)
 
     def _handle(self, batch: list[Any]) -> None:
+        self._in_hand = sum(1 for item in batch if not isinstance(item, _Marker))
         for item in batch:
             if isinstance(item, _Marker):
                 item.ok = not self._failed
@@ -136,6 +139,8 @@ class Writer:
                     storage=repr(item.storage),
                     error=repr(error),
                 )
+            finally:
+                self._in_hand -= 1
 
     def _after_fork_in_child(self) -> None:
         self._reset()

@@ -38,3 +38,30 @@ def clock() -> FakeClock:
 def sampler(clock: FakeClock) -> Sampler:
     """A sampler without a thread, driven by the fake clock through ``run_due``."""
     return Sampler(clock, threaded=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_global_configuration(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No MULTIMETER_* variable leaks in, and every test starts unconfigured."""
+    import os
+
+    from multimeter import _config, _writer
+
+    for name in list(os.environ):
+        if name.startswith("MULTIMETER_"):
+            monkeypatch.delenv(name)
+    _config.reset()
+    yield
+    _writer.flush(10)
+    _config.reset()
+
+
+@pytest.fixture
+def stored() -> Any:
+    """Configure the global multimeter to keep results in memory; returns the storage."""
+    import multimeter
+    from multimeter.testing import InMemoryStorage
+
+    storage = InMemoryStorage()
+    multimeter.configure(storage=storage, cycle_time=0.01)
+    return storage

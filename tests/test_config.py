@@ -1,0 +1,210 @@
+"""configure(), get_multimeter() and the environment variables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import multimeter
+from multimeter import FileStorage, JsonFormat, LineFormat, _config
+from multimeter.storages.dummy import DummyStorage
+from multimeter.storages.log import LogStorage
+from multimeter.testing import InMemoryStorage
+
+
+def test_defaults_without_any_configuration():
+    """Resource probe, one-second cycle, JSON files under ./multimeter-results/."""
+    meter = multimeter.get_multimeter()
+    assert 1.0 == meter.cycle_time
+    assert ["ResourceProbe"] == [type(p).__name__ for p in meter.probes]
+    assert isinstance(meter.storage, FileStorage)
+    assert "multimeter-results" == str(meter.storage.save_directory)
+    assert isinstance(meter.storage.file_format, JsonFormat)
+
+
+def test_configure_returns_and_installs_the_global_multimeter():
+    """configure() builds the multimeter that get_multimeter() then returns."""
+    storage = InMemoryStorage()
+    meter = multimeter.configure(storage=storage, cycle_time=0.5)
+    assert meter is multimeter.get_multimeter()
+    assert (storage, 0.5) == (meter.storage, meter.cycle_time)
+
+
+def test_environment_fills_in_what_arguments_leave_out(monkeypatch, tmp_path):
+    """MULTIMETER_* variables decide storage, format, cycle and tags."""
+    monkeypatch.setenv("MULTIMETER_DIR", str(tmp_path))
+    monkeypatch.setenv("MULTIMETER_FORMAT", "line")
+    monkeypatch.setenv("MULTIMETER_CYCLE_TIME", "0.25")
+    monkeypatch.setenv("MULTIMETER_TAGS", "team=data, env=prod")
+    monkeypatch.setenv("MULTIMETER_SAMPLE_RATE", "0.5")
+    meter = multimeter.configure(tags={"env": "staging"})
+    assert isinstance(meter.storage.file_format, LineFormat)
+    assert tmp_path == meter.storage.save_directory
+    assert 0.25 == meter.cycle_time
+    config = _config.current()
+    assert {"team": "data", "env": "staging"} == config.tags
+    assert 0.5 == config.sample_rate
+
+
+def test_an_explicit_argument_beats_the_environment(monkeypatch):
+    """Precedence: argument, then environment, then default."""
+    monkeypatch.setenv("MULTIMETER_CYCLE_TIME", "5")
+    assert 0.1 == multimeter.configure(cycle_time=0.1).cycle_time
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [("none", DummyStorage), ("log", LogStorage), ("FILE", FileStorage)]
+)
+def test_storage_kinds_from_the_environment(monkeypatch, value, kind):
+    """MULTIMETER_STORAGE picks none, log or file (case does not matter)."""
+    monkeypatch.setenv("MULTIMETER_STORAGE", value)
+    assert isinstance(multimeter.configure().storage, kind)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("MULTIMETER_ENABLED", "maybe", "true, false"),
+        ("MULTIMETER_STORAGE", "s3", "none, file, log"),
+        ("MULTIMETER_FORMAT", "csv", "json, line"),
+        ("MULTIMETER_CYCLE_TIME", "-1", "seconds > 0"),
+        ("MULTIMETER_PROBES", "resource,gpu", "resource"),
+        ("MULTIMETER_TAGS", "novalue", "key=value"),
+        ("MULTIMETER_SAMPLE_RATE", "1.5", "from 0 to 1"),
+        ("MULTIMETER_EXIT_TIMEOUT", "soon", "seconds > 0"),
+    ],
+)
+def test_a_bad_variable_makes_configure_raise_naming_it(monkeypatch, variable, value, allowed):
+    """The error names the variable and the allowed values."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=variable) as caught:
+        multimeter.configure()
+    assert allowed in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        ({"cycle_time": 0}, "cycle_time"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"tags": {"k": None}}, "tag 'k'"),
+        ({"storage": "disk"}, "storage"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(arguments, name):
+    """Wrong explicit configuration is a clear ValueError."""
+    with pytest.raises(ValueError, match=name):
+        multimeter.configure(**arguments)
+
+
+def test_a_bad_variable_with_implicit_configuration_logs_once_and_runs_on(monkeypatch, logs):
+    """First decorated call with a bad environment: logged, measuring off, result returned."""
+    monkeypatch.setenv("MULTIMETER_CYCLE_TIME", "fast")
+
+    @multimeter.measured
+    def work():
+        return 42
+
+    assert [42, 42] == [work(), work()]
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert 1 == len(errors)
+    assert "MULTIMETER_CYCLE_TIME" in errors[0]["error"]
+    assert not _config.current().enabled
+
+
+def test_enabled_false_from_the_environment(monkeypatch):
+    """MULTIMETER_ENABLED=0 switches measuring off."""
+    monkeypatch.setenv("MULTIMETER_ENABLED", "0")
+    multimeter.configure(storage=InMemoryStorage())
+    assert not _config.current().enabled
+
+
+def test_sample_rate_zero_measures_no_call(monkeypatch):
+    """MULTIMETER_SAMPLE_RATE=0: calls run, none is measured."""
+    monkeypatch.setenv("MULTIMETER_SAMPLE_RATE", "0")
+    storage = InMemoryStorage()
+    multimeter.configure(storage=storage)
+
+    @multimeter.measured
+    def work():
+        return 1
+
+    assert 100 == sum(work() for _ in range(100))
+    assert multimeter.flush(10)
+    assert [] == storage.results
+
+
+def test_log_storage_emits_one_event_with_the_summary(logs):
+    """MULTIMETER_STORAGE=log: one structlog event per finished measurement."""
+    multimeter.configure(storage=LogStorage())
+
+    @multimeter.measured(tags={"stage": "etl"})
+    def work():
+        return sum(range(1000))
+
+    work()
+    assert multimeter.flush(10)
+    events = [e for e in logs if e["event"] == "measurement"]
+    assert 1 == len(events)
+    event = events[0]
+    assert event["identifier"].startswith("work-")
+    assert {"stage": "etl"} == event["tags"]
+    assert "ok" == event["outcome"]
+    for key in ("duration_s", "cpu_user_s", "cpu_system_s", "peak_memory_bytes"):
+        assert event[key] is not None
+
+
+def _run(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=60,
+    )
+
+
+def test_exit_stores_pending_results_within_the_exit_timeout(tmp_path):
+    """Results still queued at interpreter exit are stored before the process ends."""
+    code = """
+        import multimeter
+        @multimeter.measured
+        def work(i):
+            return i
+        for i in range(2000):
+            work(i)
+    """
+    completed = _run(code, tmp_path, MULTIMETER_EXIT_TIMEOUT="30")
+    assert 0 == completed.returncode, completed.stderr
+    assert 2000 == len(list((tmp_path / "multimeter-results").glob("work-*.json")))
+
+
+def test_a_slow_storage_does_not_hold_exit_beyond_the_timeout(tmp_path):
+    """With a storage that never finishes, exit waits MULTIMETER_EXIT_TIMEOUT and goes on."""
+    code = """
+        import time, multimeter
+        from multimeter.storages.base import Storage
+        class Stuck(Storage):
+            def store(self, result):
+                time.sleep(60)
+        multimeter.configure(storage=Stuck())
+        @multimeter.measured
+        def work():
+            return 1
+        work()
+    """
+    started = time.monotonic()
+    completed = _run(code, tmp_path, MULTIMETER_EXIT_TIMEOUT="1")
+    assert time.monotonic() - started < 30  # the storage would take 60 s
+    assert 0 == completed.returncode, completed.stderr
+    assert "results still pending at exit were not stored" in completed.stdout + completed.stderr
+    assert "pending=1" in completed.stdout + completed.stderr
