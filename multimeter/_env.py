@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 ENABLED = "MULTIMETER_ENABLED"
 STORAGE = "MULTIMETER_STORAGE"
@@ -57,26 +57,26 @@ def parse_choice(name: str, text: str, choices: tuple[str, ...]) -> str:
     return lowered
 
 
-def parse_positive(name: str, text: str) -> float:
-    """A finite number of seconds greater than 0."""
+def _parse_number(name: str, text: str, valid: Callable[[float], bool], allowed: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={text!r} is not valid; allowed: a number of seconds > 0")
+    if not valid(value):
+        raise ValueError(f"{name}={text!r} is not valid; allowed: {allowed}")
     return value
+
+
+def parse_positive(name: str, text: str) -> float:
+    """A finite number of seconds greater than 0."""
+    return _parse_number(
+        name, text, lambda v: math.isfinite(v) and v > 0, "a number of seconds > 0"
+    )
 
 
 def parse_fraction(name: str, text: str) -> float:
     """A number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={text!r} is not valid; allowed: a number from 0 to 1")
-    return value
+    return _parse_number(name, text, lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1")
 
 
 def parse_tags(name: str, text: str) -> dict[str, str]:

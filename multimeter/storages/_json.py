@@ -48,7 +48,7 @@ class JsonFormat(FileFormat):
             {"datetime": mark.datetime.isoformat(timespec="microseconds"), "label": mark.label}
             for mark in result.marks
         ]
-        text = json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(document, ensure_ascii=False, allow_nan=False)
         stream.write(text.encode("utf-8"))
 
     def load_result_from_stream(self, stream: IO[bytes]) -> Result:
