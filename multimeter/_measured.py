@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import itertools
 import os
 import random
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar, overload
@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 import wrapt
 
 from multimeter import _config
+from multimeter import _sampler as _sampler_module
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
 from multimeter._sampler import Session, default_sampler
@@ -24,13 +25,16 @@ from multimeter.result import Result, us_to_datetime
 from multimeter.storages.dummy import DummyStorage
 
 F = TypeVar("F", bound=Callable[..., Any])
+# (tags, storage, schema, probe plan, cycle time, whether results are stored)
+_Context = tuple[dict[str, str], Any, Any, Any, float, bool]
 
 #: Tag values taken from arguments are cut to this many characters.
 MAX_TAG_LENGTH = 200
 
 _calls = itertools.count(1)
 _active: ContextVar[tuple[_Call, ...]] = ContextVar("multimeter_active", default=())
-_time_ns = __import__("time").time_ns
+_time_ns = time.time_ns
+_monotonic = time.monotonic
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{p}{n}" for p in ("com", "lpt") for n in range(10)
 }
@@ -41,11 +45,13 @@ def _new_process_token() -> str:
 
 
 _process_token = _new_process_token()
+_pid = os.getpid()
 
 
 def _refresh_process_token() -> None:
-    global _process_token
+    global _process_token, _pid
     _process_token = _new_process_token()
+    _pid = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):
@@ -112,7 +118,8 @@ class _Spec:
             "qualname": str(getattr(target, "__qualname__", self.name)),
         }
         self.arg_tags = self._plan_tag_args(target, tag_args)
-        self._tags_for: tuple[object, dict[str, str]] | None = None
+        self._context: tuple[object, _Context] | None = None
+        self._base_meta: tuple[int, dict[str, str]] | None = None
 
     @staticmethod
     def _plan_tag_args(
@@ -153,14 +160,31 @@ class _Spec:
             plan.append(_ArgTag(name, position, parameter.default, convert))
         return tuple(plan)
 
-    def tags_for(self, config: _config.Config) -> dict[str, str]:
-        """Global tags overridden by the decorator's, cached per configuration."""
-        cached = self._tags_for
+    def base_meta(self) -> dict[str, str]:
+        """A fresh copy of the process's and this function's meta data."""
+        cached = self._base_meta
+        if cached is None or cached[0] != _pid:
+            meta = process_meta_data()
+            meta.update(self.meta)
+            cached = self._base_meta = (_pid, meta)
+        return dict(cached[1])
+
+    def context_for(self, config: _config.Config) -> _Context:
+        """What every call under ``config`` shares, computed once per configuration."""
+        cached = self._context
         if cached is not None and cached[0] is config:
             return cached[1]
-        merged = {**config.tags, **self.tags}
-        self._tags_for = (config, merged)
-        return merged
+        meter = config.multimeter
+        context = (
+            {**config.tags, **self.tags},
+            meter._storage,
+            meter._current_schema,
+            meter._current_plan,
+            meter._cycle_time,
+            not isinstance(meter._storage, DummyStorage),
+        )
+        self._context = (config, context)
+        return context
 
     def argument_tags(
         self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -182,7 +206,7 @@ class _Spec:
 
     def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         """Start measuring a call, or ``None`` when it is not to be measured."""
-        config = _config.current()
+        config = _config._current or _config.current()
         if not config.enabled:
             return None
         rate = config.sample_rate
@@ -201,17 +225,35 @@ class _Spec:
 
 
 class _Call:
-    """One measured call: what the writer needs to build its result."""
+    """One measured call: what the sampler and the writer need.
+
+    Short calls cost no session: the call keeps its start and end readings and
+    the writer derives the single point from them. A call still running half a
+    cycle after its start is promoted by the sampler to a full session with
+    points at every tick (see :meth:`Sampler.enter`).
+    """
 
     __slots__ = (
+        "cycle",
+        "end_mono",
+        "end_readings",
+        "end_us",
         "error",
+        "marks",
+        "number",
+        "open",
         "pid",
-        "result",
+        "plan",
+        "schema",
         "session",
         "spec",
         "stack",
+        "start_mono",
+        "start_readings",
         "started_us",
         "storage",
+        "store",
+        "tags",
         "token",
     )
 
@@ -223,64 +265,131 @@ class _Call:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        meter = config.multimeter
-        tags = spec.tags_for(config)
+        cached = spec._context
+        context = cached[1] if cached is not None and cached[0] is config else None
+        if context is None:
+            context = spec.context_for(config)
+        tags, self.storage, self.schema, plan, self.cycle, self.store = context
         if spec.arg_tags:
             tags = {**tags, **spec.argument_tags(instance, args, kwargs)}
+        self.tags = tags
         self.spec = spec
-        self.storage = meter._storage
+        self.plan = plan
+        self.number = (_process_token, next(_calls))
         self.error: BaseException | None = None
-        self.pid = os.getpid()
-        identifier = f"{spec.prefix}{_process_token}-{next(_calls)}"
-        result = Result._prepared(identifier, meter._current_schema, tags, {})
-        self.result = result
-        self.session = session = Session(result, (), meter._cycle_time, meter._current_plan)
-        default_sampler().begin(session)
+        self.session: Session | None = None
+        self.end_readings: list[Any] | None = None
+        self.pid = _pid
+        self.open = True
+        sampler = _sampler_module._default or default_sampler()
+        if plan.tracked:  # probes that need start/end hooks or per-tick sampling
+            self.start_readings = None
+            self.promote()
+            sampler.begin(self.session)  # type: ignore[arg-type]
+        else:
+            # A reading taken moments ago (the end of the previous call) serves as
+            # this call's start: the interval then begins at that reading.
+            now = _monotonic()
+            shared = _last_reading
+            if shared[0] is plan and now - shared[1] <= SHARE_READINGS_S:
+                self.start_readings, self.start_mono = shared[2], shared[1]
+            else:
+                self.start_readings = _read(plan.cumulative)
+                self.start_mono = _monotonic()
+            sampler.enter(self)
         self.started_us = now_us = _time_ns() // 1000
-        result._marks.append((now_us, spec.enter))
+        self.marks = [(now_us, spec.enter)]
         self.stack = stack = _active.get()
         for outer in stack:
-            outer.result._marks.append((now_us, spec.enter))
+            outer.marks.append((now_us, spec.enter))
         self.token = _active.set((*stack, self))
 
+    @property
+    def identifier(self) -> str:
+        """``<name>-<pid>-<random>-<n>``."""
+        token, number = self.number
+        return f"{self.spec.prefix}{token}-{number}"
+
+    def promote(self) -> Session:
+        """The session that carries on this call (the sampler calls this under its lock)."""
+        result = Result._prepared(self.identifier, self.schema, self.tags, {})
+        session = Session(result, (), self.cycle, self.plan)
+        if self.start_readings is not None:
+            session.previous = [
+                None if r is _UNREAD else (r, self.start_mono) for r in self.start_readings
+            ]
+            session.last = self.start_mono
+        self.session = session
+        return session
+
     def end(self, error: BaseException | None) -> None:
-        """Stop measuring and hand the result to the writer; never raises."""
+        """Stop measuring and hand the call to the writer; never raises."""
         try:
             self._end(error)
         except Exception as failure:  # noqa: BLE001 - measuring must never break the call
-            warn_once(
-                ("end", type(failure)),
-                "measuring a call failed",
-                function=self.spec.name,
-                error=repr(failure),
-            )
+            self._failed(failure)
+
+    def _failed(self, failure: Exception) -> None:
+        warn_once(
+            ("end", type(failure)),
+            "measuring a call failed",
+            function=self.spec.name,
+            error=repr(failure),
+        )
 
     def _end(self, error: BaseException | None) -> None:
+        sampler = _sampler_module._default or default_sampler()
+        global _last_reading
+        if self.start_readings is not None:
+            readings = _read(self.plan.cumulative)
+            end_mono = _monotonic()
+            _last_reading = (self.plan, end_mono, readings)
         now_us = _time_ns() // 1000
         label = (
             self.spec.exit if error is None else f"{self.spec.name}:raise {type(error).__name__}"
         )
-        self.result._marks.append((now_us, label))
-        # Ended in another context, or already reset (generators): nothing to undo.
-        with contextlib.suppress(ValueError, RuntimeError):
+        self.marks.append((now_us, label))
+        self.open = False
+        try:  # noqa: SIM105 - a try is free, contextlib.suppress() is not
             _active.reset(self.token)
+        except (ValueError, RuntimeError):
+            pass  # ended in another context, or already reset (generators): nothing to undo
         for outer in self.stack:
-            if outer.session.active:
-                outer.result._marks.append((now_us, label))
+            if outer.open:
+                outer.marks.append((now_us, label))
         self.error = error
-        default_sampler().finish(self.session, flush=False)
-        if os.getpid() != self.pid or isinstance(self.storage, DummyStorage):
+        if self.start_readings is None:
+            sampler.finish(self.session, flush=False)  # type: ignore[arg-type]
+        else:
+            session = sampler.leave(self)
+            if session is not None:
+                by_probe = {
+                    id(p): r
+                    for p, r in zip(self.plan.cumulative, readings, strict=True)
+                    if r is not _UNREAD
+                }
+                sampler.finish(session, flush=False, readings=by_probe, now=end_mono, now_us=now_us)
+            else:
+                self.end_readings = readings
+                self.end_mono = end_mono
+                self.end_us = now_us
+        if _pid != self.pid or not self.store:
             return  # begun before a fork (the parent stores it), or storing is off
         writer().put(self)
 
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread)."""
-        result = self.result
-        result._sync()
-        result._sync_hook = None
-        result.tags = dict(result.tags)
-        meta = process_meta_data()
-        meta.update(self.spec.meta)
+        session = self.session
+        if session is not None:
+            result = session.result
+            result._sync()
+            result._sync_hook = None
+        else:
+            result = Result._prepared(self.identifier, self.schema, {}, {})
+            self._final_point(result)
+        result.tags = dict(self.tags)
+        result._marks = self.marks
+        meta = self.spec.base_meta()
         meta["started"] = us_to_datetime(self.started_us).isoformat()
         if self.error is None:
             meta["outcome"] = "ok"
@@ -290,6 +399,57 @@ class _Call:
             meta["exception_module"] = type(self.error).__module__
         result.meta_data = meta
         return result
+
+    def _final_point(self, result: Result) -> None:
+        """The one point of a call that was never promoted: start to end readings."""
+        start, end = self.start_readings, self.end_readings
+        if start is None or end is None:
+            return
+        elapsed = self.end_mono - self.start_mono
+        probes = self.plan.cumulative
+        if self.plan.rows and _UNREAD not in start and _UNREAD not in end:
+            row: list[Any] = []
+            for probe, before, now in zip(probes, start, end, strict=True):
+                part = probe._derive_row(now, before, elapsed)
+                if part is None:
+                    break
+                row += part
+            else:
+                if result._append_row(self.end_us, row):
+                    return
+        values: dict[str, Any] = {}
+        for probe, before, now in zip(probes, start, end, strict=True):
+            if before is _UNREAD or now is _UNREAD:
+                continue
+            try:
+                probe.derive(values, now, before, elapsed)
+            except Exception as error:  # noqa: BLE001 - a probe must not stop the writer
+                warn_once(("derive", id(probe), type(error)), "probe failed", error=repr(error))
+        result._append_us(self.end_us, values)
+
+
+_UNREAD = object()
+#: Readings at most this old (seconds) are shared by the end of one call and the start
+#: of the next; in tight loops this halves the probe reads per call.
+SHARE_READINGS_S = 50e-6
+_last_reading: tuple[Any, float, list[Any]] = (None, 0.0, [])
+
+
+def _read(probes: tuple[Any, ...]) -> list[Any]:
+    """One reading per probe; a probe that fails is logged once and marked unread."""
+    readings = []
+    for probe in probes:
+        try:
+            readings.append(probe.read())
+        except Exception as error:  # noqa: BLE001 - a probe must not break the call
+            warn_once(
+                ("read", id(probe), type(error)),
+                "probe failed",
+                probe=type(probe).__name__,
+                error=repr(error),
+            )
+            readings.append(_UNREAD)
+    return readings
 
 
 def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:

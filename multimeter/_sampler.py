@@ -22,7 +22,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from multimeter._clock import SYSTEM_CLOCK, Clock
 from multimeter._log import warn_once
@@ -31,6 +31,17 @@ from multimeter.result import Result, Schema
 
 _TickHook = Callable[[float, float], None]
 _all: weakref.WeakSet[Sampler] = weakref.WeakSet()
+
+
+class Call(Protocol):
+    """A measurement in flight that the sampler may promote to a :class:`Session`."""
+
+    cycle: float
+    start_mono: float
+    session: Session | None
+
+    def promote(self) -> Session:
+        """Make (and remember in ``session``) the session that continues this call."""
 
 
 class ProbePlan:
@@ -189,13 +200,14 @@ class Session:
 class _Grid:
     """The ticks of one cycle time and the sessions that follow them."""
 
-    __slots__ = ("anchor", "cycle", "k", "sessions")
+    __slots__ = ("anchor", "calls", "cycle", "k", "sessions")
 
     def __init__(self, cycle: float, anchor: float) -> None:
         self.cycle = cycle
         self.anchor = anchor
         self.k = 1
         self.sessions: dict[int, Session] = {}
+        self.calls: dict[int, Call] = {}  # in flight, not yet promoted to sessions
 
     @property
     def deadline(self) -> float:
@@ -318,7 +330,15 @@ class Sampler:
             except Exception as error:  # noqa: BLE001
                 _probe_failed(probe, error)
 
-    def finish(self, session: Session, *, flush: bool = True) -> None:
+    def finish(
+        self,
+        session: Session,
+        *,
+        flush: bool = True,
+        readings: dict[int, Any] | None = None,
+        now: float | None = None,
+        now_us: int | None = None,
+    ) -> None:
         """Stop sampling ``session`` after queueing its final point.
 
         With ``flush=False`` the queued readings are turned into points later,
@@ -327,10 +347,11 @@ class Sampler:
         """
         if not session.active or session.owner is not self._state:
             return
-        readings = self._read_cumulative((session,))
+        if readings is None or now is None or now_us is None:
+            readings = self._read_cumulative((session,))
+            now = self._clock.monotonic()
+            now_us = self._clock.time_us()
         legacy_values = self._sample_legacy(session.legacy) if session.legacy else {}
-        now = self._clock.monotonic()
-        now_us = self._clock.time_us()
         with self._lock:
             if not session.active or session.owner is not self._state:
                 return  # lost a race with another finish(), or begun before a fork
@@ -357,6 +378,62 @@ class Sampler:
                     del self._probes[id(probe)]
                     _call_hook(probe, "end")
 
+    # -- calls: the cheap path for short measurements ----------------------------
+
+    def enter(self, call: Call) -> None:
+        """Track ``call`` (its start readings taken) without making a session.
+
+        The sampler promotes it to a :class:`Session` at the first tick at least
+        half a cycle after its start, so only calls that run that long pay for
+        one. No lock is taken unless the grid or the thread must be made.
+        """
+        grid = self._grids.get(call.cycle)
+        if grid is None or (self._threaded and self._thread is None):
+            with self._lock:
+                grid = self._grids.get(call.cycle)
+                if grid is None:
+                    grid = self._grids[call.cycle] = _Grid(call.cycle, self._clock.monotonic())
+        grid.calls[id(call)] = call
+        if self._threaded and self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._start_thread()
+        elif grid.anchor + grid.k * grid.cycle < self._sleeping_until:
+            self._ring()
+
+    def leave(self, call: Call) -> Session | None:
+        """Stop tracking ``call``; return its session if the sampler promoted it.
+
+        Removing the call is one atomic ``dict.pop``: whoever removes it first
+        wins. Only when the sampler got there first (the call was promoted) is
+        the lock taken, to wait for the promotion to complete.
+        """
+        grid = self._grids.get(call.cycle)
+        if grid is not None and grid.calls.pop(id(call), None) is not None:
+            return None
+        with self._lock:
+            return call.session
+
+    def _promote(self, grid: _Grid, earliest: float) -> None:
+        """Turn calls in flight since ``earliest`` or before into sessions (lock held)."""
+        for key, call in list(grid.calls.items()):
+            if call.start_mono > earliest or grid.calls.pop(key, None) is None:
+                continue  # too young, or it has just left
+            try:
+                session = call.promote()
+            except Exception as error:  # noqa: BLE001 - the sampler must go on
+                warn_once(
+                    ("promote", type(error)), "sampler failed to promote a call", error=repr(error)
+                )
+                continue
+            session.owner = self._state
+            session.lock = self._lock
+            session.pid = os.getpid()
+            session.result._sync_hook = session.sync
+            session.active = True
+            grid.sessions[id(session)] = session
+            self._active += 1
+
     # -- ticks ----------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
@@ -365,7 +442,7 @@ class Sampler:
             return self._next_deadline()
 
     def _next_deadline(self) -> float | None:
-        deadlines = [g.deadline for g in self._grids.values() if g.sessions]
+        deadlines = [g.deadline for g in self._grids.values() if g.sessions or g.calls]
         return min(deadlines) if deadlines else None
 
     def run_due(self, now: float | None = None) -> int:
@@ -382,13 +459,15 @@ class Sampler:
         with self._lock:
             for grid in self._grids.values():
                 deadline = grid.anchor + grid.k * grid.cycle
-                if deadline > now or not grid.sessions:
+                if deadline > now or not (grid.sessions or grid.calls):
                     continue
                 ran += 1
                 if self.tick_hook is not None:
                     self.tick_hook(deadline, now)
                 grid.advance(now)
                 earliest = now - grid.cycle / 2
+                if grid.calls:
+                    self._promote(grid, earliest)
                 due += [s for s in grid.sessions.values() if s.last <= earliest]
             if not due:
                 return ran
@@ -478,7 +557,6 @@ class Sampler:
                     idle = now - self._idle_since
                     if self._active == 0 and idle >= self._linger:
                         self._thread = None
-                        self._grids.clear()
                         return
                     self._sleeping_until = math.inf
                     wait = max(self._linger - idle, 0.001)

@@ -147,6 +147,9 @@ class Result:
         # column and their row numbers are listed in _missing.
         self._columns: dict[str, Any] = {}
         self._missing: dict[str, set[int]] = {}
+        # The values of a first point added by _append_row, kept as the row until the
+        # columns are needed: a one-point result (a short call) then costs one list.
+        self._first_row: Sequence[Any] | None = None
         self._marks: list[tuple[int, str]] = []
         # Set by the sampler while points may still be queued for this result.
         self._sync_hook: Callable[[], None] | None = None
@@ -168,15 +171,29 @@ class Result:
         result._times = array("q")
         result._columns = {}
         result._missing = {}
+        result._first_row = None
         result._marks = []
         result._sync_hook = None
         return result
 
     def _sync(self) -> None:
-        """Bring in points the sampler has queued but not yet added."""
+        """Bring in points the sampler has queued, and make the columns."""
         hook = self._sync_hook
         if hook is not None:
             hook()
+        if self._first_row is not None:
+            self._make_columns()
+
+    def _make_columns(self) -> None:
+        """Turn the pending first row into one-value columns."""
+        row, self._first_row = self._first_row, None
+        columns = {}
+        for (key, code), value in zip(self.schema._layout, row or (), strict=True):
+            try:
+                columns[key] = array(code, (value,)) if code else [value]
+            except (TypeError, OverflowError):
+                columns[key] = [value]
+        self._columns = columns
 
     # -- adding -----------------------------------------------------------
 
@@ -185,6 +202,8 @@ class Result:
         self._append_us(datetime_to_us(timestamp), values)
 
     def _append_us(self, timestamp_us: int, values: Mapping[str, Any]) -> None:
+        if self._first_row is not None:
+            self._make_columns()
         columns = self._ensure_columns()
         index = len(self._times)
         getter = self.schema._row_getter
@@ -230,6 +249,12 @@ class Result:
         Applies only while the columns are exactly the schema's and every value
         fits its array; returns whether it applied (else nothing was changed).
         """
+        if not self._times and not self._columns and len(row) == len(self.schema._layout):
+            self._first_row = row
+            self._times.append(timestamp_us)
+            return True
+        if self._first_row is not None:
+            self._make_columns()
         columns = self._ensure_columns()
         if len(columns) != len(self.schema._layout) or len(row) != len(columns):
             return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import json
 import math
 from typing import IO, Any
 
@@ -54,30 +55,50 @@ def decode_number(value: Any) -> Any:
 
 def header_document(result: Result) -> dict[str, Any]:
     """Everything about a result except its points and marks, as JSON-ready data."""
-    schema = result.schema
     return {
         "identifier": result.identifier,
         "tags": result.tags,
         "meta_data": result.meta_data,
-        "schema": {
-            "metrics": [
-                {
-                    "key": m.key,
-                    "description": m.description,
-                    "unit": m.unit,
-                    "value_type": m.value_type.__name__,
-                    "min_value": encode_number(m.min_value),
-                    "max_value": encode_number(m.max_value),
-                }
-                for m in schema.metrics
-            ],
-            "subjects": [{"key": s.key, "description": s.description} for s in schema.subjects],
-            "measures": [
-                {"key": m.key, "subject": m.subject.key, "metric": m.metric.key}
-                for m in schema.measures
-            ],
-        },
+        "schema": schema_document(result.schema),
     }
+
+
+def schema_document(schema: Schema) -> dict[str, Any]:
+    """A schema as JSON-ready data."""
+    return {
+        "metrics": [
+            {
+                "key": m.key,
+                "description": m.description,
+                "unit": m.unit,
+                "value_type": m.value_type.__name__,
+                "min_value": encode_number(m.min_value),
+                "max_value": encode_number(m.max_value),
+            }
+            for m in schema.metrics
+        ],
+        "subjects": [{"key": s.key, "description": s.description} for s in schema.subjects],
+        "measures": [
+            {"key": m.key, "subject": m.subject.key, "metric": m.metric.key}
+            for m in schema.measures
+        ],
+    }
+
+
+_schema_json: dict[int, tuple[Schema, str]] = {}
+
+
+def schema_json(schema: Schema) -> str:
+    """The schema as JSON text, encoded once per schema object (results share them)."""
+    cached = _schema_json.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_schema_json) > 256:
+            _schema_json.clear()
+        cached = _schema_json[id(schema)] = (
+            schema,
+            json.dumps(schema_document(schema), ensure_ascii=False, allow_nan=False),
+        )
+    return cached[1]
 
 
 def result_from_header(document: dict[str, Any]) -> Result:

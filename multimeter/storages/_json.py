@@ -6,14 +6,14 @@ import json
 from datetime import datetime
 from typing import IO, Any
 
-from multimeter.result import Result, datetime_to_us
+from multimeter.result import Result, datetime_to_us, us_to_datetime
 from multimeter.storages._format import (
     FileFormat,
     decode_number,
     encode_number,
     float_keys,
-    header_document,
     result_from_header,
+    schema_json,
 )
 
 
@@ -36,19 +36,27 @@ class JsonFormat(FileFormat):
 
     def save_result_to_stream(self, result: Result, stream: IO[bytes]) -> None:
         """Write ``result`` as UTF-8 JSON to the binary ``stream``."""
-        document = header_document(result)
-        document["points"] = [
-            {
-                "datetime": point.datetime.isoformat(timespec="microseconds"),
-                "values": {key: encode_number(v) for key, v in point.values.items()},
+        dumps = _dumps
+        times = result._times
+        columns = result._column_items()
+        points = []
+        for index, row in enumerate(zip(*(data for _, data, _ in columns), strict=True)):
+            total = sum(v for v in row if isinstance(v, float))
+            plain = total - total == 0.0
+            values = {
+                key: value if plain else encode_number(value)
+                for (key, _, missing), value in zip(columns, row, strict=True)
+                if index not in missing
             }
-            for point in result._iter_points()
-        ]
-        document["marks"] = [
-            {"datetime": mark.datetime.isoformat(timespec="microseconds"), "label": mark.label}
-            for mark in result.marks
-        ]
-        text = json.dumps(document, ensure_ascii=False, allow_nan=False)
+            points.append({"datetime": _iso(times[index]), "values": values})
+        if not columns:
+            points = [{"datetime": _iso(t), "values": {}} for t in times]
+        marks = [{"datetime": _iso(t), "label": label} for t, label in result._marks]
+        text = (
+            f'{{"identifier":{dumps(result.identifier)},"tags":{dumps(result.tags)},'
+            f'"meta_data":{dumps(result.meta_data)},"schema":{schema_json(result.schema)},'
+            f'"points":{dumps(points)},"marks":{dumps(marks)}}}'
+        )
         stream.write(text.encode("utf-8"))
 
     def load_result_from_stream(self, stream: IO[bytes]) -> Result:
@@ -64,6 +72,13 @@ class JsonFormat(FileFormat):
         for mark in document.get("marks", ()):
             result._add_mark_us(_parse(mark["datetime"]), mark["label"])
         return result
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _iso(timestamp_us: int) -> str:
+    return us_to_datetime(timestamp_us).isoformat(timespec="microseconds")
 
 
 def _parse(text: str) -> int:

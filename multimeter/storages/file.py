@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
-import tempfile
+import secrets
 from contextlib import suppress
 
 from multimeter.result import Result
@@ -16,6 +17,19 @@ from multimeter.storages.base import Storage
 __all__ = ["FileFormat", "FileStorage", "JsonFormat", "LineFormat"]
 
 _FORBIDDEN = {chr(c) for c in range(32)} | {"\x7f", "/", "\\"}
+_temporary_names = itertools.count()
+_token: tuple[int, str] = (0, "")
+
+
+def _process_token() -> str:
+    """``<pid>-<random>``: temporary names of different processes never meet."""
+    global _token
+    pid = os.getpid()
+    if _token[0] != pid:
+        _token = (pid, f"{pid}-{secrets.token_hex(3)}")
+    return _token[1]
+
+
 _MAX_NAME_BYTES = 255
 
 
@@ -23,8 +37,8 @@ class FileStorage(Storage):
     """Stores each result as one file, ``<save_directory>/<identifier><extension>``.
 
     Files are written atomically: into a hidden temporary file in the same
-    directory (``.multimeter-*.tmp``), then renamed, so a reader never sees a
-    partial file and a failure leaves none behind. With ``fsync=True`` the
+    directory (``.multimeter-*.tmp``, created exclusively), then renamed, so a
+    reader never sees a partial file and a failure leaves none behind. With ``fsync=True`` the
     data is also flushed to the disk before the rename (slower; survives a
     power cut). The directory is created when the first result is stored.
 
@@ -96,10 +110,15 @@ class FileStorage(Storage):
             OSError: when the file cannot be written; no partial file is left.
         """
         path = self.path_for(result.identifier)
-        self._save_directory.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(
-            dir=self._save_directory, prefix=".multimeter-", suffix=".tmp"
+        temporary = os.path.join(
+            self._save_directory, f".multimeter-{_process_token()}-{next(_temporary_names)}.tmp"
         )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            descriptor = os.open(temporary, flags, 0o644)
+        except FileNotFoundError:  # the directory is not there (yet, or any more)
+            self._save_directory.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(temporary, flags, 0o644)
         try:
             with os.fdopen(descriptor, "wb") as stream:
                 self._file_format.save_result_to_stream(result, stream)
