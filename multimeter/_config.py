@@ -100,6 +100,7 @@ def build(
         storage = _storage_from_env(environ)
     probe_list = _probes_from_env(environ) if probes is None else list(probes)
     meter = Multimeter(*probe_list, cycle_time=cycle_time, storage=storage)
+    meter._default_tags = dict(global_tags)
     return Config(meter, enabled, global_tags, sample_rate, exit_timeout)
 
 

@@ -57,7 +57,7 @@ class Measurement:
 
     def __init__(self, multimeter: Multimeter, identifier: str | None, **tags: Any) -> None:
         self.identifier = identifier or generate_identifier()
-        self.tags = normalize_tags(tags)
+        self.tags = {**multimeter._default_tags, **normalize_tags(tags)}
         self.result: Result | None = None
         self._probes = multimeter.probes
         self._schema = multimeter._current_schema

@@ -68,6 +68,8 @@ class Multimeter:
         self, *probes: Probe, cycle_time: float = 1.0, storage: Storage = _DISCARD
     ) -> None:
         self._probes: list[Probe] = []
+        # Tags for every measurement (set by configure() from its tags and MULTIMETER_TAGS).
+        self._default_tags: dict[str, str] = {}
         self._schema: Schema | None = None
         self._plan = ProbePlan((), Schema())
         self._cycle_time = check_cycle_time(cycle_time)

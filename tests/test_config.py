@@ -208,3 +208,11 @@ def test_a_slow_storage_does_not_hold_exit_beyond_the_timeout(tmp_path):
     assert 0 == completed.returncode, completed.stderr
     assert "results still pending at exit were not stored" in completed.stdout + completed.stderr
     assert "pending=1" in completed.stdout + completed.stderr
+
+
+def test_global_tags_also_apply_to_measurements_of_the_global_multimeter(monkeypatch):
+    """configure(tags) and MULTIMETER_TAGS reach get_multimeter().measure(...) too."""
+    monkeypatch.setenv("MULTIMETER_TAGS", "team=data")
+    multimeter.configure(storage=InMemoryStorage(), tags={"env": "prod"})
+    measurement = multimeter.get_multimeter().measure("m", env="test")
+    assert {"team": "data", "env": "test"} == measurement.tags

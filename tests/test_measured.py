@@ -277,3 +277,79 @@ def test_disabled_measuring_calls_straight_through(stored):
 
     assert 3 == work()
     assert [] == _results(stored)
+
+
+def test_a_call_longer_than_a_cycle_gets_points_at_the_ticks(stored):
+    """Short calls get one point; a call running for many cycles is sampled at every tick."""
+    import time
+
+    @measured
+    def slow():
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    @measured
+    def quick():
+        return None
+
+    slow()
+    quick()
+    by_name = {r.meta_data["function"]: r for r in _results(stored)}
+    assert len(by_name["slow"]) >= 5  # cycle 0.01 s over 0.2 s
+    assert 1 == len(by_name["quick"])
+    assert by_name["slow"].summary()["duration_s"] >= 0.19
+
+
+def test_a_read_only_result_directory_never_breaks_the_measured_function(logs):
+    """A directory that cannot be created (read-only file system): logged with the path."""
+    multimeter.configure(
+        storage=multimeter.FileStorage("/sys/multimeter-test", multimeter.JsonFormat())
+    )
+
+    @measured
+    def work():
+        return "fine"
+
+    assert "fine" == work()
+    assert not multimeter.flush(10)
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert 1 == len(errors)
+    assert "/sys/multimeter-test" in errors[0]["storage"]
+
+
+def _child_calls(directory: str) -> None:
+    multimeter.configure(storage=multimeter.FileStorage(directory, multimeter.JsonFormat()))
+
+    @measured(name="child")
+    def child():
+        return 1
+
+    for _ in range(5):
+        child()
+    assert multimeter.flush(20)
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_multiprocessing_fork_children_store_their_own_calls_once(tmp_path):
+    """The parent's queued results are stored by the parent only; children store theirs."""
+    import multiprocessing
+
+    multimeter.configure(storage=multimeter.FileStorage(tmp_path, multimeter.JsonFormat()))
+
+    @measured(name="parent")
+    def parent():
+        return 1
+
+    for _ in range(20):
+        parent()  # some still queued when the children are forked
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_child_calls, args=(str(tmp_path),)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [0, 0] == [p.exitcode for p in processes]
+    assert multimeter.flush(20)
+    assert 20 == len(list(tmp_path.glob("parent-*.json")))
+    assert 10 == len(list(tmp_path.glob("child-*.json")))

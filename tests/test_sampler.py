@@ -242,3 +242,47 @@ def test_points_queued_in_batches_are_all_there_when_read(sampler, clock):
     assert [pytest.approx(2.0)] * ticks == list(session.result.values("counter.rate"))
     sampler.finish(session)
     assert ticks + 1 == len(session.result)
+
+
+class _FakeCall:
+    """A call in flight, as @measured makes them."""
+
+    def __init__(self, probe, clock, cycle=1.0):
+        self.cycle = cycle
+        self.start_mono = clock.monotonic()
+        self.session = None
+        self.probe = probe
+        self.reading = probe.read()
+
+    def promote(self):
+        session = Session(Result(self.probe, identifier="call"), (self.probe,), self.cycle)
+        session.previous = [(self.reading, self.start_mono)]
+        session.last = self.start_mono
+        self.session = session
+        return session
+
+
+def test_short_calls_in_flight_never_become_sessions(sampler, clock):
+    """A call that ends before half a cycle has passed costs no session."""
+    call = _FakeCall(CounterProbe(), clock)
+    sampler.enter(call)
+    clock.advance(0.3)
+    sampler.run_due()
+    assert sampler.leave(call) is None
+
+
+def test_long_calls_are_promoted_and_sampled_from_their_start(sampler, clock):
+    """At the first tick half a cycle after its start, a call gets a session with rates."""
+    probe = CounterProbe()
+    call = _FakeCall(probe, clock)
+    sampler.enter(call)
+    for _ in range(3):
+        clock.advance(1.0)
+        probe.value += 4.0
+        sampler.run_due()
+    session = sampler.leave(call)
+    assert session is call.session is not None
+    clock.advance(0.5)
+    sampler.finish(session)
+    rates = list(session.result.values("counter.rate"))
+    assert [pytest.approx(4.0)] * 3 + [pytest.approx(0.0)] == rates
