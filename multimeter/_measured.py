@@ -281,6 +281,20 @@ class _Call:
         self.end_readings: list[Any] | None = None
         self.pid = _pid
         self.open = True
+        self.started_us = now_us = _time_ns() // 1000
+        self.marks = [(now_us, spec.enter)]
+        self.stack = stack = _active.get()
+        for outer in stack:
+            outer.marks.append((now_us, spec.enter))
+        self.token = _active.set((*stack, self))
+        # Registering with the sampler comes last: nothing after it can fail.
+        try:
+            self._register(plan)
+        except BaseException:
+            _active.reset(self.token)
+            raise
+
+    def _register(self, plan: Any) -> None:
         sampler = _sampler_module._default or default_sampler()
         if plan.tracked:  # probes that need start/end hooks or per-tick sampling
             self.start_readings = None
@@ -297,12 +311,6 @@ class _Call:
                 self.start_readings = _read(plan.cumulative)
                 self.start_mono = _monotonic()
             sampler.enter(self)
-        self.started_us = now_us = _time_ns() // 1000
-        self.marks = [(now_us, spec.enter)]
-        self.stack = stack = _active.get()
-        for outer in stack:
-            outer.marks.append((now_us, spec.enter))
-        self.token = _active.set((*stack, self))
 
     @property
     def identifier(self) -> str:
