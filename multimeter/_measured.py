@@ -18,7 +18,7 @@ from multimeter import _config
 from multimeter import _sampler as _sampler_module
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
-from multimeter._sampler import Session, default_sampler
+from multimeter._sampler import Session
 from multimeter._tags import normalize_tags
 from multimeter._writer import writer
 from multimeter.result import Result, us_to_datetime
@@ -295,7 +295,7 @@ class _Call:
             raise
 
     def _register(self, plan: Any) -> None:
-        sampler = _sampler_module._default or default_sampler()
+        sampler = _sampler_module._default
         if plan.tracked:  # probes that need start/end hooks or per-tick sampling
             self.start_readings = None
             self.promote()
@@ -346,7 +346,7 @@ class _Call:
         )
 
     def _end(self, error: BaseException | None) -> None:
-        sampler = _sampler_module._default or default_sampler()
+        sampler = _sampler_module._default
         global _last_reading
         if self.start_readings is not None:
             readings = _read(self.plan.cumulative)

@@ -575,20 +575,12 @@ class Sampler:
         self._reset()
 
 
-_default: Sampler | None = None
-_default_lock = threading.Lock()
+_default = Sampler()  # cheap: its thread starts with the first measurement
 
 
 def default_sampler() -> Sampler:
-    """The process-wide sampler, made on first use."""
-    global _default
-    sampler = _default
-    if sampler is None:
-        with _default_lock:
-            if _default is None:
-                _default = Sampler()
-            sampler = _default
-    return sampler
+    """The process-wide sampler."""
+    return _default
 
 
 def _before_fork() -> None:

@@ -146,32 +146,23 @@ class Writer:
         self._reset()
 
 
-_writer: Writer | None = None
-_writer_lock = threading.Lock()
+_writer = Writer()  # cheap: its thread starts with the first result
 
 
 def writer() -> Writer:
-    """The process-wide writer, made on first use."""
-    global _writer
-    current = _writer
-    if current is None:
-        with _writer_lock:
-            if _writer is None:
-                _writer = Writer()
-            current = _writer
-    return current
+    """The process-wide writer."""
+    return _writer
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Flush the process-wide writer, if there is one."""
-    current = _writer
-    return True if current is None else current.flush(timeout)
+    """Flush the process-wide writer."""
+    return _writer.flush(timeout)
 
 
 def flush_at_exit(timeout: float) -> None:
     """Store what is pending, waiting at most ``timeout`` seconds; log what is left."""
     current = _writer
-    if current is None or current._thread is None:
+    if current._thread is None:
         return
     started = time.monotonic()
     done, _ = current._flush(timeout)
@@ -184,10 +175,7 @@ def flush_at_exit(timeout: float) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _writer_lock
-    _writer_lock = threading.Lock()
-    if _writer is not None:
-        _writer._after_fork_in_child()
+    _writer._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
