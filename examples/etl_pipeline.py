@@ -16,10 +16,8 @@ import io
 import random
 import statistics
 from collections import defaultdict
-from datetime import timedelta
 
 from multimeter import FileStorage, JsonFormat, Multimeter, ResourceProbe
-from multimeter.result import Result
 
 REGIONS = ("north", "south", "east", "west", "central")
 PRODUCTS = {f"P{n:03d}": round(random.Random(n).uniform(2, 300), 2) for n in range(200)}
@@ -79,18 +77,6 @@ def aggregate(rows: list[tuple[str, str, float]]) -> dict[tuple[str, str], dict[
     }
 
 
-def cpu_seconds(result: Result, key: str) -> float:
-    """CPU seconds: each point's rate times the length of its interval."""
-    total = 0.0
-    times = [p.datetime for p in result.points]
-    previous = result.marks[0].datetime if result.marks else times[0]
-    for moment, rate in zip(times, result.values(key), strict=True):
-        if rate is not None:
-            total += rate * max((moment - previous) / timedelta(seconds=1), 0.0)
-        previous = moment
-    return total
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=300_000)
@@ -113,20 +99,18 @@ def main() -> None:
         measurement.add_mark("done")
 
     best = max(summary.items(), key=lambda item: item[1]["total"])
-    peak = max(v for v in result.values("process.max_rss") if v is not None)
-    path = storage.path_for(result.identifier)
+    figures = result.summary()
     print(
         f"ETL: {len(records)} records, {len(rows)} clean, {len(summary)} groups;"
         f" best {best[0]} with {best[1]['total']:.2f}"
     )
-    duration = result.end - result.marks[0].datetime
-    print(f"duration     {duration.total_seconds():.3f} s")
-    print(f"cpu user     {cpu_seconds(result, 'process.cpu_user'):.3f} s")
-    print(f"cpu system   {cpu_seconds(result, 'process.cpu_system'):.3f} s")
-    print(f"peak memory  {peak / 2**20:.1f} MiB (max RSS)")
-    print(f"points       {len(result.points)}")
+    print(f"duration     {figures['duration_s']:.3f} s")
+    print(f"cpu user     {figures['cpu_user_s']:.3f} s")
+    print(f"cpu system   {figures['cpu_system_s']:.3f} s")
+    print(f"peak memory  {figures['peak_memory_bytes'] / 2**20:.1f} MiB (max RSS)")
+    print(f"points       {figures['points']}")
     print(f"marks        {', '.join(m.label for m in result.marks)}")
-    print(f"stored       {path}")
+    print(f"stored       {storage.path_for(result.identifier)}")
 
 
 if __name__ == "__main__":

@@ -151,3 +151,25 @@ def test_identifier_must_be_a_non_empty_string():
     """An empty or missing identifier raises ValueError."""
     with pytest.raises(ValueError, match="identifier"):
         Result(identifier="")
+
+
+def test_summary_integrates_cpu_rates_over_each_points_interval():
+    """CPU seconds are rate x interval from 'started'; peak memory is the highest max_rss."""
+    result = _result(meta_data={"started": T0.isoformat(), "outcome": "ok"})
+    result.append(T0 + timedelta(seconds=1), {"process.cpu_user": 0.5, "process.max_rss": 10.0})
+    result.append(T0 + timedelta(seconds=3), {"process.cpu_user": 0.25, "process.max_rss": 30.0})
+    summary = result.summary()
+    assert 3.0 == summary["duration_s"]
+    assert 1.0 == summary["cpu_user_s"]  # 0.5 x 1 s + 0.25 x 2 s
+    assert 30.0 == summary["peak_memory_bytes"]
+    assert ("ok", 2, 0) == (summary["outcome"], summary["points"], summary["marks"])
+
+
+def test_summary_of_an_empty_result_has_no_figures():
+    """Nothing measured: the figures are None, not zero."""
+    summary = _result().summary()
+    assert (None, None, None) == (
+        summary["duration_s"],
+        summary["cpu_user_s"],
+        summary["peak_memory_bytes"],
+    )
