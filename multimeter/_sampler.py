@@ -408,6 +408,7 @@ class Sampler:
         wins. Only when the sampler got there first (the call was promoted) is
         the lock taken, to wait for the promotion to complete.
         """
+        self._idle_since = self._clock.monotonic()  # the thread lingers from here
         grid = self._grids.get(call.cycle)
         if grid is not None and grid.calls.pop(id(call), None) is not None:
             return None

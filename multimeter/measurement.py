@@ -64,7 +64,7 @@ class Measurement:
         self._plan = multimeter._current_plan
         self._storage = multimeter.storage
         self._cycle_time = multimeter.cycle_time
-        self._sampler = getattr(multimeter, "_sampler", None) or default_sampler()
+        self._sampler = default_sampler()
         self._session: Session | None = None
         self._pid = 0
         self._started_us = 0

@@ -286,3 +286,24 @@ def test_long_calls_are_promoted_and_sampled_from_their_start(sampler, clock):
     sampler.finish(session)
     rates = list(session.result.values("counter.rate"))
     assert [pytest.approx(4.0)] * 3 + [pytest.approx(0.0)] == rates
+
+
+def test_the_thread_lingers_after_the_last_call_in_flight():
+    """Short calls keep the thread alive for the linger time, not just until they leave."""
+    sampler = Sampler(linger=30.0)
+    clock_now = time.monotonic
+
+    class Call:
+        cycle = 0.01
+        session = None
+
+        def __init__(self):
+            self.start_mono = clock_now()
+
+    call = Call()
+    sampler.enter(call)
+    thread = sampler._thread
+    sampler.leave(call)
+    time.sleep(0.05)  # several cycles: an idle thread without the linger would be gone
+    assert sampler.running
+    assert thread is sampler._thread
