@@ -565,8 +565,11 @@ class Sampler:
                     self._sleeping_until = deadline
                     wait = deadline - now
             if wait > 0:
-                bell.acquire(True, wait)  # returns early when rung
-                continue
+                if bell.acquire(True, wait):
+                    continue  # rung: a new deadline may be earlier
+                now = clock.monotonic()
+                if now < self._sleeping_until:
+                    continue  # woke early
             try:
                 self.run_due(now)
             except Exception as error:  # noqa: BLE001 - the sampler must survive anything
