@@ -7,10 +7,11 @@ the environment variable, then the built-in default.
 from __future__ import annotations
 
 import atexit
+import pathlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multimeter import _env
 from multimeter._log import logger
@@ -23,6 +24,9 @@ from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
 from multimeter.storages.log import LogStorage
+
+if TYPE_CHECKING:
+    from multimeter.storages.influx import InfluxDBStorage
 
 #: Probes that ``MULTIMETER_PROBES`` can name.
 PROBES: dict[str, Callable[[], Probe]] = {"resource": ResourceProbe}
@@ -50,12 +54,46 @@ def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
         return DummyStorage()
     if kind == "log":
         return LogStorage()
+    if kind == "influxdb":
+        return influxdb_storage_from_env(environ)
     text = _env.get(_env.FORMAT, environ)
     file_format = (
         "json" if text is None else _env.parse_choice(_env.FORMAT, text, _env.FORMAT_CHOICES)
     )
     directory = _env.get(_env.DIR, environ) or _env.DEFAULT_DIR
     return FileStorage(directory, JsonFormat() if file_format == "json" else LineFormat())
+
+
+def influxdb_storage_from_env(environ: Mapping[str, str] | None = None) -> InfluxDBStorage:
+    """An InfluxDBStorage from ``MULTIMETER_INFLUXDB_*`` (or ``INFLUXDB_V2_*``) variables."""
+    from multimeter.storages.influx import InfluxDBStorage
+
+    def setting(name: str) -> str | None:
+        value = _env.get(name, environ)
+        fallback = _env.INFLUXDB_FALLBACKS.get(name)
+        if value is None and fallback is not None:
+            value = _env.get(fallback, environ)
+        return value
+
+    token = setting(_env.INFLUXDB_TOKEN)
+    if token is None:
+        raise ValueError(
+            f"{_env.INFLUXDB_TOKEN} (or INFLUXDB_V2_TOKEN) must be set for"
+            f" {_env.STORAGE}=influxdb; allowed: an InfluxDB API token"
+        )
+    url = setting(_env.INFLUXDB_URL) or "http://localhost:8086"
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{_env.INFLUXDB_URL}={url!r} is not valid; allowed: an http(s):// URL")
+    spool = _env.get(_env.SPOOL_DIR, environ) or str(
+        pathlib.Path(_env.get(_env.DIR, environ) or _env.DEFAULT_DIR) / "spool"
+    )
+    return InfluxDBStorage(
+        token,
+        url=url,
+        org=setting(_env.INFLUXDB_ORG) or "kantai",
+        bucket=setting(_env.INFLUXDB_BUCKET) or "multimeter",
+        spool_directory=spool,
+    )
 
 
 def _probes_from_env(environ: Mapping[str, str] | None) -> list[Probe]:

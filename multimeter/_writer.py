@@ -120,27 +120,71 @@ class Writer:
 
     def _handle(self, batch: list[Any]) -> None:
         self._in_hand = sum(1 for item in batch if not isinstance(item, _Marker))
+        group: list[Any] = []
         for item in batch:
             if isinstance(item, _Marker):
+                self._store(group)
+                group = []
                 item.ok = not self._failed
                 self._failed = False
                 item.done.set()
-                continue
-            identifier = "?"
+            elif group and item.storage is not group[0].storage:
+                self._store(group)
+                group = [item]
+            else:
+                group.append(item)
+        self._store(group)
+
+    def _store(self, jobs: list[Any]) -> None:
+        """Store jobs that share a storage: in one call where it takes batches."""
+        if not jobs:
+            return
+        storage = jobs[0].storage
+        store_many = getattr(storage, "store_many", None)
+        if store_many is not None and len(jobs) > 1:
+            results = []
+            for job in jobs:
+                result = self._build(job)
+                if result is not None:
+                    results.append(result)
             try:
-                result = item.build()
-                identifier = result.identifier
-                item.storage.store(result)
-            except Exception as error:  # noqa: BLE001 - never let one result stop the writer
+                store_many(results)
+            except Exception as error:  # noqa: BLE001 - never let a batch stop the writer
                 self._failed = True
                 logger.error(
-                    "storing the result failed",
-                    identifier=identifier,
-                    storage=repr(item.storage),
+                    "storing results failed",
+                    identifiers=[r.identifier for r in results[:5]],
+                    count=len(results),
+                    storage=repr(storage),
                     error=repr(error),
                 )
+            self._in_hand -= len(jobs)
+            return
+        for job in jobs:
+            try:
+                result = self._build(job)
+                if result is not None:
+                    try:
+                        storage.store(result)
+                    except Exception as error:  # noqa: BLE001 - never stop the writer
+                        self._failed = True
+                        logger.error(
+                            "storing the result failed",
+                            identifier=result.identifier,
+                            storage=repr(storage),
+                            error=repr(error),
+                        )
             finally:
                 self._in_hand -= 1
+
+    def _build(self, job: Any) -> Result | None:
+        try:
+            result: Result = job.build()
+            return result
+        except Exception as error:  # noqa: BLE001
+            self._failed = True
+            logger.error("building a result failed", storage=repr(job.storage), error=repr(error))
+            return None
 
     def _after_fork_in_child(self) -> None:
         self._reset()

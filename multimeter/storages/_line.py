@@ -77,8 +77,14 @@ def series_prefix(measurement: str, tags: dict[str, str]) -> str:
     return ",".join(parts) + " "
 
 
-def encode_points(result: Result, prefix: str) -> list[str]:
-    """One line per point of ``result``; non-finite and missing values are left out."""
+def encode_points(
+    result: Result, prefix: str, *, extra_fields: str = "", offset_ns: int = 0
+) -> list[str]:
+    """One line per point of ``result``; non-finite and missing values are left out.
+
+    ``extra_fields`` (already encoded, e.g. ``',call="x"'``) is added to every line
+    that has a field; ``offset_ns`` is added to every timestamp.
+    """
     specs: list[tuple[str, Callable[[Any], str | None] | None, Container[int]]] = []
     datas = []
     for key, data, missing in result._column_items():
@@ -99,7 +105,9 @@ def encode_points(result: Result, prefix: str) -> list[str]:
             total = sum(row)
             if total - total == 0.0:
                 fields_text = ",".join(map(add, prefixes, map(repr, row)))
-                lines.append(f"{prefix}{fields_text} {timestamp_us * 1000}\n")
+                lines.append(
+                    f"{prefix}{fields_text}{extra_fields} {timestamp_us * 1000 + offset_ns}\n"
+                )
                 continue
         fields = []
         for (field_prefix, formatter, missing), value in zip(specs, row, strict=True):
@@ -113,20 +121,24 @@ def encode_points(result: Result, prefix: str) -> list[str]:
             if text is not None:
                 fields.append(field_prefix + text)
         if fields:
-            lines.append(f"{prefix}{','.join(fields)} {timestamp_us * 1000}\n")
+            lines.append(
+                f"{prefix}{','.join(fields)}{extra_fields} {timestamp_us * 1000 + offset_ns}\n"
+            )
     return lines
 
 
-def encode_marks(result: Result, prefix: str) -> list[str]:
+def encode_marks(
+    result: Result, prefix: str, *, extra_fields: str = "", offset_ns: int = 0
+) -> list[str]:
     """One line per mark, field ``mark``; marks at the same time get distinct nanoseconds."""
     lines = []
     last = None
     for timestamp_us, label in sorted(result._marks, key=lambda m: m[0]):
-        timestamp_ns = timestamp_us * 1000
+        timestamp_ns = timestamp_us * 1000 + offset_ns
         if last is not None and timestamp_ns <= last:
             timestamp_ns = last + 1
         last = timestamp_ns
-        lines.append(f"{prefix}{MARK_FIELD}={quote_string(label)} {timestamp_ns}\n")
+        lines.append(f"{prefix}{MARK_FIELD}={quote_string(label)}{extra_fields} {timestamp_ns}\n")
     return lines
 
 

@@ -1,0 +1,258 @@
+"""Store results in InfluxDB (or anything that takes its ``/api/v2/write``).
+
+Needs the optional dependency: ``pip install 'multimeter[influxdb]'``; it is
+imported only when an :class:`InfluxDBStorage` is made.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import re
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from multimeter._log import logger
+from multimeter.result import Result
+from multimeter.storages._line import encode_marks, encode_points, quote_string, series_prefix
+from multimeter.storages._spool import Spool
+from multimeter.storages.base import Storage
+
+__all__ = ["InfluxDBStorage", "to_line_protocol"]
+
+_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+_DEFAULT_SPOOL = pathlib.Path("multimeter-results") / "spool"
+
+
+def to_line_protocol(result: Result) -> str:
+    """The lines InfluxDBStorage sends for ``result``.
+
+    A result of the documented API is written as its identifier's measurement
+    (measures as fields, tags as tags, marks as ``mark`` lines). A result of a
+    ``@measured`` call (it has ``function`` meta data) is written to one
+    measurement per function, named after it, with the tags ``host`` and
+    ``pid`` added and the call's identifier as the string field ``call``; the
+    nanoseconds of its timestamps carry the call number (mod 1000). So all
+    calls of a function are selected by their measurement, concurrent calls
+    never overwrite each other's points, and a call adds no new series beyond
+    the first call of its process with the same tags.
+    """
+    function = result.meta_data.get("function")
+    if function is None:
+        prefix = series_prefix(result.identifier, result.tags)
+        return "".join(encode_points(result, prefix) + encode_marks(result, prefix))
+    tags = dict(result.tags)
+    tags.setdefault("host", result.meta_data.get("host", ""))
+    tags.setdefault("pid", result.meta_data.get("pid", ""))
+    measurement = re.sub(r"[^A-Za-z0-9._-]", "_", function).lstrip("_.") or "call"
+    prefix = series_prefix(measurement, tags)
+    number = result.identifier.rsplit("-", 1)[-1]
+    offset = int(number) % 1000 if number.isdigit() else 0
+    extra = f",call={quote_string(result.identifier)}"
+    return "".join(
+        encode_points(result, prefix, extra_fields=extra, offset_ns=offset)
+        + encode_marks(result, prefix, extra_fields=extra, offset_ns=offset)
+    )
+
+
+class _Rejected(Exception):
+    """The server refused the data (4xx other than 429): retrying will not help."""
+
+
+class InfluxDBStorage(Storage):
+    """Stores results in InfluxDB, through the official ``influxdb-client``.
+
+    When :meth:`store` returns, the result has been delivered, or, if the
+    server cannot be reached (connection refused, timeout, 5xx, 429) after
+    ``retries`` attempts with exponential backoff, written to the spool
+    directory as line protocol, to be sent later by ``multimeter push``. Data
+    the server rejects (other 4xx: bad data, 401, 403) is logged with the
+    server's message and set aside in ``<spool>/rejected/``; it is not retried.
+    Nothing is raised into the caller for either. The token never appears in
+    logs, ``repr()`` or files.
+
+    Args:
+        token: The authentication token (required).
+        url: The InfluxDB URL.
+        org: The organisation that owns the data.
+        bucket: The bucket to write to.
+        spool_directory: Where undelivered data goes (default
+            ``multimeter-results/spool``).
+        retries: Attempts per batch before it is spooled.
+        timeout: Seconds per HTTP request.
+
+    Raises:
+        ValueError: for a missing token or URL, or bad retries/timeout.
+        ImportError: when ``influxdb-client`` is not installed.
+    """
+
+    def __init__(
+        self,
+        token: str | None,
+        url: str = "http://localhost:8086",
+        org: str = "kantai",
+        bucket: str = "multimeter",
+        *,
+        spool_directory: str | os.PathLike[str] | None = None,
+        retries: int = 3,
+        timeout: float = 10.0,
+    ) -> None:
+        if token is None or not isinstance(token, str) or not token:
+            raise ValueError("token must be set to an InfluxDB API token (a non-empty str)")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
+            raise ValueError(f"retries must be an int >= 1, got {retries!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        try:
+            import influxdb_client
+            from influxdb_client.client.write_api import SYNCHRONOUS
+        except ImportError as error:  # pragma: no cover - depends on the installation
+            raise ImportError(
+                "InfluxDBStorage needs influxdb-client: pip install 'multimeter[influxdb]'"
+            ) from error
+        self._token = token
+        self._url = url
+        self._org = org
+        self._bucket = bucket
+        self._retries = retries
+        self.spool = Spool(spool_directory if spool_directory is not None else _DEFAULT_SPOOL)
+        self._client = influxdb_client.InfluxDBClient(
+            url=url, token=token, org=org, timeout=int(timeout * 1000), retries=False
+        )
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    # -- storing --------------------------------------------------------------
+
+    def store(self, result: Result) -> None:
+        """Deliver ``result`` (or spool it); returns when one of the two is done."""
+        self.store_many((result,))
+
+    def store_many(self, results: Sequence[Result]) -> None:
+        """Deliver several results in one request (the background writer batches)."""
+        text = "".join(to_line_protocol(result) for result in results)
+        if text:
+            self.deliver(text, source=", ".join(r.identifier for r in results[:3]))
+
+    def deliver(self, text: str, *, source: str = "") -> bool:
+        """Send line protocol; spool it when that fails. Returns whether it was delivered."""
+        try:
+            self._send_with_retries(text)
+            return True
+        except _Rejected as rejection:
+            reason = self._redact(str(rejection))
+            logger.error("InfluxDB rejected the data", url=self._url, reason=reason, source=source)
+            self._set_aside(text, reason)
+        except Exception as error:  # noqa: BLE001 - a dead server must not break anything
+            logger.warning(
+                "InfluxDB unreachable; data spooled",
+                url=self._url,
+                error=self._redact(repr(error)),
+                spool=str(self.spool.directory),
+                source=source,
+            )
+            self._keep(text)
+        return False
+
+    def _send_with_retries(self, text: str) -> None:
+        from influxdb_client import WritePrecision
+        from influxdb_client.rest import ApiException
+
+        delay = 0.1
+        for attempt in range(1, self._retries + 1):
+            try:
+                self._write_api.write(
+                    bucket=self._bucket,
+                    org=self._org,
+                    record=text,
+                    # The client annotates this as its WritePrecision class; the value is a str.
+                    write_precision=WritePrecision.NS,  # type: ignore[arg-type]
+                )
+                return
+            except ApiException as error:
+                status = error.status or 0
+                if status not in _RETRYABLE_STATUS:
+                    raise _Rejected(f"{status} {error.reason}: {error.body}") from None
+                if attempt == self._retries:
+                    raise
+            except Exception:
+                if attempt == self._retries:
+                    raise
+            time.sleep(delay * (1 + random.random()))
+            delay *= 2
+
+    def _keep(self, text: str) -> None:
+        try:
+            self.spool.put(text)
+        except OSError as error:
+            logger.error(
+                "spooling failed: data lost",
+                spool=str(self.spool.directory),
+                error=repr(error),
+                lines=text.count("\n"),
+            )
+
+    def _set_aside(self, text: str, reason: str) -> None:
+        try:
+            self.spool.reject(text, reason)
+        except OSError as error:
+            logger.error(
+                "setting rejected data aside failed: data lost",
+                spool=str(self.spool.rejected_directory),
+                error=repr(error),
+                lines=text.count("\n"),
+            )
+
+    # -- the spool ------------------------------------------------------------
+
+    def push(self) -> tuple[int, int]:
+        """Send every spooled batch, oldest first; remove exactly those delivered.
+
+        Stops at the first batch that cannot be delivered (the server is still
+        away); a rejected batch is set aside and pushing goes on. Returns
+        (batches delivered, batches left in the spool).
+        """
+        delivered = 0
+        for path in list(self.spool.batches()):
+            text = path.read_text(encoding="utf-8")
+            try:
+                self._send_with_retries(text)
+            except _Rejected as rejection:
+                reason = self._redact(str(rejection))
+                logger.error("InfluxDB rejected spooled data", file=str(path), reason=reason)
+                self._set_aside(text, reason)
+                path.unlink()
+                continue
+            except Exception as error:  # noqa: BLE001
+                logger.warning(
+                    "InfluxDB unreachable; push stopped", error=self._redact(repr(error))
+                )
+                break
+            path.unlink()
+            delivered += 1
+        return delivered, len(self.spool)
+
+    def pending_files(self) -> Iterable[pathlib.Path]:
+        """The spooled batches waiting for ``push``."""
+        return self.spool.batches()
+
+    # -- housekeeping ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._client.close()
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***")
+
+    def __repr__(self) -> str:
+        return (
+            f"InfluxDBStorage(url={self._url!r}, org={self._org!r}, bucket={self._bucket!r},"
+            " token='***')"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("InfluxDBStorage holds a connection and a token; it is not pickled")

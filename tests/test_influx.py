@@ -1,0 +1,221 @@
+"""InfluxDBStorage against a real VictoriaMetrics and local fault-injecting servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import multimeter
+from multimeter.result import Result
+from multimeter.storages.influx import InfluxDBStorage, to_line_protocol
+from tests.servers import FaultServer, VictoriaMetrics
+
+TOKEN = "s3cret-token-value"
+T0 = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+
+needs_victoria = pytest.mark.skipif(
+    VictoriaMetrics.binary is None, reason="victoria-metrics is not installed (.ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def victoria(tmp_path_factory):
+    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spool(tmp_path):
+    return tmp_path / "spool"
+
+
+def _result(identifier: str) -> Result:
+    result = Result(identifier=identifier, tags={"stage": "etl"})
+    result.append(T0, {"process.cpu_user": 0.5, "process.max_rss": 1000.0})
+    result.append(T0 + timedelta(seconds=1), {"process.cpu_user": 0.75, "process.max_rss": 2000.0})
+    result.add_mark(T0, "load:enter")
+    return result
+
+
+def test_a_missing_token_raises_value_error():
+    """token=None is refused, as documented."""
+    with pytest.raises(ValueError, match="token"):
+        InfluxDBStorage(None)
+
+
+def test_the_token_is_not_in_the_repr():
+    """repr() shows where data goes, never the token."""
+    storage = InfluxDBStorage(TOKEN, url="http://127.0.0.1:9")
+    assert TOKEN not in repr(storage)
+    assert "127.0.0.1:9" in repr(storage)
+
+
+@needs_victoria
+def test_store_delivers_points_tags_and_marks(victoria, spool):
+    """When store() returns, the values are on the server, with the result's tags."""
+    storage = InfluxDBStorage(TOKEN, url=victoria.url, spool_directory=spool)
+    storage.store(_result("delivered"))
+    series = {s["metric"]["__name__"]: s for s in victoria.export("delivered_.*")}
+    assert [0.5, 0.75] == series["delivered_process.cpu_user"]["values"]
+    assert [1778051289000, 1778051290000] == series["delivered_process.cpu_user"]["timestamps"]
+    assert "etl" == series["delivered_process.cpu_user"]["metric"]["stage"]
+    assert "delivered_mark" in series
+    assert not spool.exists()
+
+
+@needs_victoria
+def test_measured_calls_go_to_one_measurement_per_function(victoria, spool, monkeypatch):
+    """MULTIMETER_STORAGE=influxdb: all calls of a function under one name, none overwritten."""
+    monkeypatch.setenv("MULTIMETER_STORAGE", "influxdb")
+    monkeypatch.setenv("MULTIMETER_INFLUXDB_URL", victoria.url)
+    monkeypatch.setenv("MULTIMETER_INFLUXDB_TOKEN", TOKEN)
+    monkeypatch.setenv("MULTIMETER_SPOOL_DIR", str(spool))
+    multimeter.configure()
+
+    @multimeter.measured(name="influx_work", tags={"stage": "etl"})
+    def work(i):
+        return i
+
+    for i in range(50):
+        work(i)
+    assert multimeter.flush(30)
+    series = victoria.export("influx_work_process.cpu_user")
+    assert 1 == len(series)  # one series for all 50 calls of this process
+    assert 50 == len(series[0]["values"])
+    labels = series[0]["metric"]
+    assert ("etl", str(os.getpid())) == (labels["stage"], labels["pid"])
+
+
+def test_per_call_lines_carry_the_call_and_distinct_nanoseconds():
+    """Two calls in the same microsecond still land on different timestamps."""
+    lines = []
+    for number in (7, 8):
+        result = Result(
+            identifier=f"work-1-ab-{number}", meta_data={"function": "work", "pid": "1"}
+        )
+        result.append(T0, {"a.b": 1.0})
+        lines.append(to_line_protocol(result).splitlines()[0])
+    assert lines[0].endswith("007") and lines[1].endswith("008")
+    assert 'call="work-1-ab-7"' in lines[0]
+
+
+@needs_victoria
+def test_an_outage_spools_and_push_delivers_each_point_exactly_once(victoria, spool, tmp_path):
+    """Server stopped mid-run: data spooled; after restart `multimeter push` delivers it once."""
+    storage = InfluxDBStorage(TOKEN, url=victoria.url, spool_directory=spool, retries=2)
+    storage.store(_result("outage-before"))
+    victoria.stop()
+    try:
+        started = time.monotonic()
+        storage.store(_result("outage-during"))
+        assert time.monotonic() - started < 10
+        assert 1 == len(list(spool.glob("*.line")))
+    finally:
+        victoria.start()
+    environment = {
+        **os.environ,
+        "MULTIMETER_INFLUXDB_URL": victoria.url,
+        "MULTIMETER_INFLUXDB_TOKEN": TOKEN,
+        "MULTIMETER_SPOOL_DIR": str(spool),
+    }
+    for _ in range(2):  # running push twice never duplicates a point
+        pushed = subprocess.run(
+            [sys.executable, "-m", "multimeter", "push"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert 0 == pushed.returncode, pushed.stderr
+    assert [] == list(spool.glob("*.line"))
+    series = {s["metric"]["__name__"]: s for s in victoria.export("outage-during_.*")}
+    assert [0.5, 0.75] == series["outage-during_process.cpu_user"]["values"]
+    assert TOKEN not in pushed.stdout + pushed.stderr
+
+
+def test_server_errors_are_retried_then_spooled(spool, logs):
+    """500: bounded retries with backoff, then the data waits in the spool."""
+    server = FaultServer(500)
+    try:
+        storage = InfluxDBStorage(TOKEN, url=server.url, spool_directory=spool, retries=3)
+        storage.store(_result("five-hundred"))
+    finally:
+        server.close()
+    assert 3 == server.requests
+    files = list(spool.glob("*.line"))
+    assert 1 == len(files)
+    assert "five-hundred,stage=etl" in files[0].read_text()
+    assert TOKEN not in files[0].read_text()
+
+
+def test_rejections_are_logged_redacted_and_set_aside_not_retried(spool, logs):
+    """401: one attempt, the server's message logged without the token, data kept aside."""
+    server = FaultServer(401, echo_authorization=True)
+    try:
+        storage = InfluxDBStorage(TOKEN, url=server.url, spool_directory=spool, retries=3)
+        storage.store(_result("unauthorized"))
+    finally:
+        server.close()
+    assert 1 == server.requests
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert 1 == len(errors)
+    assert "401" in errors[0]["reason"]
+    assert "refused for Token ***" in errors[0]["reason"]
+    assert all(TOKEN not in str(event) for event in logs)
+    rejected = list((spool / "rejected").glob("*.line"))
+    assert 1 == len(rejected)
+    assert [] == list(spool.glob("*.line"))
+    assert TOKEN not in rejected[0].with_suffix(".reason").read_text()
+
+
+def test_a_slow_server_times_out_and_spools(spool):
+    """A server slower than the timeout: the result is spooled within a bounded time."""
+    server = FaultServer(204, delay=3.0)
+    try:
+        storage = InfluxDBStorage(
+            TOKEN, url=server.url, spool_directory=spool, retries=1, timeout=0.5
+        )
+        started = time.monotonic()
+        storage.store(_result("slow"))
+        assert time.monotonic() - started < 2.5
+    finally:
+        server.close()
+    assert 1 == len(list(spool.glob("*.line")))
+
+
+def test_an_unwritable_spool_is_logged_and_never_raises(logs):
+    """Dead server and a spool that cannot be written: logged, store() still returns."""
+    storage = InfluxDBStorage(
+        TOKEN, url="http://127.0.0.1:9", spool_directory="/sys/multimeter-spool", retries=1
+    )
+    storage.store(_result("nowhere"))
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert 1 == len(errors)
+    assert "/sys/multimeter-spool" in errors[0]["spool"]
+
+
+def test_influxdb_storage_from_the_environment_needs_a_token(monkeypatch):
+    """MULTIMETER_STORAGE=influxdb without a token: configure() names the variable."""
+    monkeypatch.setenv("MULTIMETER_STORAGE", "influxdb")
+    with pytest.raises(ValueError, match="MULTIMETER_INFLUXDB_TOKEN"):
+        multimeter.configure()
+
+
+def test_influxdb_client_variables_are_the_fallback(monkeypatch, tmp_path):
+    """INFLUXDB_V2_URL/TOKEN/ORG fill in what MULTIMETER_INFLUXDB_* leave out."""
+    monkeypatch.setenv("MULTIMETER_STORAGE", "influxdb")
+    monkeypatch.setenv("INFLUXDB_V2_TOKEN", TOKEN)
+    monkeypatch.setenv("INFLUXDB_V2_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("INFLUXDB_V2_ORG", "acme")
+    monkeypatch.setenv("MULTIMETER_DIR", str(tmp_path))
+    storage = multimeter.configure().storage
+    assert isinstance(storage, InfluxDBStorage)
+    assert "acme" in repr(storage) and "127.0.0.1:9" in repr(storage)
+    assert tmp_path / "spool" == storage.spool.directory
