@@ -13,7 +13,7 @@ import pytest
 import multimeter
 from multimeter.result import Result
 from multimeter.storages.influx import InfluxDBStorage, to_line_protocol
-from tests.servers import FaultServer, VictoriaMetrics
+from tests.servers import FaultProxy, FaultServer, Influxd, VictoriaMetrics
 
 TOKEN = "s3cret-token-value"
 T0 = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
@@ -219,3 +219,97 @@ def test_influxdb_client_variables_are_the_fallback(monkeypatch, tmp_path):
     assert isinstance(storage, InfluxDBStorage)
     assert "acme" in repr(storage) and "127.0.0.1:9" in repr(storage)
     assert tmp_path / "spool" == storage.spool.directory
+
+
+needs_influxd = pytest.mark.skipif(
+    Influxd.binary is None, reason="influxd is not installed (.ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def influxd(tmp_path_factory):
+    server = Influxd(tmp_path_factory.mktemp("influxd"))
+    server.start()
+    server.create_database("multimeter")
+    yield server
+    server.stop()
+
+
+@needs_influxd
+def test_influxdb_keeps_nanoseconds_and_every_concurrent_call(influxd, spool, monkeypatch):
+    """Exact InfluxDB semantics: 8 threads x 100 calls of one function, no point overwritten."""
+    import threading
+
+    monkeypatch.setenv("MULTIMETER_STORAGE", "influxdb")
+    monkeypatch.setenv("MULTIMETER_INFLUXDB_URL", influxd.url)
+    monkeypatch.setenv("MULTIMETER_INFLUXDB_TOKEN", TOKEN)
+    monkeypatch.setenv("MULTIMETER_SPOOL_DIR", str(spool))
+    multimeter.configure()
+
+    @multimeter.measured(name="concurrent")
+    def work(i):
+        return i
+
+    threads = [threading.Thread(target=lambda: [work(i) for i in range(100)]) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert multimeter.flush(60)
+    rows = influxd.query('SELECT "call", "process.cpu_user" FROM "concurrent"', "multimeter")
+    calls = {row[1] for row in rows[0]["values"] if row[2] is not None}
+    assert 800 == len(calls)
+    marks = influxd.query('SELECT count("mark") FROM "concurrent"', "multimeter")
+    assert 1600 == marks[0]["values"][0][1]  # enter and exit of every call
+
+
+@needs_influxd
+def test_bad_data_is_rejected_with_the_servers_message_and_set_aside(influxd, spool, logs):
+    """influxd answers 400 for a line it cannot parse: logged with its message, kept aside."""
+    storage = InfluxDBStorage(TOKEN, url=influxd.url, spool_directory=spool)
+    assert not storage.deliver("not line protocol at all\n", source="test")
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert "400" in errors[0]["reason"]
+    assert "unable to parse" in errors[0]["reason"]
+    assert 1 == len(list((spool / "rejected").glob("*.line")))
+
+
+@needs_influxd
+def test_a_server_that_recovers_gets_the_data_exactly_once(influxd, spool):
+    """Two 500s from a proxy in front of influxd, then success: retried, stored once."""
+    proxy = FaultProxy(influxd.url, failures=2)
+    try:
+        storage = InfluxDBStorage(TOKEN, url=proxy.url, spool_directory=spool, retries=3)
+        storage.store(_result("recovers"))
+    finally:
+        proxy.close()
+    assert 3 == proxy.requests
+    series = influxd.query('SELECT "process.cpu_user" FROM "recovers"', "multimeter")
+    assert [0.5, 0.75] == [row[1] for row in series[0]["values"]]
+    assert not spool.exists()
+
+
+@needs_victoria
+def test_a_later_successful_write_drains_the_spool(victoria, spool):
+    """After an outage, the next delivered result also takes the spooled data along."""
+    InfluxDBStorage(TOKEN, url="http://127.0.0.1:9", spool_directory=spool, retries=1).store(
+        _result("drained-earlier")
+    )
+    assert 1 == len(list(spool.glob("*.line")))
+    InfluxDBStorage(TOKEN, url=victoria.url, spool_directory=spool).store(_result("drained-now"))
+    assert [] == list(spool.glob("*.line"))
+    assert 2 == len(victoria.export("drained-earlier_process.*"))
+
+
+def test_two_pushers_never_send_the_same_batch(spool):
+    """A batch is claimed by rename before sending: only one pusher gets it."""
+    from multimeter.storages._spool import Spool
+
+    queue = Spool(spool)
+    path = queue.put("m x=1 1\n")
+    first = queue.claim(path)
+    assert first is not None
+    assert queue.claim(path) is None
+    assert [] == list(queue.batches())  # claimed by a live process: not listed
+    queue.release(first, path)
+    assert [path] == list(queue.batches())

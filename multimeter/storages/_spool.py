@@ -8,6 +8,7 @@ retried by ``push``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pathlib
@@ -15,6 +16,16 @@ import time
 from collections.abc import Iterator
 
 _names = itertools.count()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Spool:
@@ -39,10 +50,29 @@ class Spool:
         return path
 
     def batches(self) -> Iterator[pathlib.Path]:
-        """The waiting batches, oldest first."""
+        """The waiting batches, oldest first (claims of ended processes are given back)."""
         if not self.directory.is_dir():
             return iter(())
+        for claimed in self.directory.glob("*.line.sending-*"):
+            pid = claimed.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                self.release(claimed, claimed.with_name(claimed.name.split(".sending-")[0]))
         return iter(sorted(self.directory.glob("*.line")))
+
+    def claim(self, path: pathlib.Path) -> pathlib.Path | None:
+        """Take ``path`` for sending (an atomic rename); ``None`` if someone else did."""
+        claimed = path.with_name(f"{path.name}.sending-{os.getpid()}")
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:
+            return None
+        return claimed
+
+    @staticmethod
+    def release(claimed: pathlib.Path, path: pathlib.Path) -> None:
+        """Give a claimed batch back to the spool."""
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(claimed, path)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.batches())

@@ -10,6 +10,7 @@ import os
 import pathlib
 import random
 import re
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -82,6 +83,7 @@ class InfluxDBStorage(Storage):
             ``multimeter-results/spool``).
         retries: Attempts per batch before it is spooled.
         timeout: Seconds per HTTP request.
+        drain_spool: After a successful write, also send what waits in the spool.
 
     Raises:
         ValueError: for a missing token or URL, or bad retries/timeout.
@@ -98,6 +100,7 @@ class InfluxDBStorage(Storage):
         spool_directory: str | os.PathLike[str] | None = None,
         retries: int = 3,
         timeout: float = 10.0,
+        drain_spool: bool = True,
     ) -> None:
         if token is None or not isinstance(token, str) or not token:
             raise ValueError("token must be set to an InfluxDB API token (a non-empty str)")
@@ -119,11 +122,14 @@ class InfluxDBStorage(Storage):
         self._org = org
         self._bucket = bucket
         self._retries = retries
+        self._drain = drain_spool
+        self._push_lock = threading.Lock()
         self.spool = Spool(spool_directory if spool_directory is not None else _DEFAULT_SPOOL)
         self._client = influxdb_client.InfluxDBClient(
             url=url, token=token, org=org, timeout=int(timeout * 1000), retries=False
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._spooled = len(self.spool) > 0  # left over from an earlier run
 
     # -- storing --------------------------------------------------------------
 
@@ -138,9 +144,16 @@ class InfluxDBStorage(Storage):
             self.deliver(text, source=", ".join(r.identifier for r in results[:3]))
 
     def deliver(self, text: str, *, source: str = "") -> bool:
-        """Send line protocol; spool it when that fails. Returns whether it was delivered."""
+        """Send line protocol; spool it when that fails. Returns whether it was delivered.
+
+        After a successful delivery, batches waiting in the spool are sent too
+        (with ``drain_spool=True``, the default), so an outage heals by itself.
+        """
         try:
             self._send_with_retries(text)
+            if self._drain and self._spooled:
+                self._spooled = False
+                self._spooled = self.push()[1] > 0
             return True
         except _Rejected as rejection:
             reason = self._redact(str(rejection))
@@ -187,6 +200,7 @@ class InfluxDBStorage(Storage):
     def _keep(self, text: str) -> None:
         try:
             self.spool.put(text)
+            self._spooled = True
         except OSError as error:
             logger.error(
                 "spooling failed: data lost",
@@ -212,27 +226,34 @@ class InfluxDBStorage(Storage):
         """Send every spooled batch, oldest first; remove exactly those delivered.
 
         Stops at the first batch that cannot be delivered (the server is still
-        away); a rejected batch is set aside and pushing goes on. Returns
-        (batches delivered, batches left in the spool).
+        away); a rejected batch is set aside and pushing goes on. Each batch is
+        claimed (renamed) before it is sent, so two pushers, in this process or
+        another, never send the same batch. Returns (batches delivered, batches
+        left in the spool).
         """
         delivered = 0
-        for path in list(self.spool.batches()):
-            text = path.read_text(encoding="utf-8")
-            try:
-                self._send_with_retries(text)
-            except _Rejected as rejection:
-                reason = self._redact(str(rejection))
-                logger.error("InfluxDB rejected spooled data", file=str(path), reason=reason)
-                self._set_aside(text, reason)
-                path.unlink()
-                continue
-            except Exception as error:  # noqa: BLE001
-                logger.warning(
-                    "InfluxDB unreachable; push stopped", error=self._redact(repr(error))
-                )
-                break
-            path.unlink()
-            delivered += 1
+        with self._push_lock:
+            for path in list(self.spool.batches()):
+                claimed = self.spool.claim(path)
+                if claimed is None:
+                    continue  # another pusher has it
+                text = claimed.read_text(encoding="utf-8")
+                try:
+                    self._send_with_retries(text)
+                except _Rejected as rejection:
+                    reason = self._redact(str(rejection))
+                    logger.error("InfluxDB rejected spooled data", file=str(path), reason=reason)
+                    self._set_aside(text, reason)
+                    claimed.unlink()
+                    continue
+                except Exception as error:  # noqa: BLE001
+                    self.spool.release(claimed, path)
+                    logger.warning(
+                        "InfluxDB unreachable; push stopped", error=self._redact(repr(error))
+                    )
+                    break
+                claimed.unlink()
+                delivered += 1
         return delivered, len(self.spool)
 
     def pending_files(self) -> Iterable[pathlib.Path]:
