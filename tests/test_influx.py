@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -313,3 +314,28 @@ def test_two_pushers_never_send_the_same_batch(spool):
     assert [] == list(queue.batches())  # claimed by a live process: not listed
     queue.release(first, path)
     assert [path] == list(queue.batches())
+
+
+def test_a_result_influxdb_cannot_take_is_left_out_of_a_batch_not_the_others(spool, logs):
+    """store_many(): one bad identifier is logged; the rest of the batch is still sent."""
+    server = FaultServer(204)
+    try:
+        storage = InfluxDBStorage(TOKEN, url=server.url, spool_directory=spool)
+        storage.store_many([_result("_reserved"), _result("fine")])
+        with pytest.raises(ValueError, match="reserved"):
+            storage.store(_result("_reserved"))
+    finally:
+        server.close()
+    assert 1 == server.requests
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert "_reserved" == errors[0]["identifier"]
+
+
+def test_the_push_console_command_is_installed():
+    """`multimeter push` exists next to the interpreter (pip installs the entry point)."""
+    command = Path(sys.executable).parent / "multimeter"
+    completed = subprocess.run(
+        [str(command), "push", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert 0 == completed.returncode
+    assert "spool" in completed.stdout

@@ -134,12 +134,33 @@ class InfluxDBStorage(Storage):
     # -- storing --------------------------------------------------------------
 
     def store(self, result: Result) -> None:
-        """Deliver ``result`` (or spool it); returns when one of the two is done."""
-        self.store_many((result,))
+        """Deliver ``result`` (or spool it); returns when one of the two is done.
+
+        Raises:
+            ValueError: when the result cannot be written as line protocol (e.g. an
+                identifier starting with ``_``, which InfluxDB reserves).
+        """
+        text = to_line_protocol(result)
+        if text:
+            self.deliver(text, source=result.identifier)
 
     def store_many(self, results: Sequence[Result]) -> None:
-        """Deliver several results in one request (the background writer batches)."""
-        text = "".join(to_line_protocol(result) for result in results)
+        """Deliver several results in one request (the background writer batches).
+
+        A result that cannot be written as line protocol is logged and left out;
+        the others still go.
+        """
+        parts = []
+        for result in results:
+            try:
+                parts.append(to_line_protocol(result))
+            except ValueError as error:
+                logger.error(
+                    "result cannot be written as line protocol",
+                    identifier=result.identifier,
+                    error=str(error),
+                )
+        text = "".join(parts)
         if text:
             self.deliver(text, source=", ".join(r.identifier for r in results[:3]))
 
