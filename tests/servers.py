@@ -76,44 +76,6 @@ class VictoriaMetrics:
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
-class FaultServer:
-    """Answers every write with a chosen status (after an optional delay) and counts them."""
-
-    def __init__(self, status: int, delay: float = 0.0, echo_authorization: bool = False) -> None:
-        self.status = status
-        self.delay = delay
-        self.requests = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                server.requests += 1
-                length = int(self.headers.get("Content-Length", 0))
-                self.rfile.read(length)
-                time.sleep(server.delay)
-                message = "refused"
-                if echo_authorization:
-                    message += f" for {self.headers.get('Authorization')}"
-                body = json.dumps({"code": "error", "message": message}).encode()
-                self.send_response(server.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def _forward(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
@@ -239,6 +201,27 @@ class FaultProxy:
                 k: v for k, v in headers.items() if k.lower() in ("authorization", "content-type")
             }
             return _forward(upstream + path, body, keep)
+
+        self._relay = _Relay(answer)
+        self.url = self._relay.url
+
+    def close(self) -> None:
+        self._relay.close()
+
+
+class FaultServer:
+    """Answers every write with a chosen status (after an optional delay) and counts them."""
+
+    def __init__(self, status: int, delay: float = 0.0, echo_authorization: bool = False) -> None:
+        self.requests = 0
+
+        def answer(path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+            self.requests += 1
+            time.sleep(delay)
+            message = "refused"
+            if echo_authorization:
+                message += f" for {headers.get('Authorization')}"
+            return status, json.dumps({"code": "error", "message": message}).encode()
 
         self._relay = _Relay(answer)
         self.url = self._relay.url
