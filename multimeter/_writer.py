@@ -59,6 +59,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._failed = False  # a store failed since the last marker
         self._in_hand = 0  # jobs taken from the queue and not yet handled
+        self._batch: list[Any] = []  # the batch being handled
 
     def put(self, job: Job) -> None:
         """Queue ``job``; waits for room while the queue is full (backpressure)."""
@@ -120,6 +121,7 @@ class Writer:
 
     def _handle(self, batch: list[Any]) -> None:
         self._in_hand = sum(1 for item in batch if not isinstance(item, _Marker))
+        self._batch = batch
         group: list[Any] = []
         for item in batch:
             if isinstance(item, _Marker):
@@ -204,18 +206,43 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def flush_at_exit(timeout: float) -> None:
-    """Store what is pending, waiting at most ``timeout`` seconds; log what is left."""
+    """Store what is pending, waiting at most ``timeout`` seconds.
+
+    What is still pending then goes to the spool of storages that have one
+    (``spool_results()``, e.g. InfluxDBStorage: ``multimeter push`` sends it
+    later; the batch being sent at that moment is spooled too, so it may arrive
+    twice); what cannot be kept anywhere is logged with its count.
+    """
     current = _writer
     if current._thread is None:
         return
     started = time.monotonic()
     done, _ = current._flush(timeout)
-    if not done:
-        logger.warning(
-            "results still pending at exit were not stored",
-            pending=current.pending(),
-            waited_s=round(time.monotonic() - started, 3),
-        )
+    if done:
+        return
+    jobs = [item for item in current._batch + list(current._queue) if not isinstance(item, _Marker)]
+    lost = 0
+    by_storage: dict[int, tuple[Any, list[Any]]] = {}
+    for job in jobs:
+        by_storage.setdefault(id(job.storage), (job.storage, []))[1].append(job)
+    for storage, group in by_storage.values():
+        spool_results = getattr(storage, "spool_results", None)
+        if spool_results is None:
+            lost += len(group)
+            continue
+        results = [r for r in (current._build(job) for job in group) if r is not None]
+        try:
+            spool_results(results)
+        except Exception as error:  # noqa: BLE001 - exit must go on
+            lost += len(group)
+            logger.error("spooling at exit failed", storage=repr(storage), error=repr(error))
+    logger.warning(
+        "results still pending at exit were not stored",
+        pending=len(jobs),
+        spooled=len(jobs) - lost,
+        lost=lost,
+        waited_s=round(time.monotonic() - started, 3),
+    )
 
 
 def _after_fork_in_child() -> None:

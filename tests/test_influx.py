@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -339,3 +340,42 @@ def test_the_push_console_command_is_installed():
     )
     assert 0 == completed.returncode
     assert "spool" in completed.stdout
+
+
+def test_a_slow_server_at_exit_costs_the_exit_timeout_and_loses_nothing(tmp_path):
+    """Exit waits MULTIMETER_EXIT_TIMEOUT, then what is still pending goes to the spool."""
+    server = FaultServer(204, delay=20.0)
+    spool = tmp_path / "spool"
+    code = """
+        import multimeter
+        @multimeter.measured(name="at_exit")
+        def work(i):
+            return i
+        for i in range(20):
+            work(i)
+    """
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    environment.update(
+        MULTIMETER_STORAGE="influxdb",
+        MULTIMETER_INFLUXDB_URL=server.url,
+        MULTIMETER_INFLUXDB_TOKEN=TOKEN,
+        MULTIMETER_SPOOL_DIR=str(spool),
+        MULTIMETER_EXIT_TIMEOUT="1",
+    )
+    try:
+        started = time.monotonic()
+        completed = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert 0 == completed.returncode, completed.stderr
+    assert elapsed < 15  # the server would take 20 s per request
+    spooled = "".join(p.read_text() for p in spool.glob("*.line"))
+    calls = {line.split('call="')[1].split('"')[0] for line in spooled.splitlines()}
+    assert 20 == len(calls)

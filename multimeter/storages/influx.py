@@ -150,6 +150,17 @@ class InfluxDBStorage(Storage):
         A result that cannot be written as line protocol is logged and left out;
         the others still go.
         """
+        text = "".join(self._encode(results))
+        if text:
+            self.deliver(text, source=", ".join(r.identifier for r in results[:3]))
+
+    def spool_results(self, results: Sequence[Result]) -> None:
+        """Write results to the spool without trying the server (used at exit)."""
+        text = "".join(self._encode(results))
+        if text:
+            self._keep(text)
+
+    def _encode(self, results: Sequence[Result]) -> list[str]:
         parts = []
         for result in results:
             try:
@@ -160,9 +171,7 @@ class InfluxDBStorage(Storage):
                     identifier=result.identifier,
                     error=str(error),
                 )
-        text = "".join(parts)
-        if text:
-            self.deliver(text, source=", ".join(r.identifier for r in results[:3]))
+        return parts
 
     def deliver(self, text: str, *, source: str = "") -> bool:
         """Send line protocol; spool it when that fails. Returns whether it was delivered.
