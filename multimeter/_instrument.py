@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import inspect
 import sys
 import threading
@@ -114,7 +111,7 @@ def _qualified(owner: Any, name: str) -> str:
     return f"{prefix}.{name}"
 
 
-class _ImportHook(importlib.abc.MetaPathFinder):
+class _ImportHook:
     """Instruments a module right after it is first imported."""
 
     def __init__(self, name: str, instrumentation: Instrumentation) -> None:
@@ -130,7 +127,10 @@ class _ImportHook(importlib.abc.MetaPathFinder):
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> Any:
+        """The meta path finder protocol: a spec whose loader instruments the module."""
+        import importlib.util
+
         if fullname != self._name or not self._active:
             return None
         self.cancel()  # one module, once
@@ -141,17 +141,15 @@ class _ImportHook(importlib.abc.MetaPathFinder):
         instrumentation = self._instrumentation
         original_exec = loader.exec_module
 
-        class _InstrumentingLoader(importlib.abc.Loader):
-            def create_module(
-                self, spec: importlib.machinery.ModuleSpec
-            ) -> types.ModuleType | None:
+        class _InstrumentingLoader:  # the loader protocol: runs the module, then instruments it
+            def create_module(self, spec: Any) -> types.ModuleType | None:
                 return loader.create_module(spec)
 
             def exec_module(self, module: types.ModuleType) -> None:
                 original_exec(module)
                 instrumentation._module(module)
 
-        spec.loader = _InstrumentingLoader()
+        spec.loader = _InstrumentingLoader()  # type: ignore[assignment]  # the protocol, not the ABC
         return spec
 
 

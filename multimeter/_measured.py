@@ -6,7 +6,6 @@ import inspect
 import itertools
 import os
 import random
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
@@ -41,7 +40,7 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
 
 
 def _new_process_token() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(2)}"
+    return f"{os.getpid()}-{os.urandom(2).hex()}"
 
 
 _process_token = _new_process_token()

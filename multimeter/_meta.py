@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import shlex
-import socket
 import sys
 
 from multimeter._version import __version__
@@ -22,6 +19,10 @@ def process_meta_data() -> dict[str, str]:
     global _static, _static_pid
     pid = os.getpid()
     if _static is None or _static_pid != pid:
+        import platform  # here, not at import: they cost a few ms and run once
+        import shlex
+        import socket
+
         _static = {
             "host": socket.gethostname(),
             "pid": str(pid),

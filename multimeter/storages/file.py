@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import pathlib
-import secrets
 from contextlib import suppress
 
 from multimeter.result import Result
@@ -26,7 +25,7 @@ def _process_token() -> str:
     global _token
     pid = os.getpid()
     if _token[0] != pid:
-        _token = (pid, f"{pid}-{secrets.token_hex(3)}")
+        _token = (pid, f"{pid}-{os.urandom(3).hex()}")
     return _token[1]
 
 
