@@ -17,7 +17,7 @@ from multimeter import _config
 from multimeter import _sampler as _sampler_module
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
-from multimeter._sampler import Session
+from multimeter._sampler import Session, read_probes
 from multimeter._tags import normalize_tags
 from multimeter._writer import writer
 from multimeter.result import Result, us_to_datetime
@@ -205,7 +205,7 @@ class _Spec:
 
     def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         """Start measuring a call, or ``None`` when it is not to be measured."""
-        config = _config._current or _config.current()
+        config = _config.current()
         if not config.enabled:
             return None
         rate = config.sample_rate
@@ -264,11 +264,7 @@ class _Call:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        cached = spec._context
-        context = cached[1] if cached is not None and cached[0] is config else None
-        if context is None:
-            context = spec.context_for(config)
-        tags, self.storage, self.schema, plan, self.cycle, self.store = context
+        tags, self.storage, self.schema, plan, self.cycle, self.store = spec.context_for(config)
         if spec.arg_tags:
             tags = {**tags, **spec.argument_tags(instance, args, kwargs)}
         self.tags = tags
@@ -277,7 +273,7 @@ class _Call:
         self.number = (_process_token, next(_calls))
         self.error: BaseException | None = None
         self.session: Session | None = None
-        self.end_readings: list[Any] | None = None
+        self.end_readings: dict[int, Any] | None = None
         self.pid = _pid
         self.open = True
         self.started_us = now_us = _time_ns() // 1000
@@ -307,7 +303,7 @@ class _Call:
             if shared[0] is plan and now - shared[1] <= SHARE_READINGS_S:
                 self.start_readings, self.start_mono = shared[2], shared[1]
             else:
-                self.start_readings = _read(plan.cumulative)
+                self.start_readings = read_probes(plan.cumulative)
                 self.start_mono = _monotonic()
             sampler.enter(self)
 
@@ -322,10 +318,7 @@ class _Call:
         result = Result._prepared(self.identifier, self.schema, self.tags, {})
         session = Session(result, (), self.cycle, self.plan)
         if self.start_readings is not None:
-            session.previous = [
-                None if r is _UNREAD else (r, self.start_mono) for r in self.start_readings
-            ]
-            session.last = self.start_mono
+            session.start_from(self.start_readings, self.start_mono)
         self.session = session
         return session
 
@@ -348,7 +341,7 @@ class _Call:
         sampler = _sampler_module._default
         global _last_reading
         if self.start_readings is not None:
-            readings = _read(self.plan.cumulative)
+            readings = read_probes(self.plan.cumulative)
             end_mono = _monotonic()
             _last_reading = (self.plan, end_mono, readings)
         now_us = _time_ns() // 1000
@@ -370,12 +363,7 @@ class _Call:
         else:
             session = sampler.leave(self)
             if session is not None:
-                by_probe = {
-                    id(p): r
-                    for p, r in zip(self.plan.cumulative, readings, strict=True)
-                    if r is not _UNREAD
-                }
-                sampler.finish(session, flush=False, readings=by_probe, now=end_mono, now_us=now_us)
+                sampler.finish(session, flush=False, readings=readings, now=end_mono, now_us=now_us)
             else:
                 self.end_readings = readings
                 self.end_mono = end_mono
@@ -387,13 +375,12 @@ class _Call:
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread)."""
         session = self.session
-        if session is not None:
-            result = session.result
-            result._sync()
-            result._sync_hook = None
-        else:
-            result = Result._prepared(self.identifier, self.schema, {}, {})
-            self._final_point(result)
+        if session is None:  # never promoted: one point, from the start to the end readings
+            session = self.promote()
+            session.record(self.end_mono, self.end_us, self.end_readings or {}, {})
+        result = session.result
+        session.flush()
+        result._sync_hook = None
         result.tags = dict(self.tags)
         result._marks = self.marks
         meta = self.spec.base_meta()
@@ -407,56 +394,11 @@ class _Call:
         result.meta_data = meta
         return result
 
-    def _final_point(self, result: Result) -> None:
-        """The one point of a call that was never promoted: start to end readings."""
-        start, end = self.start_readings, self.end_readings
-        if start is None or end is None:
-            return
-        elapsed = self.end_mono - self.start_mono
-        probes = self.plan.cumulative
-        if self.plan.rows and _UNREAD not in start and _UNREAD not in end:
-            row: list[Any] = []
-            for probe, before, now in zip(probes, start, end, strict=True):
-                part = probe._derive_row(now, before, elapsed)
-                if part is None:
-                    break
-                row += part
-            else:
-                if result._append_row(self.end_us, row):
-                    return
-        values: dict[str, Any] = {}
-        for probe, before, now in zip(probes, start, end, strict=True):
-            if before is _UNREAD or now is _UNREAD:
-                continue
-            try:
-                probe.derive(values, now, before, elapsed)
-            except Exception as error:  # noqa: BLE001 - a probe must not stop the writer
-                warn_once(("derive", id(probe), type(error)), "probe failed", error=repr(error))
-        result._append_us(self.end_us, values)
 
-
-_UNREAD = object()
 #: Readings at most this old (seconds) are shared by the end of one call and the start
 #: of the next; in tight loops this halves the probe reads per call.
 SHARE_READINGS_S = 50e-6
-_last_reading: tuple[Any, float, list[Any]] = (None, 0.0, [])
-
-
-def _read(probes: tuple[Any, ...]) -> list[Any]:
-    """One reading per probe; a probe that fails is logged once and marked unread."""
-    readings = []
-    for probe in probes:
-        try:
-            readings.append(probe.read())
-        except Exception as error:  # noqa: BLE001 - a probe must not break the call
-            warn_once(
-                ("read", id(probe), type(error)),
-                "probe failed",
-                probe=type(probe).__name__,
-                error=repr(error),
-            )
-            readings.append(_UNREAD)
-    return readings
+_last_reading: tuple[Any, float, dict[int, Any]] = (None, 0.0, {})
 
 
 def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:

@@ -82,18 +82,15 @@ class Session:
 
     __slots__ = (
         "active",
-        "cumulative",
         "cycle",
         "last",
-        "legacy",
         "lock",
         "owner",
         "pending",
         "pid",
+        "plan",
         "previous",
         "result",
-        "rows",
-        "tracked",
     )
 
     def __init__(
@@ -103,22 +100,22 @@ class Session:
         cycle: float,
         plan: ProbePlan | None = None,
     ) -> None:
-        if plan is None:
-            plan = ProbePlan(probes, result.schema)
         self.result = result
         self.cycle = cycle
-        self.cumulative = plan.cumulative
-        self.legacy = plan.legacy
-        self.tracked = plan.tracked
-        self.rows = plan.rows
-        # For each cumulative probe: (reading, monotonic time) of the last point, or None.
-        self.previous: list[tuple[Any, float] | None] = [None] * len(self.cumulative)
+        self.plan = plan if plan is not None else ProbePlan(probes, result.schema)
+        # For each cumulative probe (by id): (reading, monotonic time) of the last point.
+        self.previous: dict[int, tuple[Any, float]] = {}
         self.pending: list[tuple[float, int, dict[int, Any], dict[int, dict[str, Any]]]] = []
         self.last = 0.0
         self.active = False
         self.owner: object = None  # the sampler state it was begun in
         self.lock: threading.Lock | None = None  # the sampler's lock, while active
         self.pid = 0
+
+    def start_from(self, readings: dict[int, Any], when: float) -> None:
+        """Take ``readings`` (from :func:`read_probes`) as the start of the first interval."""
+        self.previous = {key: (r, when) for key, r in readings.items() if r is not FAILED}
+        self.last = when
 
     def record(
         self,
@@ -136,8 +133,9 @@ class Session:
     def flush(self) -> None:
         """Turn the queued readings into points; the sampler's lock is held."""
         pending, self.pending = self.pending, []
+        rows = self.plan.rows
         for now, now_us, readings, legacy_values in pending:
-            if not (self.rows and self._append_row(now, now_us, readings)):
+            if not (rows and self._append_row(now, now_us, readings)):
                 self._append_values(now, now_us, readings, legacy_values)
 
     def sync(self) -> None:
@@ -158,18 +156,19 @@ class Session:
     ) -> None:
         values: dict[str, Any] = {}
         previous = self.previous
-        for index, probe in enumerate(self.cumulative):
-            current = readings.get(id(probe), _FAILED)
-            if current is _FAILED:
+        for probe in self.plan.cumulative:
+            key = id(probe)
+            current = readings.get(key, FAILED)
+            if current is FAILED:
                 continue
-            before = previous[index]
-            previous[index] = (current, now)
+            before = previous.get(key)
+            previous[key] = (current, now)
             if before is not None:
                 try:
                     probe.derive(values, current, before[0], now - before[1])
                 except Exception as error:  # noqa: BLE001 - a probe must not stop sampling
                     _probe_failed(probe, error)
-        for plain in self.legacy:
+        for plain in self.plan.legacy:
             sampled = legacy_values.get(id(plain))
             if sampled:
                 values.update(sampled)
@@ -178,10 +177,11 @@ class Session:
     def _append_row(self, now: float, now_us: int, readings: dict[int, Any]) -> bool:
         previous = self.previous
         row: list[Any] = []
-        for index, probe in enumerate(self.cumulative):
-            current = readings.get(id(probe), _FAILED)
-            before = previous[index]
-            if current is _FAILED or before is None:
+        for probe in self.plan.cumulative:
+            key = id(probe)
+            current = readings.get(key, FAILED)
+            before = previous.get(key)
+            if current is FAILED or before is None:
                 return False
             try:
                 part = probe._derive_row(current, before[0], now - before[1])  # type: ignore[attr-defined]
@@ -192,8 +192,8 @@ class Session:
             row += part
         if not self.result._append_row(now_us, row):
             return False
-        for index, probe in enumerate(self.cumulative):
-            previous[index] = (readings[id(probe)], now)
+        for probe in self.plan.cumulative:
+            previous[id(probe)] = (readings[id(probe)], now)
         return True
 
 
@@ -232,7 +232,22 @@ class _Failed:
         return "<failed>"
 
 
-_FAILED = _Failed()
+#: The reading of a probe that raised (it is logged once per probe and error type).
+FAILED = _Failed()
+
+
+def read_probes(probes: Iterable[Probe]) -> dict[int, Any]:
+    """One reading per cumulative probe, by ``id``; :data:`FAILED` for a probe that raised."""
+    readings: dict[int, Any] = {}
+    for probe in probes:
+        try:
+            readings[id(probe)] = probe.read()  # type: ignore[attr-defined]
+        except Exception as error:  # noqa: BLE001 - a probe must not break anything
+            readings[id(probe)] = FAILED
+            _probe_failed(probe, error)
+    return readings
+
+
 _BUILTIN_HOOKS = {"start": CumulativeProbe.start, "end": CumulativeProbe.end}
 
 
@@ -301,7 +316,7 @@ class Sampler:
         """Start sampling ``session``: start its probes and take its first readings."""
         with self._lock:
             now = self._clock.monotonic()
-            for probe in session.tracked:
+            for probe in session.plan.tracked:
                 state = self._probes.get(id(probe))
                 if state is None:
                     state = self._probes[id(probe)] = _ProbeState(probe, now)
@@ -311,24 +326,24 @@ class Sampler:
             grid = self._grids.get(session.cycle)
             if grid is None:
                 grid = self._grids[session.cycle] = _Grid(session.cycle, now)
-            grid.sessions[id(session)] = session
-            self._active += 1
-            session.owner = self._state
-            session.lock = self._lock
-            session.pid = os.getpid()
-            session.result._sync_hook = session.sync
-            session.active = True
             session.last = now
+            self._register(session, grid)
             if self._threaded:
                 if self._thread is None:
                     self._start_thread()
                 elif grid.deadline < self._sleeping_until:
                     self._ring()
-        for index, probe in enumerate(session.cumulative):
-            try:
-                session.previous[index] = (probe.read(), session.last)
-            except Exception as error:  # noqa: BLE001
-                _probe_failed(probe, error)
+        session.start_from(read_probes(session.plan.cumulative), now)
+
+    def _register(self, session: Session, grid: _Grid) -> None:
+        """Make ``session`` one the ticks of ``grid`` serve (the lock is held)."""
+        session.owner = self._state
+        session.lock = self._lock
+        session.pid = os.getpid()
+        session.result._sync_hook = session.sync
+        session.active = True
+        grid.sessions[id(session)] = session
+        self._active += 1
 
     def finish(
         self,
@@ -348,10 +363,11 @@ class Sampler:
         if not session.active or session.owner is not self._state:
             return
         if readings is None or now is None or now_us is None:
-            readings = self._read_cumulative((session,))
+            readings = read_probes(session.plan.cumulative)
             now = self._clock.monotonic()
             now_us = self._clock.time_us()
-        legacy_values = self._sample_legacy(session.legacy) if session.legacy else {}
+        legacy = session.plan.legacy
+        legacy_values = self._sample_legacy(legacy) if legacy else {}
         with self._lock:
             if not session.active or session.owner is not self._state:
                 return  # lost a race with another finish(), or begun before a fork
@@ -369,7 +385,7 @@ class Sampler:
             self._active -= 1
             if not self._active:
                 self._idle_since = now
-            for probe in session.tracked:
+            for probe in session.plan.tracked:
                 state = self._probes.get(id(probe))
                 if state is None:
                     continue
@@ -427,13 +443,7 @@ class Sampler:
                     ("promote", type(error)), "sampler failed to promote a call", error=repr(error)
                 )
                 continue
-            session.owner = self._state
-            session.lock = self._lock
-            session.pid = os.getpid()
-            session.result._sync_hook = session.sync
-            session.active = True
-            grid.sessions[id(session)] = session
-            self._active += 1
+            self._register(session, grid)
 
     # -- ticks ----------------------------------------------------------------
 
@@ -472,12 +482,12 @@ class Sampler:
                 due += [s for s in grid.sessions.values() if s.last <= earliest]
             if not due:
                 return ran
-            if not any(s.legacy for s in due):
+            if not any(s.plan.legacy for s in due):
                 readings = self._read_cumulative(due)
                 self._record(due, readings, {})
                 return ran
         readings = self._read_cumulative(due)
-        legacy_values = self._sample_legacy({id(p): p for s in due for p in s.legacy}.values())
+        legacy_values = self._sample_legacy(dict.fromkeys(p for s in due for p in s.plan.legacy))
         with self._lock:
             self._record(due, readings, legacy_values)
         return ran
@@ -496,17 +506,8 @@ class Sampler:
 
     @staticmethod
     def _read_cumulative(sessions: Iterable[Session]) -> dict[int, Any]:
-        readings: dict[int, Any] = {}
-        for session in sessions:
-            for probe in session.cumulative:
-                key = id(probe)
-                if key not in readings:
-                    try:
-                        readings[key] = probe.read()
-                    except Exception as error:  # noqa: BLE001
-                        readings[key] = _FAILED
-                        _probe_failed(probe, error)
-        return readings
+        """Each cumulative probe of the sessions read once."""
+        return read_probes(dict.fromkeys(p for s in sessions for p in s.plan.cumulative))
 
     def _sample_legacy(self, probes: Iterable[Probe]) -> dict[int, dict[str, Any]]:
         legacy_values: dict[int, dict[str, Any]] = {}

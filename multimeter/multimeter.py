@@ -70,8 +70,6 @@ class Multimeter:
         self._probes: list[Probe] = []
         # Tags for every measurement (set by configure() from its tags and MULTIMETER_TAGS).
         self._default_tags: dict[str, str] = {}
-        self._schema: Schema | None = None
-        self._plan = ProbePlan((), Schema())
         self._cycle_time = check_cycle_time(cycle_time)
         self._storage = _check_storage(storage)
         self.add_probes(*probes)
@@ -94,24 +92,10 @@ class Multimeter:
     def add_probes(self, *probes: Probe) -> Multimeter:
         """Add probes; returns the multimeter."""
         self._probes.extend(_check_probe(p) for p in probes)
-        self._schema = None
+        # What every measurement of these probes shares, computed once here.
+        self._current_schema = Schema.from_probes(self._probes)
+        self._current_plan = ProbePlan(self._probes, self._current_schema)
         return self
-
-    @property
-    def _current_schema(self) -> Schema:
-        """The schema of the probes, computed once (again after add_probes)."""
-        schema = self._schema
-        if schema is None:
-            schema = self._schema = Schema.from_probes(self._probes)
-            self._plan = ProbePlan(self._probes, schema)
-        return schema
-
-    @property
-    def _current_plan(self) -> ProbePlan:
-        """How the probes are sampled, computed with the schema."""
-        if self._schema is None:
-            self._current_schema  # noqa: B018 - computes the plan too
-        return self._plan
 
     def set_cycle_time(self, cycle_time: float) -> Multimeter:
         """Set the seconds between two points; returns the multimeter."""

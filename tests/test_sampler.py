@@ -256,8 +256,7 @@ class _FakeCall:
 
     def promote(self):
         session = Session(Result(self.probe, identifier="call"), (self.probe,), self.cycle)
-        session.previous = [(self.reading, self.start_mono)]
-        session.last = self.start_mono
+        session.start_from({id(self.probe): self.reading}, self.start_mono)
         self.session = session
         return session
 
