@@ -58,8 +58,9 @@ class Writer:
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failed = False  # a store failed since the last marker
-        self._in_hand = 0  # jobs taken from the queue and not yet handled
-        self._batch: list[Any] = []  # the batch being handled
+        # The jobs of the batch being handled; the first `_handled` of them are done.
+        self._in_hand: list[Any] = []
+        self._handled = 0
 
     def put(self, job: Job) -> None:
         """Queue ``job``; waits for room while the queue is full (backpressure)."""
@@ -74,8 +75,12 @@ class Writer:
 
     def pending(self) -> int:
         """How many jobs are not stored yet (queued or being stored)."""
-        queued = sum(1 for item in list(self._queue) if not isinstance(item, _Marker))
-        return queued + self._in_hand
+        return len(self.unstored())
+
+    def unstored(self) -> list[Any]:
+        """The jobs not stored yet: the rest of the batch in hand, then the queue."""
+        in_hand = self._in_hand[self._handled :]
+        return in_hand + [item for item in list(self._queue) if not isinstance(item, _Marker)]
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every job queued so far is stored; ``True`` if all were, in time."""
@@ -120,8 +125,8 @@ class Writer:
                 self._handle(batch)
 
     def _handle(self, batch: list[Any]) -> None:
-        self._in_hand = sum(1 for item in batch if not isinstance(item, _Marker))
-        self._batch = batch
+        self._handled = 0
+        self._in_hand = [item for item in batch if not isinstance(item, _Marker)]
         group: list[Any] = []
         for item in batch:
             if isinstance(item, _Marker):
@@ -143,41 +148,29 @@ class Writer:
             return
         storage = jobs[0].storage
         store_many = getattr(storage, "store_many", None)
-        if store_many is not None and len(jobs) > 1:
-            results = []
-            for job in jobs:
-                result = self._build(job)
-                if result is not None:
-                    results.append(result)
-            try:
-                store_many(results)
-            except Exception as error:  # noqa: BLE001 - never let a batch stop the writer
-                self._failed = True
-                logger.error(
-                    "storing results failed",
-                    identifiers=[r.identifier for r in results[:5]],
-                    count=len(results),
-                    storage=repr(storage),
-                    error=repr(error),
-                )
-            self._in_hand -= len(jobs)
+        if store_many is not None:
+            results = [r for r in map(self._build, jobs) if r is not None]
+            self._attempt(storage, results, lambda: store_many(results))
+            self._handled += len(jobs)
             return
         for job in jobs:
-            try:
-                result = self._build(job)
-                if result is not None:
-                    try:
-                        storage.store(result)
-                    except Exception as error:  # noqa: BLE001 - never stop the writer
-                        self._failed = True
-                        logger.error(
-                            "storing the result failed",
-                            identifier=result.identifier,
-                            storage=repr(storage),
-                            error=repr(error),
-                        )
-            finally:
-                self._in_hand -= 1
+            result = self._build(job)
+            if result is not None:
+                self._attempt(storage, [result], lambda: storage.store(result))  # noqa: B023 - called at once
+            self._handled += 1
+
+    def _attempt(self, storage: Any, results: list[Result], store: Any) -> None:
+        try:
+            store()
+        except Exception as error:  # noqa: BLE001 - never let a storage stop the writer
+            self._failed = True
+            logger.error(
+                "storing the result failed",
+                identifier=", ".join(r.identifier for r in results[:5]),
+                count=len(results),
+                storage=repr(storage),
+                error=repr(error),
+            )
 
     def _build(self, job: Any) -> Result | None:
         try:
@@ -220,7 +213,7 @@ def flush_at_exit(timeout: float) -> None:
     done, _ = current._flush(timeout)
     if done:
         return
-    jobs = [item for item in current._batch + list(current._queue) if not isinstance(item, _Marker)]
+    jobs = current.unstored()
     lost = 0
     by_storage: dict[int, tuple[Any, list[Any]]] = {}
     for job in jobs:
