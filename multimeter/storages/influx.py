@@ -12,7 +12,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from multimeter._log import logger
@@ -158,7 +158,8 @@ class InfluxDBStorage(Storage):
         """Write results to the spool without trying the server (used at exit)."""
         text = "".join(self._encode(results))
         if text:
-            self._keep(text)
+            self._save(self.spool.put, text, self.spool.directory)
+            self._spooled = True
 
     def _encode(self, results: Sequence[Result]) -> list[str]:
         parts = []
@@ -179,26 +180,36 @@ class InfluxDBStorage(Storage):
         After a successful delivery, batches waiting in the spool are sent too
         (with ``drain_spool=True``, the default), so an outage heals by itself.
         """
+        sent = self._send(text, source)
+        if sent is None:
+            self._save(self.spool.put, text, self.spool.directory)
+            self._spooled = True
+        elif sent and self._drain and self._spooled:
+            self._spooled = self.push()[1] > 0
+        return bool(sent)
+
+    def _send(self, text: str, source: str) -> bool | None:
+        """``True``: delivered. ``False``: rejected, logged and set aside. ``None``: the
+        server could not be reached (logged); the caller keeps the data."""
         try:
             self._send_with_retries(text)
-            if self._drain and self._spooled:
-                self._spooled = False
-                self._spooled = self.push()[1] > 0
             return True
         except _Rejected as rejection:
             reason = self._redact(str(rejection))
             logger.error("InfluxDB rejected the data", url=self._url, reason=reason, source=source)
-            self._set_aside(text, reason)
+            self._save(
+                lambda data: self.spool.reject(data, reason), text, self.spool.rejected_directory
+            )
+            return False
         except Exception as error:  # noqa: BLE001 - a dead server must not break anything
             logger.warning(
-                "InfluxDB unreachable; data spooled",
+                "InfluxDB unreachable",
                 url=self._url,
                 error=self._redact(repr(error)),
                 spool=str(self.spool.directory),
                 source=source,
             )
-            self._keep(text)
-        return False
+            return None
 
     def _send_with_retries(self, text: str) -> None:
         from influxdb_client import WritePrecision
@@ -227,25 +238,14 @@ class InfluxDBStorage(Storage):
             time.sleep(delay * (1 + random.random()))
             delay *= 2
 
-    def _keep(self, text: str) -> None:
+    @staticmethod
+    def _save(write: Any, text: str, where: pathlib.Path) -> None:
         try:
-            self.spool.put(text)
-            self._spooled = True
+            write(text)
         except OSError as error:
             logger.error(
-                "spooling failed: data lost",
-                spool=str(self.spool.directory),
-                error=repr(error),
-                lines=text.count("\n"),
-            )
-
-    def _set_aside(self, text: str, reason: str) -> None:
-        try:
-            self.spool.reject(text, reason)
-        except OSError as error:
-            logger.error(
-                "setting rejected data aside failed: data lost",
-                spool=str(self.spool.rejected_directory),
+                "writing to the spool failed: data lost",
+                spool=str(where),
                 error=repr(error),
                 lines=text.count("\n"),
             )
@@ -267,28 +267,14 @@ class InfluxDBStorage(Storage):
                 claimed = self.spool.claim(path)
                 if claimed is None:
                     continue  # another pusher has it
-                text = claimed.read_text(encoding="utf-8")
-                try:
-                    self._send_with_retries(text)
-                except _Rejected as rejection:
-                    reason = self._redact(str(rejection))
-                    logger.error("InfluxDB rejected spooled data", file=str(path), reason=reason)
-                    self._set_aside(text, reason)
-                    claimed.unlink()
-                    continue
-                except Exception as error:  # noqa: BLE001
+                sent = self._send(claimed.read_text(encoding="utf-8"), source=str(path))
+                if sent is None:  # the server is still away
                     self.spool.release(claimed, path)
-                    logger.warning(
-                        "InfluxDB unreachable; push stopped", error=self._redact(repr(error))
-                    )
                     break
-                claimed.unlink()
-                delivered += 1
+                claimed.unlink()  # delivered, or rejected and set aside
+                if sent:
+                    delivered += 1
         return delivered, len(self.spool)
-
-    def pending_files(self) -> Iterable[pathlib.Path]:
-        """The spooled batches waiting for ``push``."""
-        return self.spool.batches()
 
     # -- housekeeping ------------------------------------------------------------
 
