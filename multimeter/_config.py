@@ -6,20 +6,18 @@ the environment variable, then the built-in default.
 
 from __future__ import annotations
 
-import atexit
 import pathlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from multimeter import _env
+from multimeter import _env, _lifecycle, _process
 from multimeter._log import logger
 from multimeter._tags import normalize_tags
-from multimeter._writer import flush as _flush_writer
-from multimeter._writer import flush_at_exit
 from multimeter.multimeter import Multimeter, check_cycle_time
 from multimeter.probe import Probe, ResourceProbe
+from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
@@ -123,11 +121,14 @@ def build(
         raise ValueError(f"enabled must be True or False, got {enabled!r}")
     if cycle_time is None:
         text = _env.get(_env.CYCLE_TIME, environ)
-        cycle_time = 1.0 if text is None else _env.parse_positive(_env.CYCLE_TIME, text)
+        cycle_time = 1.0 if text is None else _env.parse_cycle_time(_env.CYCLE_TIME, text)
     cycle_time = check_cycle_time(cycle_time)
     text = _env.get(_env.TAGS, environ)
-    global_tags = normalize_tags(_env.parse_tags(_env.TAGS, text) if text else {})
-    global_tags.update(normalize_tags(tags))
+    env_tags = normalize_tags(_env.parse_tags(_env.TAGS, text) if text else {})
+    _check_global_tags(env_tags, _env.TAGS)
+    given_tags = normalize_tags(tags)
+    _check_global_tags(given_tags, "tags")
+    global_tags = {**env_tags, **given_tags}
     text = _env.get(_env.SAMPLE_RATE, environ)
     sample_rate = 1.0 if text is None else _env.parse_fraction(_env.SAMPLE_RATE, text)
     text = _env.get(_env.EXIT_TIMEOUT, environ)
@@ -138,8 +139,19 @@ def build(
         storage = _storage_from_env(environ)
     probe_list = _probes_from_env(environ) if probes is None else list(probes)
     meter = Multimeter(*probe_list, cycle_time=cycle_time, storage=storage)
-    meter._default_tags = dict(global_tags)
+    meter.set_tags(global_tags)
     return Config(meter, enabled, global_tags, sample_rate, exit_timeout)
+
+
+def _check_global_tags(tags: Mapping[str, str], setting: str) -> None:
+    """Global tags go on every result: refuse what the line format or InfluxDB refuse."""
+    try:
+        check_series_tags(tags)
+    except ValueError as error:
+        raise ValueError(
+            f"{setting}: {error}; allowed: keys not starting with '_', values not"
+            " ending with a backslash"
+        ) from None
 
 
 def configure(
@@ -166,6 +178,7 @@ def configure(
     )
     with _lock:
         _current = config
+    _lifecycle.install_sigterm_handler()
     return config.multimeter
 
 
@@ -198,6 +211,11 @@ def _implicit() -> Config:
         return config
 
 
+def peek() -> Config | None:
+    """The global configuration if there is one; builds nothing."""
+    return _current
+
+
 def get_multimeter() -> Multimeter:
     """The process-global multimeter (built from the environment on first use)."""
     return current().multimeter
@@ -206,10 +224,11 @@ def get_multimeter() -> Multimeter:
 def flush(timeout: float | None = None) -> bool:
     """Wait until every finished measurement is stored.
 
-    Returns ``True`` when all were stored, ``False`` when the timeout passed
-    first or a storage failed (the failure is logged).
+    Returns ``True`` when all were stored (or kept in a storage's spool),
+    ``False`` when the timeout passed first or a storage failed (the failure
+    is logged). Never waits on a writer thread that died: a new one takes over.
     """
-    return _flush_writer(timeout)
+    return _process.state.writer.flush(timeout)
 
 
 def reset() -> None:
@@ -218,11 +237,3 @@ def reset() -> None:
     with _lock:
         _current = None
 
-
-def _at_exit() -> None:
-    config = _current
-    timeout = config.exit_timeout if config is not None else _env.DEFAULT_EXIT_TIMEOUT
-    flush_at_exit(timeout)
-
-
-atexit.register(_at_exit)

@@ -20,6 +20,7 @@ TAGS = "MULTIMETER_TAGS"
 SAMPLE_RATE = "MULTIMETER_SAMPLE_RATE"
 EXIT_TIMEOUT = "MULTIMETER_EXIT_TIMEOUT"
 SPOOL_DIR = "MULTIMETER_SPOOL_DIR"
+HANDLE_SIGTERM = "MULTIMETER_HANDLE_SIGTERM"
 INFLUXDB_URL = "MULTIMETER_INFLUXDB_URL"
 INFLUXDB_TOKEN = "MULTIMETER_INFLUXDB_TOKEN"
 INFLUXDB_ORG = "MULTIMETER_INFLUXDB_ORG"
@@ -33,6 +34,9 @@ INFLUXDB_FALLBACKS = {
 
 DEFAULT_DIR = "multimeter-results"
 DEFAULT_EXIT_TIMEOUT = 5.0
+#: The shortest cycle time (seconds): shorter ones cost the measured program
+#: more than they tell.
+MIN_CYCLE_TIME = 0.001
 STORAGE_CHOICES = ("none", "file", "log", "influxdb")
 FORMAT_CHOICES = ("json", "line")
 
@@ -82,6 +86,16 @@ def parse_positive(name: str, text: str) -> float:
     """A finite number of seconds greater than 0."""
     return _parse_number(
         name, text, lambda v: math.isfinite(v) and v > 0, "a number of seconds > 0"
+    )
+
+
+def parse_cycle_time(name: str, text: str) -> float:
+    """A finite number of seconds, at least :data:`MIN_CYCLE_TIME`."""
+    return _parse_number(
+        name,
+        text,
+        lambda v: math.isfinite(v) and v >= MIN_CYCLE_TIME,
+        f"a number of seconds >= {MIN_CYCLE_TIME}",
     )
 
 

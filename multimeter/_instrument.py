@@ -12,6 +12,7 @@ from typing import Any
 
 from multimeter._log import logger
 from multimeter._measured import decorate, is_measured
+from multimeter._tags import normalize_tags
 
 _Patch = tuple[Any, str, Any]  # (owner, attribute name, original object)
 
@@ -180,6 +181,7 @@ def instrument(
     """
     include_patterns = _patterns(include, "include")
     exclude_patterns = _patterns(exclude, "exclude")
+    tags = normalize_tags(tags)  # bad tags raise here, not once per patched function
     if inspect.isfunction(target) or inspect.ismethod(target):
         return target if is_measured(target) else decorate(target, tags=tags)
     if is_measured(target):

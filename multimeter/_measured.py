@@ -2,59 +2,43 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import importlib
 import inspect
 import itertools
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar, overload
 
 import wrapt
 
-from multimeter import _config
-from multimeter import _sampler as _sampler_module
+from multimeter import _config, _process
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
-from multimeter._sampler import Session, read_probes
+from multimeter._reentry import BUSY
+from multimeter._sampler import ProbePlan, Session, read_probes
 from multimeter._tags import normalize_tags
-from multimeter._writer import writer
+from multimeter.multimeter import Snapshot
 from multimeter.result import Result, us_to_datetime
-from multimeter.storages.dummy import DummyStorage
+from multimeter.storages.base import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
-# (tags, storage, schema, probe plan, cycle time, whether results are stored)
-_Context = tuple[dict[str, str], Any, Any, Any, float, bool]
 
 #: Tag values taken from arguments are cut to this many characters.
 MAX_TAG_LENGTH = 200
+#: Names longer than this are shortened in identifiers (a hash of the whole name
+#: keeps them unique), so identifiers stay valid file names.
+MAX_PREFIX_LENGTH = 100
 
-_calls = itertools.count(1)
 _active: ContextVar[tuple[_Call, ...]] = ContextVar("multimeter_active", default=())
 _time_ns = time.time_ns
 _monotonic = time.monotonic
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{p}{n}" for p in ("com", "lpt") for n in range(10)
 }
-
-
-def _new_process_token() -> str:
-    return f"{os.getpid()}-{os.urandom(2).hex()}"
-
-
-_process_token = _new_process_token()
-_pid = os.getpid()
-
-
-def _refresh_process_token() -> None:
-    global _process_token, _pid
-    _process_token = _new_process_token()
-    _pid = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_refresh_process_token)
 
 
 def default_name(func: Any) -> str:
@@ -70,6 +54,9 @@ def safe_prefix(name: str) -> str:
     first, dot, rest = safe.partition(".")
     if first.lower() in _WINDOWS_RESERVED:
         safe = f"{first}_{dot}{rest}"
+    if len(safe) > MAX_PREFIX_LENGTH:
+        digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=6)
+        safe = f"{safe[: MAX_PREFIX_LENGTH - 13]}.{digest.hexdigest()}"
     return safe
 
 
@@ -117,8 +104,9 @@ class _Spec:
             "qualname": str(getattr(target, "__qualname__", self.name)),
         }
         self.arg_tags = self._plan_tag_args(target, tag_args)
-        self._context: tuple[object, _Context] | None = None
+        self._setup: _CallSetup | None = None
         self._base_meta: tuple[int, dict[str, str]] | None = None
+        self.lanes = _Lanes()
 
     @staticmethod
     def _plan_tag_args(
@@ -162,28 +150,19 @@ class _Spec:
     def base_meta(self) -> dict[str, str]:
         """A fresh copy of the process's and this function's meta data."""
         cached = self._base_meta
-        if cached is None or cached[0] != _pid:
+        pid = _process.state.pid
+        if cached is None or cached[0] != pid:
             meta = process_meta_data()
             meta.update(self.meta)
-            cached = self._base_meta = (_pid, meta)
+            cached = self._base_meta = (pid, meta)
         return dict(cached[1])
 
-    def context_for(self, config: _config.Config) -> _Context:
-        """What every call under ``config`` shares, computed once per configuration."""
-        cached = self._context
-        if cached is not None and cached[0] is config:
-            return cached[1]
-        meter = config.multimeter
-        context = (
-            {**config.tags, **self.tags},
-            meter._storage,
-            meter._current_schema,
-            meter._current_plan,
-            meter._cycle_time,
-            not isinstance(meter._storage, DummyStorage),
-        )
-        self._context = (config, context)
-        return context
+    def setup_for(self, snapshot: Snapshot) -> _CallSetup:
+        """What every call under ``snapshot`` shares, computed once per snapshot."""
+        setup = self._setup
+        if setup is None or setup.snapshot is not snapshot:
+            setup = self._setup = _CallSetup(snapshot, {**snapshot.tags, **self.tags})
+        return setup
 
     def argument_tags(
         self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -204,7 +183,14 @@ class _Spec:
         return tags
 
     def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
-        """Start measuring a call, or ``None`` when it is not to be measured."""
+        """Start measuring a call, or ``None`` when it is not to be measured.
+
+        Not measured: measuring switched off, a call not drawn by the sample
+        rate, and calls made by multimeter's own code (a storage or a probe
+        that calls measured code would otherwise feed itself).
+        """
+        if BUSY.busy:
+            return None
         config = _config.current()
         if not config.enabled:
             return None
@@ -212,7 +198,9 @@ class _Spec:
         if rate < 1.0 and random.random() >= rate:
             return None
         try:
-            return _Call(self, config, instance, args, kwargs)
+            return _Call(self, self.setup_for(config.multimeter.snapshot), instance, args, kwargs)
+        except RecursionError:
+            return None  # the stack is nearly full: run the call unmeasured, log nothing
         except Exception as error:  # noqa: BLE001 - measuring must never break the call
             warn_once(
                 ("begin", type(error)),
@@ -223,35 +211,94 @@ class _Spec:
             return None
 
 
+class _CallSetup:
+    """What the calls of one function under one :class:`Snapshot` share."""
+
+    __slots__ = ("cycle", "plan", "schema", "snapshot", "storage", "stores", "tags")
+
+    def __init__(self, snapshot: Snapshot, tags: dict[str, str]) -> None:
+        self.snapshot = snapshot
+        self.tags = tags
+        self.storage: Storage = snapshot.storage
+        self.schema = snapshot.schema
+        self.plan: ProbePlan = snapshot.plan
+        self.cycle = snapshot.cycle_time
+        self.stores = snapshot.stores
+
+
+class _Lanes:
+    """Small numbers for the calls of one function in flight in this process.
+
+    A lane is held by one call at a time, and is handed out again only to a call
+    that starts in a later microsecond than the last holder ended: points of
+    calls sharing a lane never share a timestamp. There are as many lanes as
+    the function's peak concurrency (InfluxDB writes the lane as a tag, so the
+    series stay few).
+    """
+
+    __slots__ = ("_free", "_new")
+
+    def __init__(self) -> None:
+        self._free: list[tuple[int, int]] = []  # (lane, microsecond its last call ended)
+        self._new = itertools.count()
+
+    def take(self, now_us: int) -> int:
+        """A lane for a call starting at ``now_us``."""
+        try:
+            lane, ended_us = self._free.pop()  # atomic: threads never get the same lane
+        except IndexError:
+            return next(self._new)
+        if ended_us < now_us:
+            return lane
+        self._free.append((lane, ended_us))
+        return next(self._new)
+
+    def give_back(self, lane: int, now_us: int) -> None:
+        """The call on ``lane`` ended at ``now_us``."""
+        self._free.append((lane, now_us))
+
+
+# The states of a call (see _Call).
+IN_FLIGHT = "in flight"  # tracked by the sampler without a session; may be promoted
+SESSION = "session"  # begun with a session (its probes need start/end hooks or ticks)
+ENDED = "ended"  # handed to the writer (or not stored: storing is off, or after fork)
+
+
 class _Call:
     """One measured call: what the sampler and the writer need.
 
-    Short calls cost no session: the call keeps its start and end readings and
-    the writer derives the single point from them. A call still running half a
-    cycle after its start is promoted by the sampler to a full session with
-    points at every tick (see :meth:`Sampler.enter`).
+    States, each set in one place:
+
+    - ``IN_FLIGHT`` (set in :meth:`_register`): short calls cost no session. The
+      call keeps its start readings; at its end the writer derives its single
+      point from the start and end readings. The sampler may meanwhile promote a
+      call still running half a cycle after its start to a full session with a
+      point at every tick (:meth:`promote`, under the sampler's lock; ``session``
+      is then set, the state stays ``IN_FLIGHT`` until :meth:`end` asks the
+      sampler with ``leave()``).
+    - ``SESSION`` (set in :meth:`_register`): the probes need start/end hooks or
+      plain sampling, so the call has a session from its start.
+    - ``ENDED`` (set in :meth:`_end`): marks are final; the writer may build.
     """
 
     __slots__ = (
-        "cycle",
         "end_mono",
         "end_readings",
         "end_us",
         "error",
+        "lane",
         "marks",
         "number",
-        "open",
         "pid",
-        "plan",
-        "schema",
         "session",
+        "setup",
         "spec",
         "stack",
         "start_mono",
         "start_readings",
         "started_us",
+        "state",
         "storage",
-        "store",
         "tags",
         "token",
     )
@@ -259,53 +306,64 @@ class _Call:
     def __init__(
         self,
         spec: _Spec,
-        config: _config.Config,
+        setup: _CallSetup,
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        tags, self.storage, self.schema, plan, self.cycle, self.store = spec.context_for(config)
+        tags = setup.tags
         if spec.arg_tags:
             tags = {**tags, **spec.argument_tags(instance, args, kwargs)}
         self.tags = tags
         self.spec = spec
-        self.plan = plan
-        self.number = (_process_token, next(_calls))
+        self.setup = setup
+        self.storage = setup.storage
+        process = _process.state
+        self.number = (process.token, next(process.calls))
+        self.pid = process.pid
         self.error: BaseException | None = None
         self.session: Session | None = None
         self.end_readings: dict[int, Any] | None = None
-        self.pid = _pid
-        self.open = True
         self.started_us = now_us = _time_ns() // 1000
+        self.lane = spec.lanes.take(now_us)
         self.marks = [(now_us, spec.enter)]
         self.stack = stack = _active.get()
         for outer in stack:
-            outer.marks.append((now_us, spec.enter))
+            if outer.state is not ENDED:  # a task may outlive the call that spawned it
+                outer.marks.append((now_us, spec.enter))
         self.token = _active.set((*stack, self))
         # Registering with the sampler comes last: nothing after it can fail.
         try:
-            self._register(plan)
+            self._register(process)
         except BaseException:
             _active.reset(self.token)
+            spec.lanes.give_back(self.lane, now_us)
             raise
 
-    def _register(self, plan: Any) -> None:
-        sampler = _sampler_module._default
+    def _register(self, process: _process.ProcessState) -> None:
+        plan = self.setup.plan
+        sampler = process.sampler
         if plan.tracked:  # probes that need start/end hooks or per-tick sampling
+            self.state = SESSION
             self.start_readings = None
-            self.promote()
-            sampler.begin(self.session)  # type: ignore[arg-type]
+            sampler.begin(self.promote())
+            return
+        # A reading taken moments ago (the end of the previous call) serves as
+        # this call's start: the interval then begins at that reading.
+        self.state = IN_FLIGHT
+        now = _monotonic()
+        shared = process.last_reading
+        if shared[0] is plan and now - shared[1] <= SHARE_READINGS_S:
+            self.start_readings, self.start_mono = shared[2], shared[1]
         else:
-            # A reading taken moments ago (the end of the previous call) serves as
-            # this call's start: the interval then begins at that reading.
-            now = _monotonic()
-            shared = _last_reading
-            if shared[0] is plan and now - shared[1] <= SHARE_READINGS_S:
-                self.start_readings, self.start_mono = shared[2], shared[1]
-            else:
-                self.start_readings = read_probes(plan.cumulative)
-                self.start_mono = _monotonic()
-            sampler.enter(self)
+            self.start_readings = read_probes(plan.cumulative)
+            self.start_mono = _monotonic()
+        sampler.enter(self)
+
+    @property
+    def cycle(self) -> float:
+        """The cycle time the sampler serves this call at."""
+        return self.setup.cycle
 
     @property
     def identifier(self) -> str:
@@ -315,8 +373,9 @@ class _Call:
 
     def promote(self) -> Session:
         """The session that carries on this call (the sampler calls this under its lock)."""
-        result = Result._prepared(self.identifier, self.schema, self.tags, {})
-        session = Session(result, (), self.cycle, self.plan)
+        setup = self.setup
+        result = Result._prepared(self.identifier, setup.schema, self.tags, {})
+        session = Session(result, (), setup.cycle, setup.plan)
         if self.start_readings is not None:
             session.start_from(self.start_readings, self.start_mono)
         self.session = session
@@ -326,39 +385,45 @@ class _Call:
         """Stop measuring and hand the call to the writer; never raises."""
         try:
             self._end(error)
+        except RecursionError:
+            pass  # the stack is nearly full; nothing can be logged either
         except Exception as failure:  # noqa: BLE001 - measuring must never break the call
-            self._failed(failure)
-
-    def _failed(self, failure: Exception) -> None:
-        warn_once(
-            ("end", type(failure)),
-            "measuring a call failed",
-            function=self.spec.name,
-            error=repr(failure),
-        )
+            warn_once(
+                ("end", type(failure)),
+                "measuring a call failed",
+                function=self.spec.name,
+                error=repr(failure),
+            )
 
     def _end(self, error: BaseException | None) -> None:
-        sampler = _sampler_module._default
-        global _last_reading
-        if self.start_readings is not None:
-            readings = read_probes(self.plan.cumulative)
+        process = _process.state
+        if self.state is IN_FLIGHT:
+            plan = self.setup.plan
+            readings = read_probes(plan.cumulative)
             end_mono = _monotonic()
-            _last_reading = (self.plan, end_mono, readings)
+            process.last_reading = (plan, end_mono, readings)
         now_us = _time_ns() // 1000
-        label = (
-            self.spec.exit if error is None else f"{self.spec.name}:raise {type(error).__name__}"
-        )
+        spec = self.spec
+        label = spec.exit if error is None else f"{spec.name}:raise {type(error).__name__}"
         self.marks.append((now_us, label))
-        self.open = False
+        was = self.state
+        self.state = ENDED
+        # Marks that nested calls add from now on (tasks that outlive this call)
+        # go to the old list; the result gets this copy.
+        self.marks = list(self.marks)
         try:  # noqa: SIM105 - a try is free, contextlib.suppress() is not
             _active.reset(self.token)
         except (ValueError, RuntimeError):
             pass  # ended in another context, or already reset (generators): nothing to undo
         for outer in self.stack:
-            if outer.open:
+            if outer.state is not ENDED:
                 outer.marks.append((now_us, label))
+        spec.lanes.give_back(self.lane, now_us)
         self.error = error
-        if self.start_readings is None:
+        if self.pid != process.pid:
+            return  # begun before a fork: the parent stores it
+        sampler = process.sampler
+        if was is SESSION:
             sampler.finish(self.session, flush=False)  # type: ignore[arg-type]
         else:
             session = sampler.leave(self)
@@ -368,9 +433,8 @@ class _Call:
                 self.end_readings = readings
                 self.end_mono = end_mono
                 self.end_us = now_us
-        if _pid != self.pid or not self.store:
-            return  # begun before a fork (the parent stores it), or storing is off
-        writer().put(self)
+        if self.setup.stores:
+            process.writer.put(self)
 
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread)."""
@@ -378,13 +442,12 @@ class _Call:
         if session is None:  # never promoted: one point, from the start to the end readings
             session = self.promote()
             session.record(self.end_mono, self.end_us, self.end_readings or {}, {})
-        result = session.result
-        session.flush()
-        result._sync_hook = None
+        result = session.detach()
         result.tags = dict(self.tags)
         result._marks = self.marks
         meta = self.spec.base_meta()
         meta["started"] = us_to_datetime(self.started_us).isoformat()
+        meta["lane"] = str(self.lane)
         if self.error is None:
             meta["outcome"] = "ok"
         else:
@@ -398,12 +461,14 @@ class _Call:
 #: Readings at most this old (seconds) are shared by the end of one call and the start
 #: of the next; in tight loops this halves the probe reads per call.
 SHARE_READINGS_S = 50e-6
-_last_reading: tuple[Any, float, dict[int, Any]] = (None, 0.0, {})
 
 
 def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = spec.begin(instance, args, kwargs)
+        try:
+            call = spec.begin(instance, args, kwargs)
+        except RecursionError:  # the stack is full: the call itself will say so, as unmeasured
+            call = None
         if call is None:
             return wrapped(*args, **kwargs)
         try:
@@ -419,12 +484,15 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
 
 def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # Made at the call, as without measuring: bad arguments raise TypeError here.
+        coroutine = wrapped(*args, **kwargs)
+
         async def measured_call() -> Any:
             call = spec.begin(instance, args, kwargs)
             if call is None:
-                return await wrapped(*args, **kwargs)
+                return await coroutine
             try:
-                value = await wrapped(*args, **kwargs)
+                value = await coroutine
             except BaseException as error:
                 call.end(error)
                 raise
@@ -436,69 +504,103 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
     return wrapper
 
 
+def _inside(call: _Call) -> Token[tuple[_Call, ...]]:
+    """Make ``call`` active while its generator runs (its nested calls mark it)."""
+    return _active.set((*_active.get(), call))
+
+
 def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        def measured_generator() -> Any:
-            generator = wrapped(*args, **kwargs)
-            call = spec.begin(instance, args, kwargs)
-            if call is None:
-                return (yield from generator)
-            _active.reset(call.token)  # a generator's frames run in its consumer's context
-            try:
-                value = yield from generator
-            except GeneratorExit:  # closed by its consumer: a normal end
-                call.end(None)
-                raise
-            except BaseException as error:
-                call.end(error)
-                raise
-            call.end(None)
-            return value
-
-        return measured_generator()
+        # Made at the call, as without measuring: bad arguments raise TypeError here.
+        generator = wrapped(*args, **kwargs)
+        return _measured_generator(spec, generator, instance, args, kwargs)
 
     return wrapper
+
+
+def _measured_generator(
+    spec: _Spec, generator: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Runs ``generator`` like ``yield from``; the call is active only while it runs.
+
+    Marks of measured calls the generator makes go to it; those its consumer
+    makes while the generator is suspended do not.
+    """
+    call = spec.begin(instance, args, kwargs)
+    if call is None:
+        return (yield from generator)
+    _active.reset(call.token)  # between items the consumer's context is its own
+    step, argument = generator.send, None
+    while True:
+        token = _inside(call)
+        try:
+            item = step(argument)
+        except StopIteration as stop:
+            _active.reset(token)
+            call.end(None)
+            return stop.value
+        except BaseException as error:
+            _active.reset(token)
+            call.end(error)
+            raise
+        _active.reset(token)
+        try:
+            argument = yield item
+            step = generator.send
+        except GeneratorExit:  # closed by its consumer: a normal end
+            token = _inside(call)
+            try:
+                generator.close()
+            finally:
+                _active.reset(token)
+                call.end(None)
+            raise
+        except BaseException as thrown:  # noqa: BLE001 - forwarded into the generator
+            step, argument = generator.throw, thrown
 
 
 def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        async def measured_async_generator() -> Any:
-            generator = wrapped(*args, **kwargs)
-            call = spec.begin(instance, args, kwargs)
-            if call is not None:
-                _active.reset(call.token)
-            error: BaseException | None = None
-            try:
-                try:
-                    item = await generator.__anext__()
-                except StopAsyncIteration:
-                    return
-                while True:
-                    try:
-                        sent = yield item
-                    except GeneratorExit:
-                        await generator.aclose()
-                        raise
-                    except BaseException as thrown:  # noqa: BLE001 - forwarded into the generator
-                        try:
-                            item = await generator.athrow(thrown)
-                        except StopAsyncIteration:
-                            return
-                    else:
-                        try:
-                            item = await generator.asend(sent)
-                        except StopAsyncIteration:
-                            return
-            except BaseException as raised:
-                error = raised
-                raise
-            finally:
-                if call is not None:
-                    call.end(error if not isinstance(error, GeneratorExit) else None)
-
-        return measured_async_generator()
+        # Made at the call, as without measuring: bad arguments raise TypeError here.
+        generator = wrapped(*args, **kwargs)
+        return _measured_async_generator(spec, generator, instance, args, kwargs)
 
     return wrapper
+
+
+async def _measured_async_generator(
+    spec: _Spec, generator: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Like :func:`_measured_generator`, for async generators."""
+    call = spec.begin(instance, args, kwargs)
+    if call is not None:
+        _active.reset(call.token)
+    error: BaseException | None = None
+    step, argument = generator.asend, None
+    try:
+        while True:
+            token = _inside(call) if call is not None else None
+            try:
+                item = await step(argument)
+            except StopAsyncIteration:
+                return
+            finally:
+                if token is not None:
+                    _active.reset(token)
+            try:
+                argument = yield item
+                step = generator.asend
+            except GeneratorExit:
+                await generator.aclose()
+                raise
+            except BaseException as thrown:  # noqa: BLE001 - forwarded into the generator
+                step, argument = generator.athrow, thrown
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        if call is not None:
+            call.end(error if not isinstance(error, GeneratorExit) else None)
 
 
 def decorate(
@@ -522,8 +624,37 @@ def decorate(
     return MeasuredFunction(func, wrapper, spec)  # type: ignore[return-value]
 
 
+def _by_reference(module: str, qualname: str) -> Any:
+    """What ``module.qualname`` names now (how a pickled function is found again)."""
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+class _BoundMeasuredFunction(wrapt.BoundFunctionWrapper):
+    """A measured method bound to its instance; pickles and copies like a bound method."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return getattr, (self._self_instance, self.__name__)
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return getattr(copy.deepcopy(self._self_instance, memo), self.__name__)
+
+
 class MeasuredFunction(wrapt.FunctionWrapper):
-    """A function whose calls are measured; a transparent proxy of the original."""
+    """A function whose calls are measured; a transparent proxy of the original.
+
+    It pickles like the function it wraps, by reference (module and qualified
+    name), and unpickles to whatever that name holds: the measured function
+    where it replaced the original (``@measured``, ``instrument(module)``).
+    ``copy.copy()`` and ``copy.deepcopy()`` return it unchanged, as for a function.
+    """
+
+    __bound_function_wrapper__ = _BoundMeasuredFunction
 
     def __init__(self, wrapped: Any, wrapper: Any, spec: _Spec) -> None:
         super().__init__(wrapped, wrapper)
@@ -532,6 +663,26 @@ class MeasuredFunction(wrapt.FunctionWrapper):
     def uninstrument(self) -> Any:
         """The original function (nothing was patched in place)."""
         return self.__wrapped__
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        module, qualname = self.__module__, self.__qualname__
+        try:
+            found = _by_reference(module, qualname)
+        except (ImportError, AttributeError):
+            found = None
+        if found is not self and found is not self.__wrapped__:
+            import pickle
+
+            raise pickle.PicklingError(
+                f"Can't pickle {self.__wrapped__!r}: it's not found as {module}.{qualname}"
+            )
+        return _by_reference, (module, qualname)
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self
 
 
 def is_measured(obj: Any) -> bool:

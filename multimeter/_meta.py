@@ -5,32 +5,46 @@ from __future__ import annotations
 import os
 import sys
 
+from multimeter import _process
 from multimeter._version import __version__
 
-_static: dict[str, str] | None = None
-_static_pid = -1
+
+def _platform() -> str:
+    """Like ``platform.platform()`` (``Linux-6.1.0-x86_64-with-glibc2.36``), but it
+    starts no process: ``platform.platform()`` runs ``uname -p``, which would change
+    the host program's children figures (``RUSAGE_CHILDREN``)."""
+    uname = os.uname()
+    text = f"{uname.sysname}-{uname.release}-{uname.machine}"
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError, AttributeError):
+        libc = ""
+    name, _, version = libc.partition(" ")
+    if name and version:
+        text += f"-with-{name}{version}"
+    return text
 
 
 def process_meta_data() -> dict[str, str]:
     """Host, pid, Python version, platform, multimeter version and command line.
 
-    Computed once per process (again after a fork); the caller gets a copy.
+    Computed once per process (again after a fork) without starting any
+    process; the caller gets a copy.
     """
-    global _static, _static_pid
-    pid = os.getpid()
-    if _static is None or _static_pid != pid:
+    state = _process.state
+    meta = state.meta
+    if meta is None:
         import platform  # here, not at import: they cost a few ms and run once
         import shlex
         import socket
 
-        _static = {
+        meta = state.meta = {
             "host": socket.gethostname(),
-            "pid": str(pid),
+            "pid": str(state.pid),
             "python_version": platform.python_version(),
             "python_implementation": platform.python_implementation(),
-            "platform": platform.platform(),
+            "platform": _platform(),
             "multimeter_version": __version__,
             "command_line": shlex.join(sys.argv),
         }
-        _static_pid = pid
-    return dict(_static)
+    return dict(meta)

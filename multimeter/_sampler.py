@@ -10,8 +10,11 @@ point at a tick only if at least half a cycle has passed since its previous
 point, and always gets a final point when it ends.
 
 The thread starts when the first session begins, and ends when no session has
-been active for ``linger`` seconds. After ``os.fork()`` the child starts with
-an empty sampler: sessions of the parent are not continued there.
+been active for ``linger`` seconds. Probe code (``read``, ``sample``, ``start``,
+``end``) never runs under the lock that measured calls may wait for: a slow
+probe slows the sampler thread and the calls that read it themselves, nobody
+else. Each process has its own sampler (``multimeter._process``): after
+``os.fork()`` the child starts with an empty one.
 """
 
 from __future__ import annotations
@@ -20,25 +23,27 @@ import contextlib
 import math
 import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from multimeter._clock import SYSTEM_CLOCK, Clock
 from multimeter._log import warn_once
+from multimeter._reentry import BUSY
 from multimeter.probe import CumulativeProbe, Probe
 from multimeter.result import Result, Schema
 
 _TickHook = Callable[[float, float], None]
-_all: weakref.WeakSet[Sampler] = weakref.WeakSet()
 
 
 class Call(Protocol):
     """A measurement in flight that the sampler may promote to a :class:`Session`."""
 
-    cycle: float
     start_mono: float
     session: Session | None
+
+    @property
+    def cycle(self) -> float:
+        """The cycle time the call is served at."""
 
     def promote(self) -> Session:
         """Make (and remember in ``session``) the session that continues this call."""
@@ -60,11 +65,12 @@ class ProbePlan:
             if p in self.legacy or _needs_hook(p, "start") or _needs_hook(p, "end")
         )
         # The fast path: every probe turns readings straight into a row of values in
-        # schema order, and the schema is exactly the probes' measures.
+        # schema order (derive_row, where it is as current as the probe's derive),
+        # and the schema is exactly the probes' measures.
         self.rows = (
             bool(self.cumulative)
             and not self.legacy
-            and all(hasattr(p, "_derive_row") for p in self.cumulative)
+            and all(p.has_row_path() for p in self.cumulative)
             and schema.measures == tuple(m for p in self.cumulative for m in p.measures)
         )
 
@@ -138,6 +144,13 @@ class Session:
             if not (rows and self._append_row(now, now_us, readings)):
                 self._append_values(now, now_us, readings, legacy_values)
 
+    def detach(self) -> Result:
+        """The finished result with every queued point in it, no longer tied to
+        this session (the writer calls this once the session has ended)."""
+        self.flush()
+        self.result._sync_hook = None
+        return self.result
+
     def sync(self) -> None:
         """Flush from outside the sampler (the result is being read)."""
         lock = self.lock
@@ -184,7 +197,7 @@ class Session:
             if current is FAILED or before is None:
                 return False
             try:
-                part = probe._derive_row(current, before[0], now - before[1])  # type: ignore[attr-defined]
+                part = probe.derive_row(current, before[0], now - before[1])
             except Exception:  # noqa: BLE001 - the general path logs it
                 return False
             if part is None:
@@ -239,12 +252,17 @@ FAILED = _Failed()
 def read_probes(probes: Iterable[Probe]) -> dict[int, Any]:
     """One reading per cumulative probe, by ``id``; :data:`FAILED` for a probe that raised."""
     readings: dict[int, Any] = {}
-    for probe in probes:
-        try:
-            readings[id(probe)] = probe.read()  # type: ignore[attr-defined]
-        except Exception as error:  # noqa: BLE001 - a probe must not break anything
-            readings[id(probe)] = FAILED
-            _probe_failed(probe, error)
+    was_busy = BUSY.busy
+    BUSY.busy = True  # measured code a probe calls is not measured (it would feed itself)
+    try:
+        for probe in probes:
+            try:
+                readings[id(probe)] = probe.read()  # type: ignore[attr-defined]
+            except Exception as error:  # noqa: BLE001 - a probe must not break anything
+                readings[id(probe)] = FAILED
+                _probe_failed(probe, error)
+    finally:
+        BUSY.busy = was_busy
     return readings
 
 
@@ -268,13 +286,18 @@ def _needs_hook(probe: Probe, hook: str) -> bool:
     )
 
 
-def _call_hook(probe: Probe, hook: str) -> None:
-    if not _needs_hook(probe, hook):
-        return
+def _call_hooks(probes: Iterable[Probe], hook: str) -> None:
+    """Call ``hook`` of each probe (never under the sampler's lock: it may be slow)."""
+    was_busy = BUSY.busy
+    BUSY.busy = True
     try:
-        getattr(probe, hook)()
-    except Exception as error:  # noqa: BLE001 - a probe must not break the measured code
-        _probe_failed(probe, error)
+        for probe in probes:
+            try:
+                getattr(probe, hook)()
+            except Exception as error:  # noqa: BLE001 - a probe must not break the measured code
+                _probe_failed(probe, error)
+    finally:
+        BUSY.busy = was_busy
 
 
 class Sampler:
@@ -285,20 +308,23 @@ class Sampler:
         threaded: Start a background thread on demand. Without one, call
             :meth:`run_due` to run the ticks that are due (tests do).
         linger: Seconds the thread waits for new sessions before it ends.
+        on_thread_start: Called first thing in the sampler's thread.
     """
 
     def __init__(
-        self, clock: Clock = SYSTEM_CLOCK, *, threaded: bool = True, linger: float = 1.0
+        self,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        threaded: bool = True,
+        linger: float = 1.0,
+        on_thread_start: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
         self._threaded = threaded
         self._linger = linger
+        self._on_thread_start = on_thread_start
         self.tick_hook: _TickHook | None = None
-        self._reset()
-        _all.add(self)
-
-    def _reset(self) -> None:
-        self._state = object()  # identifies this sampler's state; renewed after fork
+        self._state = object()  # identifies this sampler (sessions remember their owner)
         self._lock = threading.Lock()
         self._bell = threading.Lock()  # held while nobody rings; released to wake the thread
         self._bell.acquire()
@@ -309,11 +335,19 @@ class Sampler:
         self._idle_since = self._clock.monotonic()
         self._sleeping_until = math.inf
         self._thread: threading.Thread | None = None
+        # The values each plain probe gave at its last sample (see finish()).
+        self._last_values: dict[int, dict[str, Any]] = {}
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this sampler reads."""
+        return self._clock
 
     # -- sessions -------------------------------------------------------------
 
     def begin(self, session: Session) -> None:
         """Start sampling ``session``: start its probes and take its first readings."""
+        starting = []
         with self._lock:
             now = self._clock.monotonic()
             for probe in session.plan.tracked:
@@ -321,8 +355,11 @@ class Sampler:
                 if state is None:
                     state = self._probes[id(probe)] = _ProbeState(probe, now)
                 state.users += 1
-                if state.users == 1:
-                    _call_hook(probe, "start")
+                if state.users == 1 and _needs_hook(probe, "start"):
+                    starting.append(probe)
+        # Start hooks run before the session is sampled, outside the lock.
+        _call_hooks(starting, "start")
+        with self._lock:
             grid = self._grids.get(session.cycle)
             if grid is None:
                 grid = self._grids[session.cycle] = _Grid(session.cycle, now)
@@ -367,7 +404,8 @@ class Sampler:
             now = self._clock.monotonic()
             now_us = self._clock.time_us()
         legacy = session.plan.legacy
-        legacy_values = self._sample_legacy(legacy) if legacy else {}
+        legacy_values = self._sample_legacy(legacy, wait=False) if legacy else {}
+        ending = []
         with self._lock:
             if not session.active or session.owner is not self._state:
                 return  # lost a race with another finish(), or begun before a fork
@@ -392,7 +430,9 @@ class Sampler:
                 state.users -= 1
                 if not state.users:
                     del self._probes[id(probe)]
-                    _call_hook(probe, "end")
+                    if _needs_hook(probe, "end"):
+                        ending.append(probe)
+        _call_hooks(ending, "end")
 
     # -- calls: the cheap path for short measurements ----------------------------
 
@@ -482,12 +522,11 @@ class Sampler:
                 due += [s for s in grid.sessions.values() if s.last <= earliest]
             if not due:
                 return ran
-            if not any(s.plan.legacy for s in due):
-                readings = self._read_cumulative(due)
-                self._record(due, readings, {})
-                return ran
+        # Probes are read outside the lock: a slow probe must not hold up the
+        # measured calls that start and end meanwhile.
         readings = self._read_cumulative(due)
-        legacy_values = self._sample_legacy(dict.fromkeys(p for s in due for p in s.plan.legacy))
+        legacy = dict.fromkeys(p for s in due for p in s.plan.legacy)
+        legacy_values = self._sample_legacy(legacy) if legacy else {}
         with self._lock:
             self._record(due, readings, legacy_values)
         return ran
@@ -509,9 +548,22 @@ class Sampler:
         """Each cumulative probe of the sessions read once."""
         return read_probes(dict.fromkeys(p for s in sessions for p in s.plan.cumulative))
 
-    def _sample_legacy(self, probes: Iterable[Probe]) -> dict[int, dict[str, Any]]:
+    def _sample_legacy(
+        self, probes: Iterable[Probe], *, wait: bool = True
+    ) -> dict[int, dict[str, Any]]:
+        """Sample plain probes (one at a time: ``sample()`` keeps state).
+
+        With ``wait=False`` (a measured call's final point) a probe being sampled
+        by another thread right now is not waited for: its values from that
+        latest sample are used instead.
+        """
+        if not self._legacy_lock.acquire(wait):
+            last = self._last_values
+            return {id(p): last[id(p)] for p in probes if id(p) in last}
         legacy_values: dict[int, dict[str, Any]] = {}
-        with self._legacy_lock:
+        was_busy = BUSY.busy
+        BUSY.busy = True
+        try:
             for probe in probes:
                 state = self._probes.get(id(probe))
                 now = self._clock.monotonic()
@@ -524,7 +576,10 @@ class Sampler:
                     continue
                 if state is not None:
                     state.last = now
-                legacy_values[id(probe)] = values
+                legacy_values[id(probe)] = self._last_values[id(probe)] = values
+        finally:
+            BUSY.busy = was_busy
+            self._legacy_lock.release()
         return legacy_values
 
     # -- the thread -----------------------------------------------------------
@@ -546,6 +601,8 @@ class Sampler:
             self._bell.release()
 
     def _loop(self) -> None:
+        if self._on_thread_start is not None:
+            self._on_thread_start()
         me = threading.current_thread()
         clock = self._clock
         bell = self._bell
@@ -576,36 +633,8 @@ class Sampler:
             except Exception as error:  # noqa: BLE001 - the sampler must survive anything
                 warn_once(("sampler", type(error)), "sampler tick failed", error=repr(error))
 
-    def _after_fork_in_child(self) -> None:
-        self._reset()
-
-
-_default = Sampler()  # cheap: its thread starts with the first measurement
-
-
 def default_sampler() -> Sampler:
-    """The process-wide sampler."""
-    return _default
+    """The sampler of the current process."""
+    from multimeter import _process  # _process imports this module
 
-
-def _before_fork() -> None:
-    for sampler in list(_all):
-        sampler._lock.acquire()
-
-
-def _after_fork_in_parent() -> None:
-    for sampler in list(_all):
-        sampler._lock.release()
-
-
-def _after_fork_in_child() -> None:
-    for sampler in list(_all):
-        sampler._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
-    )
+    return _process.state.sampler

@@ -4,25 +4,31 @@ Callers hand over *jobs* (anything with ``build() -> Result`` and a
 ``storage``) and return at once. One daemon thread per process builds the
 results and stores them, in batches, in the order they came. The queue is
 bounded: when it is full, the caller waits for room (backpressure), so nothing
-is ever dropped. ``flush()`` waits until everything handed over before it was
-stored. After ``os.fork()`` the child starts with an empty queue: the parent
-stores what it had queued.
+is dropped. ``flush()`` waits until everything handed over before it was
+handled.
+
+The thread survives anything a storage, a result or a log call raises; if it
+dies all the same, the next caller that would wait for it starts a new one, so
+no user call ever waits on a dead thread. Each process has its own writer
+(see ``multimeter._process``).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from multimeter._log import logger
+from multimeter._log import RateLimitedLog, describe, safe_log
 from multimeter.result import Result
+from multimeter.storages.base import Storage
 
 CAPACITY = 10_000
 _BATCH = 512
 _IDLE_WAIT = 0.1
+_CHECK_EVERY = 0.25  # seconds between liveness checks while a caller waits
 
 
 class Job(Protocol):
@@ -44,23 +50,49 @@ class _Marker:
         self.ok = True
 
 
+def batches_itself(storage: Any) -> bool:
+    """Whether ``storage`` overrides :meth:`Storage.store_many` (one call per batch)."""
+    method = getattr(type(storage), "store_many", None)
+    return method is not None and method is not Storage.store_many
+
+
+def keeps_for_later(storage: Any) -> bool:
+    """Whether ``storage`` overrides :meth:`Storage.spool_results` (it has a spool)."""
+    method = getattr(type(storage), "spool_results", None)
+    return method is not None and method is not Storage.spool_results
+
+
 class Writer:
-    """One background thread that builds and stores queued results."""
+    """One background thread that builds and stores queued results.
 
-    def __init__(self, capacity: int = CAPACITY) -> None:
+    Args:
+        capacity: Jobs the queue holds before callers wait for room.
+        on_start: Called (in the caller's thread) when the thread is first started.
+        on_thread_start: Called first thing in the writer's thread.
+    """
+
+    def __init__(
+        self,
+        capacity: int = CAPACITY,
+        *,
+        on_start: Callable[[], None] | None = None,
+        on_thread_start: Callable[[], None] | None = None,
+    ) -> None:
         self._capacity = capacity
-        self._reset()
-
-    def _reset(self) -> None:
+        self._on_start = on_start
+        self._on_thread_start = on_thread_start
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._room = threading.Condition()
-        self._start_lock = threading.Lock()
+        # Reentrant: a SIGTERM handler that flushes may interrupt a start in progress.
+        self._start_lock = threading.RLock()
         self._thread: threading.Thread | None = None
+        self._started = False
         self._failed = False  # a store failed since the last marker
         # The jobs of the batch being handled; the first `_handled` of them are done.
         self._in_hand: list[Any] = []
         self._handled = 0
+        self.failures = RateLimitedLog("storing the result failed")
 
     def put(self, job: Job) -> None:
         """Queue ``job``; waits for room while the queue is full (backpressure)."""
@@ -82,75 +114,116 @@ class Writer:
         in_hand = self._in_hand[self._handled :]
         return in_hand + [item for item in list(self._queue) if not isinstance(item, _Marker)]
 
+    @property
+    def started(self) -> bool:
+        """Whether the thread was ever started in this process."""
+        return self._started
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every job queued so far is stored; ``True`` if all were, in time."""
-        done, ok = self._flush(timeout)
+        """Wait until every job queued so far is handled; ``True`` if all were stored, in time."""
+        done, ok = self.flush_status(timeout)
         return done and ok
 
-    def _flush(self, timeout: float | None) -> tuple[bool, bool]:
+    def flush_status(self, timeout: float | None) -> tuple[bool, bool]:
         """(everything handled in time, and stored without error)."""
         marker = _Marker()
         self._queue.append(marker)
-        if self._thread is None:
-            self._start()
         self._wake.set()
-        done = marker.done.wait(timeout)
-        return done, marker.ok
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._ensure_alive()
+            wait = _CHECK_EVERY
+            if deadline is not None:
+                wait = max(min(wait, deadline - time.monotonic()), 0.0)
+            if marker.done.wait(wait):
+                return True, marker.ok
+            if deadline is not None and time.monotonic() >= deadline:
+                return False, False
 
     def _wait_for_room(self) -> None:
         self._wake.set()
         with self._room:
             while len(self._queue) >= self._capacity:
+                self._ensure_alive()
                 self._room.wait(0.05)
                 self._wake.set()
 
+    def _ensure_alive(self) -> None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._start()
+
     def _start(self) -> None:
         with self._start_lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="multimeter-writer", daemon=True)
-                self._thread = thread
-                thread.start()
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                return
+            first = not self._started
+            self._started = True
+            thread = threading.Thread(target=self._run, name="multimeter-writer", daemon=True)
+            self._thread = thread
+            thread.start()
+        if first and self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception as error:  # noqa: BLE001 - must not break the measured call
+                safe_log("warning", "multimeter could not set up its exit hooks", error=repr(error))
 
     def _run(self) -> None:
-        queue = self._queue
+        if self._on_thread_start is not None:
+            self._on_thread_start()
         while True:
-            self._wake.wait(_IDLE_WAIT)
-            self._wake.clear()
-            while queue:
-                batch: list[Any] = []
-                while queue and len(batch) < _BATCH:
-                    batch.append(queue.popleft())
-                with self._room:
-                    self._room.notify_all()
-                self._handle(batch)
+            try:
+                self._run_once()
+            except BaseException as error:  # noqa: BLE001 - the writer survives anything
+                safe_log("error", "multimeter writer error; it goes on", error=repr(error))
+
+    def _run_once(self) -> None:
+        queue = self._queue
+        self._wake.wait(_IDLE_WAIT)
+        self._wake.clear()
+        while queue:
+            batch: list[Any] = []
+            while queue and len(batch) < _BATCH:
+                batch.append(queue.popleft())
+            with self._room:
+                self._room.notify_all()
+            self._handle(batch)
 
     def _handle(self, batch: list[Any]) -> None:
         self._handled = 0
         self._in_hand = [item for item in batch if not isinstance(item, _Marker)]
         group: list[Any] = []
-        for item in batch:
-            if isinstance(item, _Marker):
-                self._store(group)
-                group = []
-                item.ok = not self._failed
-                self._failed = False
-                item.done.set()
-            elif group and item.storage is not group[0].storage:
-                self._store(group)
-                group = [item]
-            else:
-                group.append(item)
-        self._store(group)
+        try:
+            for item in batch:
+                if isinstance(item, _Marker):
+                    self._store(group)
+                    group = []
+                    item.ok = not self._failed
+                    self._failed = False
+                    item.done.set()
+                elif group and item.storage is not group[0].storage:
+                    self._store(group)
+                    group = [item]
+                else:
+                    group.append(item)
+            self._store(group)
+        finally:
+            # Whatever happened, no flush() waits for a marker of this batch forever.
+            for item in batch:
+                if isinstance(item, _Marker) and not item.done.is_set():
+                    item.ok = False
+                    item.done.set()
 
     def _store(self, jobs: list[Any]) -> None:
         """Store jobs that share a storage: in one call where it takes batches."""
         if not jobs:
             return
         storage = jobs[0].storage
-        store_many = getattr(storage, "store_many", None)
-        if store_many is not None:
+        if batches_itself(storage):
             results = [r for r in map(self._build, jobs) if r is not None]
-            self._attempt(storage, results, lambda: store_many(results))
+            if results:
+                self._attempt(storage, results, lambda: storage.store_many(results))
             self._handled += len(jobs)
             return
         for job in jobs:
@@ -159,88 +232,36 @@ class Writer:
                 self._attempt(storage, [result], lambda: storage.store(result))  # noqa: B023 - called at once
             self._handled += 1
 
-    def _attempt(self, storage: Any, results: list[Result], store: Any) -> None:
+    def _attempt(self, storage: Any, results: Sequence[Result], store: Any) -> None:
         try:
             store()
-        except Exception as error:  # noqa: BLE001 - never let a storage stop the writer
+        except BaseException as error:  # noqa: BLE001 - never let a storage stop the writer
             self._failed = True
-            logger.error(
-                "storing the result failed",
+            self.failures.error(
+                (id(storage), type(error)),
                 identifier=", ".join(r.identifier for r in results[:5]),
                 count=len(results),
-                storage=repr(storage),
-                error=repr(error),
+                storage=describe(storage),
+                error=_error_text(error),
             )
 
     def _build(self, job: Any) -> Result | None:
         try:
             result: Result = job.build()
             return result
-        except Exception as error:  # noqa: BLE001
+        except BaseException as error:  # noqa: BLE001 - never let a result stop the writer
             self._failed = True
-            logger.error("building a result failed", storage=repr(job.storage), error=repr(error))
+            safe_log(
+                "error",
+                "building a result failed",
+                storage=describe(getattr(job, "storage", None)),
+                error=_error_text(error),
+            )
             return None
 
-    def _after_fork_in_child(self) -> None:
-        self._reset()
 
-
-_writer = Writer()  # cheap: its thread starts with the first result
-
-
-def writer() -> Writer:
-    """The process-wide writer."""
-    return _writer
-
-
-def flush(timeout: float | None = None) -> bool:
-    """Flush the process-wide writer."""
-    return _writer.flush(timeout)
-
-
-def flush_at_exit(timeout: float) -> None:
-    """Store what is pending, waiting at most ``timeout`` seconds.
-
-    What is still pending then goes to the spool of storages that have one
-    (``spool_results()``, e.g. InfluxDBStorage: ``multimeter push`` sends it
-    later; the batch being sent at that moment is spooled too, so it may arrive
-    twice); what cannot be kept anywhere is logged with its count.
-    """
-    current = _writer
-    if current._thread is None:
-        return
-    started = time.monotonic()
-    done, _ = current._flush(timeout)
-    if done:
-        return
-    jobs = current.unstored()
-    lost = 0
-    by_storage: dict[int, tuple[Any, list[Any]]] = {}
-    for job in jobs:
-        by_storage.setdefault(id(job.storage), (job.storage, []))[1].append(job)
-    for storage, group in by_storage.values():
-        spool_results = getattr(storage, "spool_results", None)
-        if spool_results is None:
-            lost += len(group)
-            continue
-        results = [r for r in (current._build(job) for job in group) if r is not None]
-        try:
-            spool_results(results)
-        except Exception as error:  # noqa: BLE001 - exit must go on
-            lost += len(group)
-            logger.error("spooling at exit failed", storage=repr(storage), error=repr(error))
-    logger.warning(
-        "results still pending at exit were not stored",
-        pending=len(jobs),
-        spooled=len(jobs) - lost,
-        lost=lost,
-        waited_s=round(time.monotonic() - started, 3),
-    )
-
-
-def _after_fork_in_child() -> None:
-    _writer._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+def _error_text(error: BaseException) -> str:
+    try:
+        return repr(error)
+    except Exception:  # noqa: BLE001 - an exception whose repr raises
+        return type(error).__name__

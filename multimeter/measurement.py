@@ -8,9 +8,9 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from multimeter._log import logger
-from multimeter._meta import process_meta_data
-from multimeter._sampler import Session, default_sampler
+from multimeter import _meta, _process
+from multimeter._log import describe, safe_log
+from multimeter._sampler import Sampler, Session
 from multimeter._tags import normalize_tags
 from multimeter.result import Result, us_to_datetime
 
@@ -39,14 +39,16 @@ class Measurement:
 
     Sampling runs on the process's shared sampler thread from :meth:`start` to
     :meth:`end`; :meth:`end` adds a final point, so even a measurement shorter
-    than one cycle has data, then stores the result.
+    than one cycle has data, then stores the result. The result's ``start``
+    is the moment :meth:`start` was called (meta data ``started``), its ``end``
+    the final point.
 
     As a context manager it starts on entry, returns the
     :class:`~multimeter.result.Result`, and ends on exit (also when the block
     raises; the exception is not touched).
 
     Args:
-        multimeter: Its probes, cycle time and storage are used.
+        multimeter: Its probes, cycle time, storage and tags (as of now) are used.
         identifier: Identifies this measurement; ``None`` generates a unique
             one from the current time.
         **tags: Tags for later telling measurements apart (values stored as strings).
@@ -56,18 +58,13 @@ class Measurement:
     """
 
     def __init__(self, multimeter: Multimeter, identifier: str | None, **tags: Any) -> None:
+        self._setup = setup = multimeter.snapshot
         self.identifier = identifier or generate_identifier()
-        self.tags = {**multimeter._default_tags, **normalize_tags(tags)}
+        self.tags = {**setup.tags, **normalize_tags(tags)}
         self.result: Result | None = None
-        self._probes = multimeter.probes
-        self._schema = multimeter._current_schema
-        self._plan = multimeter._current_plan
-        self._storage = multimeter.storage
-        self._cycle_time = multimeter.cycle_time
-        self._sampler = default_sampler()
+        self._sampler: Sampler | None = None
         self._session: Session | None = None
         self._pid = 0
-        self._started_us = 0
 
     def start(self) -> Result:
         """Start measuring and return the (growing) result.
@@ -77,14 +74,16 @@ class Measurement:
         """
         if self._session is not None:
             raise RuntimeError(f"measurement {self.identifier!r} was already started")
-        result = Result(identifier=self.identifier, schema=self._schema)
+        setup = self._setup
+        self._sampler = sampler = _process.state.sampler
+        result = Result(identifier=self.identifier, schema=setup.schema)
         result.tags = self.tags
-        result.meta_data = process_meta_data()
+        result.meta_data = _meta.process_meta_data()
+        result.meta_data["started"] = us_to_datetime(sampler.clock.time_us()).isoformat()
         self.result = result
         self._pid = os.getpid()
-        self._started_us = self._sampler._clock.time_us()
-        self._session = Session(result, self._probes, self._cycle_time, self._plan)
-        self._sampler.begin(self._session)
+        self._session = Session(result, setup.probes, setup.cycle_time, setup.plan)
+        sampler.begin(self._session)
         return result
 
     def add_mark(self, label: str) -> None:
@@ -93,9 +92,9 @@ class Measurement:
         Raises:
             RuntimeError: before :meth:`start`.
         """
-        if self.result is None:
+        if self.result is None or self._sampler is None:
             raise RuntimeError("add_mark() needs a started measurement")
-        self.result._add_mark_us(self._sampler._clock.time_us(), str(label))
+        self.result._add_mark_us(self._sampler.clock.time_us(), str(label))
 
     def end(self) -> None:
         """Stop measuring, add the final point and store the result.
@@ -109,21 +108,20 @@ class Measurement:
             RuntimeError: before :meth:`start`.
         """
         session = self._session
-        if session is None or self.result is None:
+        if session is None or self.result is None or self._sampler is None:
             raise RuntimeError("end() needs a started measurement")
-        if not session.active:
-            return
+        if os.getpid() != self._pid or not session.active:
+            return  # begun before a fork (the parent owns it), or ended already
         self._sampler.finish(session)
-        if os.getpid() != self._pid:
-            return
-        self.result.meta_data["started"] = us_to_datetime(self._started_us).isoformat()
+        storage = self._setup.storage
         try:
-            self._storage.store(self.result)
+            storage.store(self.result)
         except Exception as error:  # noqa: BLE001 - storing must not break the measured code
-            logger.error(
+            safe_log(
+                "error",
                 "storing the result failed",
                 identifier=self.identifier,
-                storage=repr(self._storage),
+                storage=describe(storage),
                 error=repr(error),
             )
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from numbers import Real
 from typing import Any
 
+from multimeter._env import MIN_CYCLE_TIME
 from multimeter._sampler import ProbePlan
+from multimeter._tags import normalize_tags
 from multimeter.measurement import Measurement
 from multimeter.probe import Probe
 from multimeter.result import Schema
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
 
-__all__ = ["Multimeter"]
+__all__ = ["Multimeter", "Snapshot"]
 
 _DISCARD = DummyStorage()
 
@@ -24,9 +29,12 @@ def check_cycle_time(cycle_time: Any) -> float:
         isinstance(cycle_time, bool)
         or not isinstance(cycle_time, Real)
         or not math.isfinite(cycle_time)
-        or cycle_time <= 0
+        or cycle_time < MIN_CYCLE_TIME
     ):
-        raise ValueError(f"cycle_time must be a finite number of seconds > 0, got {cycle_time!r}")
+        raise ValueError(
+            f"cycle_time must be a finite number of seconds >= {MIN_CYCLE_TIME},"
+            f" got {cycle_time!r}"
+        )
     return float(cycle_time)
 
 
@@ -44,6 +52,47 @@ def _check_probe(probe: Any) -> Probe:
     return probe
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a measurement needs from its multimeter, as of one moment.
+
+    A :class:`Multimeter` publishes a new snapshot whenever one of its setters
+    is called; a measurement takes the snapshot current when it is made
+    (``measure()``), each ``@measured`` call the one current at its start, so
+    a change applies from the next measurement on.
+    """
+
+    probes: tuple[Probe, ...]
+    schema: Schema
+    plan: ProbePlan
+    cycle_time: float
+    storage: Storage
+    #: Tags every measurement gets (its own tags win).
+    tags: Mapping[str, str]
+    #: Whether results go anywhere (``False`` for :class:`DummyStorage`).
+    stores: bool
+
+    @classmethod
+    def of(
+        cls,
+        probes: tuple[Probe, ...],
+        cycle_time: float,
+        storage: Storage,
+        tags: Mapping[str, str],
+    ) -> Snapshot:
+        """A snapshot with the schema and probe plan computed from ``probes``."""
+        schema = Schema.from_probes(probes)
+        return cls(
+            probes=probes,
+            schema=schema,
+            plan=ProbePlan(probes, schema),
+            cycle_time=cycle_time,
+            storage=storage,
+            tags=dict(tags),
+            stores=not isinstance(storage, DummyStorage),
+        )
+
+
 class Multimeter:
     """Measures run-time properties of Python code.
 
@@ -55,56 +104,90 @@ class Multimeter:
 
     Args:
         *probes: The probes that measure.
-        cycle_time: Seconds between two points (default one second).
+        cycle_time: Seconds between two points (default one second; at least
+            0.001).
         storage: Stores each result when its measurement ends; the default
             discards it.
 
     Raises:
-        ValueError: for a cycle time that is not a finite number > 0, or for
-            probes or a storage of the wrong kind.
+        ValueError: for a cycle time that is not a finite number >= 0.001, or
+            for probes or a storage of the wrong kind.
+
+    The setters take effect for measurements made (and ``@measured`` calls
+    started) after them; one already made keeps what it started with.
     """
 
     def __init__(
         self, *probes: Probe, cycle_time: float = 1.0, storage: Storage = _DISCARD
     ) -> None:
-        self._probes: list[Probe] = []
-        # Tags for every measurement (set by configure() from its tags and MULTIMETER_TAGS).
-        self._default_tags: dict[str, str] = {}
-        self._cycle_time = check_cycle_time(cycle_time)
-        self._storage = _check_storage(storage)
-        self.add_probes(*probes)
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot.of(
+            tuple(_check_probe(p) for p in probes),
+            check_cycle_time(cycle_time),
+            _check_storage(storage),
+            {},
+        )
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current configuration, as one immutable object."""
+        return self._snapshot
 
     @property
     def probes(self) -> tuple[Probe, ...]:
         """The probes that gather the data."""
-        return tuple(self._probes)
+        return self._snapshot.probes
 
     @property
     def cycle_time(self) -> float:
         """Seconds between two points."""
-        return self._cycle_time
+        return self._snapshot.cycle_time
 
     @property
     def storage(self) -> Storage:
         """Where results are stored."""
-        return self._storage
+        return self._snapshot.storage
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        """Tags every measurement of this multimeter gets (its own tags win)."""
+        return self._snapshot.tags
 
     def add_probes(self, *probes: Probe) -> Multimeter:
         """Add probes; returns the multimeter."""
-        self._probes.extend(_check_probe(p) for p in probes)
-        # What every measurement of these probes shares, computed once here.
-        self._current_schema = Schema.from_probes(self._probes)
-        self._current_plan = ProbePlan(self._probes, self._current_schema)
+        checked = tuple(_check_probe(p) for p in probes)
+        with self._lock:
+            now = self._snapshot
+            self._snapshot = Snapshot.of(
+                now.probes + checked, now.cycle_time, now.storage, now.tags
+            )
         return self
 
     def set_cycle_time(self, cycle_time: float) -> Multimeter:
         """Set the seconds between two points; returns the multimeter."""
-        self._cycle_time = check_cycle_time(cycle_time)
+        checked = check_cycle_time(cycle_time)
+        with self._lock:
+            self._snapshot = replace(self._snapshot, cycle_time=checked)
         return self
 
     def set_storage(self, storage: Storage) -> Multimeter:
         """Set where results are stored; returns the multimeter."""
-        self._storage = _check_storage(storage)
+        checked = _check_storage(storage)
+        with self._lock:
+            self._snapshot = replace(
+                self._snapshot, storage=checked, stores=not isinstance(checked, DummyStorage)
+            )
+        return self
+
+    def set_tags(self, tags: Mapping[str, Any]) -> Multimeter:
+        """Set the tags every measurement gets; returns the multimeter.
+
+        Raises:
+            ValueError: for a tag that cannot be stored (see README, Tags).
+        """
+        checked = normalize_tags(tags)
+        with self._lock:
+            self._snapshot = replace(self._snapshot, tags=checked)
         return self
 
     def measure(self, identifier: str | None = None, **tags: Any) -> Measurement:
@@ -112,7 +195,8 @@ class Multimeter:
         return Measurement(self, identifier, **tags)
 
     def __repr__(self) -> str:
+        now = self._snapshot
         return (
-            f"Multimeter({', '.join(type(p).__name__ + '()' for p in self._probes)},"
-            f" cycle_time={self._cycle_time}, storage={self._storage!r})"
+            f"Multimeter({', '.join(type(p).__name__ + '()' for p in now.probes)},"
+            f" cycle_time={now.cycle_time}, storage={now.storage!r})"
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import resource
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from itertools import repeat
 from operator import itemgetter, mul, sub
 from typing import Any
@@ -89,6 +89,25 @@ class CumulativeProbe(Probe):
     ) -> None:
         """Store the values for the interval from ``previous`` to ``current``."""
 
+    def derive_row(self, current: Any, previous: Any, time_elapsed: float) -> Sequence[Any] | None:
+        """Optional fast path: the values :meth:`derive` would store, as one sequence
+        in :attr:`measures` order, or ``None`` where :meth:`derive` must decide.
+
+        The sampler uses it only where it is defined by the class that defines
+        :meth:`derive`, or by a subclass of that class: a subclass that overrides
+        :meth:`derive` alone is always served through :meth:`derive`. The default
+        returns ``None``.
+        """
+        return None
+
+    def has_row_path(self) -> bool:
+        """Whether :meth:`derive_row` may stand in for :meth:`derive` (see there)."""
+        cls = type(self)
+        row_owner = _defined_by(cls, "derive_row")
+        return row_owner is not CumulativeProbe and issubclass(
+            row_owner, _defined_by(cls, "derive")
+        )
+
     def start(self) -> None:
         """Take the reading that the first :meth:`sample` is compared with."""
         self._last_reading = self.read()
@@ -105,6 +124,14 @@ class CumulativeProbe(Probe):
         current = self.read()
         self.derive(values, current, previous, time_elapsed)
         self._last_reading = current
+
+
+def _defined_by(cls: type, name: str) -> type:
+    """The class in ``cls``'s MRO whose body defines ``name``."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass
+    return object
 
 
 # (struct_rusage field, metric, is a counter turned into a rate per second)
@@ -218,7 +245,7 @@ class ResourceProbe(CumulativeProbe):
             rates = [d * per_second if d > 0 else 0.0 for d in self._deltas(current, previous)]
             values.update(zip(self._rate_keys, rates, strict=True))
 
-    def _derive_row(self, current: Any, previous: Any, time_elapsed: float) -> Any:
+    def derive_row(self, current: Any, previous: Any, time_elapsed: float) -> Any:
         """The values of :meth:`derive` in :attr:`measures` order (the sampler's fast
         path), or ``None`` where :meth:`derive` must decide (empty interval, a counter
         that went back)."""

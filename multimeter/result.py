@@ -329,42 +329,56 @@ class Result:
         data, missing = column, self._missing.get(key, ())
         return (None if i in missing else data[i] for i in range(len(self._times)))
 
+    def _started_us(self) -> int | None:
+        """When the measurement started (meta data ``started``), else the first point."""
+        started = self.meta_data.get("started")
+        if started:
+            try:
+                return datetime_to_us(datetime.fromisoformat(started))
+            except ValueError:
+                pass
+        return self._times[0] if self._times else None
+
     @property
     def start(self) -> datetime | None:
-        """The time of the first point, or ``None`` without points."""
+        """When the measurement started: its meta data ``started`` (set by
+        ``Measurement.start()`` and by every ``@measured`` call), else the time of
+        the first point; ``None`` without either."""
         self._sync()
-        return us_to_datetime(self._times[0]) if self._times else None
+        started = self._started_us()
+        return us_to_datetime(started) if started is not None else None
 
     @property
     def end(self) -> datetime | None:
-        """The time of the last point, or ``None`` without points."""
+        """When the measurement ended: the time of the last point (a measurement
+        gets a final point when it ends), or ``None`` without points."""
         self._sync()
         return us_to_datetime(self._times[-1]) if self._times else None
 
     @property
     def duration(self) -> timedelta | None:
-        """The time between the first and the last point, or ``None`` without points."""
+        """From :attr:`start` to :attr:`end`, or ``None`` without points."""
         self._sync()
-        if not self._times:
+        started = self._started_us()
+        if not self._times or started is None:
             return None
-        return timedelta(microseconds=self._times[-1] - self._times[0])
+        return timedelta(microseconds=max(self._times[-1] - started, 0))
 
     def summary(self) -> dict[str, Any]:
         """The key figures of the measurement, e.g. for a log line.
 
-        ``duration_s`` runs from the start of the measurement (meta data
-        ``started``, else the first point) to the last point; ``cpu_user_s`` and
-        ``cpu_system_s`` are the process's CPU seconds in that time (each
-        point's rate times its interval); ``peak_memory_bytes`` is the highest
-        ``process.max_rss``; ``outcome`` comes from the meta data (``None`` when
-        absent). Figures that cannot be computed are ``None``.
+        ``duration_s`` runs from :attr:`start` to :attr:`end`; ``cpu_user_s`` and
+        ``cpu_system_s`` are the process's own CPU seconds in that time (each
+        point's rate times its interval); ``children_cpu_user_s`` and
+        ``children_cpu_system_s`` the CPU seconds of child processes that ended
+        and were waited for in that time (as GNU ``time`` adds them);
+        ``peak_memory_bytes`` is the highest ``process.max_rss``; ``outcome``
+        comes from the meta data (``None`` when absent). Figures that cannot be
+        computed are ``None``.
         """
         self._sync()
         times = self._times
-        started = self.meta_data.get("started")
-        origin = datetime_to_us(datetime.fromisoformat(started)) if started else None
-        if origin is None and times:
-            origin = times[0]
+        origin = self._started_us()
         summary: dict[str, Any] = {
             "identifier": self.identifier,
             "tags": dict(self.tags),
@@ -373,18 +387,10 @@ class Result:
         for key, name in (
             ("process.cpu_user", "cpu_user_s"),
             ("process.cpu_system", "cpu_system_s"),
+            ("children.cpu_user", "children_cpu_user_s"),
+            ("children.cpu_system", "children_cpu_system_s"),
         ):
-            column = self._columns.get(key)
-            if column is None or origin is None:
-                summary[name] = None
-                continue
-            missing = self._missing.get(key, ())
-            total, previous = 0.0, origin
-            for index, (moment, rate) in enumerate(zip(times, column, strict=True)):
-                if index not in missing and rate == rate:
-                    total += rate * max(moment - previous, 0) / 1e6
-                previous = moment
-            summary[name] = total
+            summary[name] = self._integral(key, origin)
         rss = (
             [v for v in self.values("process.max_rss") if v is not None]
             if ("process.max_rss" in self._columns)
@@ -395,6 +401,19 @@ class Result:
         summary["points"] = len(times)
         summary["marks"] = len(self._marks)
         return summary
+
+    def _integral(self, key: str, origin: int | None) -> float | None:
+        """The sum of the rate ``key`` times each point's interval (from ``origin``)."""
+        column = self._columns.get(key)
+        if column is None or origin is None:
+            return None
+        missing = self._missing.get(key, ())
+        total, previous = 0.0, origin
+        for index, (moment, rate) in enumerate(zip(self._times, column, strict=True)):
+            if index not in missing and rate == rate:
+                total += rate * max(moment - previous, 0) / 1e6
+            previous = moment
+        return total
 
     def __len__(self) -> int:
         """The number of points."""

@@ -45,14 +45,15 @@ def _fresh_global_configuration(monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     """No MULTIMETER_* variable leaks in, and every test starts unconfigured."""
     import os
 
-    from multimeter import _config, _writer
+    import multimeter
+    from multimeter import _config
 
     for name in list(os.environ):
         if name.startswith("MULTIMETER_"):
             monkeypatch.delenv(name)
     _config.reset()
     yield
-    _writer.flush(10)
+    multimeter.flush(10)
     _config.reset()
 
 

@@ -71,7 +71,7 @@ def test_storage_kinds_from_the_environment(monkeypatch, value, kind):
         ("MULTIMETER_ENABLED", "maybe", "true, false"),
         ("MULTIMETER_STORAGE", "s3", "none, file, log"),
         ("MULTIMETER_FORMAT", "csv", "json, line"),
-        ("MULTIMETER_CYCLE_TIME", "-1", "seconds > 0"),
+        ("MULTIMETER_CYCLE_TIME", "-1", "seconds >= 0.001"),
         ("MULTIMETER_PROBES", "resource,gpu", "resource"),
         ("MULTIMETER_TAGS", "novalue", "key=value"),
         ("MULTIMETER_SAMPLE_RATE", "1.5", "from 0 to 1"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from operator import add
 from typing import IO, Any
 
@@ -47,6 +47,14 @@ def check_name(kind: str, name: str) -> None:
         raise ValueError(f"{kind} {name!r} contains a control character or line break")
     if name.endswith("\\"):
         raise ValueError(f"{kind} {name!r} must not end with a backslash")
+
+
+def check_series_tags(tags: Mapping[str, str]) -> None:
+    """Raise ``ValueError`` for a tag that line protocol or InfluxDB would refuse."""
+    for key, value in tags.items():
+        check_name("tag key", key)
+        if value.endswith("\\"):
+            raise ValueError(f"tag {key!r}: value must not end with a backslash")
 
 
 def format_value(value: Any) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from types import TracebackType
 
 from multimeter.result import Result
@@ -15,11 +16,33 @@ class Storage(abc.ABC):
 
     Implement :meth:`store`; override :meth:`close` when the storage holds
     resources. A storage is a context manager that closes itself.
+
+    Two optional capabilities are used by the background writer of
+    ``@measured`` when a subclass overrides them: :meth:`store_many` (store a
+    batch in one go, e.g. one request) and :meth:`spool_results` (keep results
+    on disk for a later delivery, used for what is still pending at exit).
     """
 
     @abc.abstractmethod
     def store(self, result: Result) -> None:
         """Store ``result``; raise if it could not be stored."""
+
+    def store_many(self, results: Sequence[Result]) -> None:
+        """Store several results; raise if any could not be stored.
+
+        The default stores them one by one; the writer then stores (and reports
+        a failure of) each result separately.
+        """
+        for result in results:
+            self.store(result)
+
+    def spool_results(self, results: Sequence[Result]) -> None:
+        """Keep ``results`` for a later delivery without trying to deliver them now.
+
+        Raises:
+            NotImplementedError: the default: this storage has no spool.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no spool")
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release what the storage holds (connections, files)."""

@@ -1,0 +1,159 @@
+"""Every way a process ends passes through one flush: :func:`flush_at_exit`.
+
+- normal exit, ``sys.exit()``: ``atexit``;
+- a ``multiprocessing`` child (any start method; ``Pool`` and
+  ``ProcessPoolExecutor`` workers), which ends with ``os._exit()``: a
+  ``multiprocessing.util.Finalize`` registered when the process's writer starts;
+- SIGTERM (``Pool.terminate()``, ``with Pool(...)``, a container stop) while the
+  handler is the default one: our handler flushes, then the process dies of
+  SIGTERM as before;
+- ``os._exit()``, SIGKILL, an OOM kill: nothing can run; what is pending is lost.
+
+The flush waits at most the exit timeout (``MULTIMETER_EXIT_TIMEOUT``); what is
+still pending then goes to the spool of storages that have one, and what
+cannot be kept is logged with its count.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from multimeter import _env, _process
+from multimeter._log import safe_log
+from multimeter._writer import keeps_for_later
+
+
+def _exit_timeout() -> float:
+    from multimeter import _config  # imported here: _config imports this module
+
+    config = _config.peek()
+    return config.exit_timeout if config is not None else _env.DEFAULT_EXIT_TIMEOUT
+
+
+def flush_at_exit(timeout: float | None = None) -> None:
+    """Store what is pending in this process, waiting at most ``timeout`` seconds.
+
+    Never raises. What is still pending after the timeout goes to the spool of
+    storages that have one (``Storage.spool_results``); the rest is logged with
+    its count. Unfinished temporary files of this process are removed.
+    """
+    try:
+        _flush_at_exit(_exit_timeout() if timeout is None else timeout)
+    except BaseException as error:  # noqa: BLE001 - exit must go on
+        safe_log("error", "multimeter could not flush at exit", error=repr(error))
+
+
+def _flush_at_exit(timeout: float) -> None:
+    writer = _process.state.writer
+    if not writer.started:
+        return
+    started = time.monotonic()
+    done, _ = writer.flush_status(timeout)
+    writer.failures.flush()
+    if done:
+        return
+    jobs = writer.unstored()
+    lost = 0
+    by_storage: dict[int, tuple[Any, list[Any]]] = {}
+    for job in jobs:
+        by_storage.setdefault(id(job.storage), (job.storage, []))[1].append(job)
+    for storage, group in by_storage.values():
+        if not keeps_for_later(storage):
+            lost += len(group)
+            continue
+        results = [r for r in (writer._build(job) for job in group) if r is not None]
+        try:
+            storage.spool_results(results)
+        except Exception as error:  # noqa: BLE001 - exit must go on
+            lost += len(group)
+            safe_log("error", "spooling at exit failed", error=repr(error))
+    _remove_unfinished_files()
+    safe_log(
+        "warning",
+        "results still pending at exit were not stored",
+        pending=len(jobs),
+        spooled=len(jobs) - lost,
+        lost=lost,
+        waited_s=round(time.monotonic() - started, 3),
+    )
+
+
+def _remove_unfinished_files() -> None:
+    """Temporary files the writer is still writing would be left behind by the exit."""
+    from multimeter.storages import file
+
+    remove = getattr(file, "remove_unfinished_files", None)
+    if remove is not None:
+        remove()
+
+
+# -- multiprocessing children --------------------------------------------------------
+
+
+def _register_finalizer() -> None:
+    """In a process that uses multiprocessing, flush from a finalizer as well: its
+    children end with ``os._exit()`` after running finalizers, never ``atexit``."""
+    if "multiprocessing" not in sys.modules:
+        return  # not a multiprocessing child; atexit serves
+    from multiprocessing import util
+
+    util.Finalize(None, flush_at_exit, exitpriority=100)
+
+
+# -- SIGTERM ----------------------------------------------------------------------------
+
+
+def _handles_sigterm() -> bool:
+    text = _env.get(_env.HANDLE_SIGTERM)
+    if text is None:
+        return True
+    try:
+        return _env.parse_bool(_env.HANDLE_SIGTERM, text)
+    except ValueError:
+        return True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """Store what is pending (bounded by the exit timeout), then die of SIGTERM."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    flush_at_exit()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def install_sigterm_handler() -> bool:
+    """Install the flushing SIGTERM handler where the handler is the default one.
+
+    Only from the main thread (Python allows no other), never over a handler the
+    application installed, never with ``MULTIMETER_HANDLE_SIGTERM=0``. Returns
+    whether multimeter's handler is in place.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is _on_sigterm:
+            return True
+        if current is not signal.SIG_DFL or not _handles_sigterm():
+            return False
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):
+        return False
+    return True
+
+
+def _writer_started() -> None:
+    """The first result of this process is on its way: make sure it will be flushed."""
+    _register_finalizer()
+    install_sigterm_handler()
+
+
+_process.writer_started_hooks.append(_writer_started)
+atexit.register(flush_at_exit)

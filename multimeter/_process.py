@@ -1,0 +1,62 @@
+"""Everything that belongs to one process and must not survive ``fork()``.
+
+One :class:`ProcessState` holds it: the pid, the random token in identifiers,
+the call counter, the sampler, the writer and the last shared probe reading.
+A single fork hook replaces the whole object in the child, so nothing of the
+parent's threads, queues or locks is used there. Code reads ``_process.state``
+each time (never keeps it), so after a fork it sees the child's state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from typing import Any
+
+from multimeter import _log
+from multimeter._reentry import own_thread
+from multimeter._sampler import Sampler
+from multimeter._writer import Writer
+
+#: Random bits in the token of each process: collisions between processes that
+#: share a pid (containers: pid 1) are negligible at 64 bits.
+TOKEN_BYTES = 8
+
+
+#: Called once per process, in the thread that starts the writer (see _lifecycle).
+writer_started_hooks: list[Callable[[], None]] = []
+
+
+def _writer_started() -> None:
+    for hook in writer_started_hooks:
+        hook()
+
+
+class ProcessState:
+    """The state of the current process; replaced as a whole in a forked child."""
+
+    __slots__ = ("calls", "last_reading", "meta", "pid", "sampler", "token", "writer")
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.token = f"{self.pid}-{os.urandom(TOKEN_BYTES).hex()}"
+        self.calls = itertools.count(1)
+        self.sampler = Sampler(on_thread_start=own_thread)
+        self.writer = Writer(on_start=_writer_started, on_thread_start=own_thread)
+        # (probe plan, monotonic time, readings) of the last end-of-call reading.
+        self.last_reading: tuple[Any, float, dict[int, Any]] = (None, 0.0, {})
+        self.meta: dict[str, str] | None = None  # the process meta data, made on first use
+
+
+state = ProcessState()
+
+
+def _after_fork_in_child() -> None:
+    global state
+    state = ProcessState()
+    _log.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

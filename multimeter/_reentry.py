@@ -1,0 +1,23 @@
+"""Which threads are running multimeter's own code (their calls are not measured).
+
+Measured code that a storage, a probe or a log processor calls would otherwise
+feed itself: every result it stores would make another result.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class _Busy(threading.local):
+    busy = False
+
+
+#: ``BUSY.busy`` is true on multimeter's own threads (sampler, writer) and, on a
+#: user's thread, while multimeter reads the probes there.
+BUSY = _Busy()
+
+
+def own_thread() -> None:
+    """Mark the calling thread as multimeter's own for its whole life."""
+    BUSY.busy = True
