@@ -9,12 +9,21 @@ from operator import add
 from typing import IO, Any
 
 from multimeter.result import Result
-from multimeter.storages._format import FileFormat, float_keys, header_document, result_from_header
+from multimeter.storages._format import (
+    FileFormat,
+    ResultFileError,
+    float_keys,
+    header_document,
+    reading,
+    result_from_header,
+)
 
 HEADER = "# multimeter-result "
 MARK_FIELD = "mark"
 
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
+# Line protocol timestamps are signed 64-bit nanoseconds.
+_MIN_NS, _MAX_NS = -(2**63), 2**63 - 1
 
 
 def escape_measurement(name: str) -> str:
@@ -181,32 +190,43 @@ class LineFormat(FileFormat):
 
         A file without the header line loads too: the identifier and tags then
         come from the first line, and the schema is empty.
+
+        Raises:
+            ResultFileError: for data that is not such a result (the reason names the line).
         """
         result = None
         floats: frozenset[str] = frozenset()
-        for raw in stream.read().decode("utf-8").split("\n"):
-            # Only "\n" ends a line: strings may hold U+2028 and other characters
-            # that str.splitlines() would split on.
-            raw = raw.strip(" \t\r")
-            if raw.startswith(HEADER):
-                result = result_from_header(json.loads(raw[len(HEADER) :]))
-                floats = float_keys(result)
-                continue
-            if not raw.strip() or raw.startswith("#"):
-                continue
-            measurement, tags, fields, timestamp_ns = parse_line(raw)
-            if result is None:
-                result = Result(identifier=measurement, tags=tags)
-            timestamp_us = timestamp_ns // 1000
-            if set(fields) == {MARK_FIELD} and isinstance(fields[MARK_FIELD], str):
-                result._add_mark_us(timestamp_us, fields[MARK_FIELD])
-            else:
-                for key in floats.intersection(fields):
-                    if isinstance(fields[key], int) and not isinstance(fields[key], bool):
-                        fields[key] = float(fields[key])
-                result._append_us(timestamp_us, fields)
+        data = stream.read()
+        with reading():
+            text = data.decode("utf-8")
+        # Only "\n" ends a line: strings may hold U+2028 and other characters that
+        # str.splitlines() would split on.
+        for number, raw in enumerate(text.split("\n"), start=1):
+            line = raw.strip(" \t\r")
+            with reading(f"line {number}"):
+                if line.startswith(HEADER):
+                    if result is not None:
+                        raise ResultFileError("the header must come before the data")
+                    result = result_from_header(json.loads(line[len(HEADER) :]))
+                    floats = float_keys(result)
+                    continue
+                if not line or line.startswith("#"):
+                    continue
+                measurement, tags, fields, timestamp_ns = parse_line(line)
+                if not _MIN_NS <= timestamp_ns <= _MAX_NS:
+                    raise ResultFileError(f"timestamp {timestamp_ns} is out of range")
+                if result is None:
+                    result = Result(identifier=measurement, tags=tags)
+                timestamp_us = timestamp_ns // 1000
+                if set(fields) == {MARK_FIELD} and isinstance(fields[MARK_FIELD], str):
+                    result._add_mark_us(timestamp_us, fields[MARK_FIELD])
+                else:
+                    for key in floats.intersection(fields):
+                        if isinstance(fields[key], int) and not isinstance(fields[key], bool):
+                            fields[key] = float(fields[key])
+                    result._append_us(timestamp_us, fields)
         if result is None:
-            raise ValueError("no line-protocol data in the stream")
+            raise ResultFileError("no line-protocol data")
         return result
 
 

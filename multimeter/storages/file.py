@@ -10,12 +10,12 @@ from contextlib import suppress
 
 from multimeter._log import logger
 from multimeter.result import Result
-from multimeter.storages._format import FileFormat
+from multimeter.storages._format import FileFormat, ResultFileError
 from multimeter.storages._json import JsonFormat
 from multimeter.storages._line import LineFormat
 from multimeter.storages.base import Storage
 
-__all__ = ["FileFormat", "FileStorage", "JsonFormat", "LineFormat"]
+__all__ = ["FileFormat", "FileStorage", "JsonFormat", "LineFormat", "ResultFileError"]
 
 _FORBIDDEN = {chr(c) for c in range(32)} | {"\x7f", "/", "\\"}
 _MAX_NAME_BYTES = 255
