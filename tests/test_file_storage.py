@@ -8,6 +8,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -15,7 +16,7 @@ import pytest
 
 from multimeter import FileStorage, JsonFormat, LineFormat, Multimeter, ResourceProbe, load_result
 from multimeter.result import Result
-from multimeter.storages.file import FileFormat
+from multimeter.storages.file import FileFormat, remove_unfinished_files
 from multimeter.testing import CounterProbe
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc)
@@ -333,3 +334,88 @@ def test_without_hard_links_a_clash_still_keeps_both_files(tmp_path, monkeypatch
     assert [_tagged("same", "first"), _tagged("same", "second")] == [
         load_result(tmp_path / name) for name in _files(tmp_path)
     ]
+
+
+class BlockingFormat(FileFormat):
+    """Writes half a result, then waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    @property
+    def extension(self):
+        return ".json"
+
+    def save_result_to_stream(self, result, stream):
+        stream.write(b'{"identifier": ')
+        stream.flush()
+        self.writing.set()
+        self.release.wait(10)
+        stream.write(b'"blocked"}')
+
+
+def _store_in_background(storage: FileStorage) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def store() -> None:
+        try:
+            storage.store(Result(identifier="blocked"))
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            errors.append(error)
+
+    thread = threading.Thread(target=store)
+    thread.start()
+    return thread, errors
+
+
+def test_remove_unfinished_files_removes_the_temporary_file_of_a_store_in_progress(tmp_path):
+    """At exit, a half-written temporary file is removed; the interrupted store raises OSError."""
+    file_format = BlockingFormat()
+    thread, errors = _store_in_background(FileStorage(tmp_path, file_format))
+    assert file_format.writing.wait(10)
+    assert 1 == len(_files(tmp_path))
+    assert 1 == remove_unfinished_files()
+    assert [] == _files(tmp_path)
+    file_format.release.set()
+    thread.join(10)
+    assert [True] == [isinstance(error, OSError) for error in errors]
+    assert [] == _files(tmp_path)
+
+
+def test_temporary_files_are_named_with_the_pid_and_random_bits(tmp_path):
+    """'.multimeter-<pid>-<16 hex digits>.tmp': processes (pid 1 of many containers) never meet."""
+    file_format = BlockingFormat()
+    thread, _ = _store_in_background(FileStorage(tmp_path, file_format))
+    assert file_format.writing.wait(10)
+    name = _files(tmp_path)[0]
+    file_format.release.set()
+    thread.join(10)
+    assert re.fullmatch(rf"\.multimeter-{os.getpid()}-[0-9a-f]{{16}}\.tmp", name)
+
+
+def test_remove_unfinished_files_leaves_finished_results_and_other_processes_files(tmp_path):
+    """Only this process's stores in progress are touched: results and foreign temp files stay."""
+    FileStorage(tmp_path, JsonFormat()).store(_result())
+    foreign = tmp_path / ".multimeter-1-0123456789abcdef.tmp"
+    foreign.write_bytes(b"{")
+    assert 0 == remove_unfinished_files()
+    assert [foreign.name, "run-1.json"] == _files(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_does_not_remove_its_parents_temporary_files(tmp_path):
+    """The child's remove_unfinished_files() knows only the child's own stores."""
+    file_format = BlockingFormat()
+    thread, errors = _store_in_background(FileStorage(tmp_path, file_format))
+    assert file_format.writing.wait(10)
+    pid = os.fork()
+    if pid == 0:  # child
+        os._exit(remove_unfinished_files())
+    _, status = os.waitpid(pid, 0)
+    temporary_files = _files(tmp_path)
+    file_format.release.set()
+    thread.join(10)
+    assert (0, 1, []) == (os.waitstatus_to_exitcode(status), len(temporary_files), errors)
+    assert ["blocked.json"] == _files(tmp_path)

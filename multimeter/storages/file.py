@@ -6,6 +6,7 @@ import errno
 import itertools
 import os
 import pathlib
+import threading
 from contextlib import suppress
 
 from multimeter._log import logger
@@ -15,13 +16,82 @@ from multimeter.storages._json import JsonFormat
 from multimeter.storages._line import LineFormat
 from multimeter.storages.base import Storage
 
-__all__ = ["FileFormat", "FileStorage", "JsonFormat", "LineFormat", "ResultFileError"]
+__all__ = [
+    "FileFormat",
+    "FileStorage",
+    "JsonFormat",
+    "LineFormat",
+    "ResultFileError",
+    "remove_unfinished_files",
+]
 
 _FORBIDDEN = {chr(c) for c in range(32)} | {"\x7f", "/", "\\"}
 _MAX_NAME_BYTES = 255
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 # What os.link() raises where the file system has no hard links (FAT, some network shares).
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+class _Unfinished:
+    """The temporary files this process is writing right now."""
+
+    def __init__(self) -> None:
+        # Reentrant: remove_unfinished_files() may run in a signal handler on a
+        # thread that is itself between add() and discard().
+        self._lock = threading.RLock()
+        self._paths: set[str] = set()
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._paths.add(path)
+
+    def discard(self, path: str) -> bool:
+        """Stop tracking ``path``; whether it was still tracked (not removed)."""
+        with self._lock:
+            if path in self._paths:
+                self._paths.remove(path)
+                return True
+            return False
+
+    def remove_all(self) -> int:
+        with self._lock:
+            paths, self._paths = self._paths, set()
+        removed = 0
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                logger.warning("cannot remove a temporary file", path=path, error=str(error))
+                continue
+            removed += 1
+        return removed
+
+
+_unfinished = _Unfinished()
+
+
+def _forget_the_parents_files() -> None:
+    """A forked child writes none of its parent's files (and gets a fresh lock)."""
+    global _unfinished
+    _unfinished = _Unfinished()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_parents_files)
+
+
+def remove_unfinished_files() -> int:
+    """Remove the temporary files of the stores this process has in progress.
+
+    For the end of the process, after the last results had their chance to be
+    stored: a store still writing then leaves no ``.multimeter-*.tmp`` file
+    behind. Such a store fails with ``OSError`` and leaves no file at all.
+    Files of other processes and finished results are not touched. Returns the
+    number of files removed.
+    """
+    return _unfinished.remove_all()
 
 
 class FileStorage(Storage):
@@ -116,10 +186,19 @@ class FileStorage(Storage):
                     stream.flush()
                     os.fsync(stream.fileno())
             stored = self._publish(temporary, result.identifier)
-        except BaseException:
+        except BaseException as error:
+            tracked = _unfinished.discard(temporary)
             with suppress(OSError):
                 os.unlink(temporary)
+            if not tracked and isinstance(error, FileNotFoundError):
+                raise FileNotFoundError(
+                    errno.ENOENT,
+                    "result not stored: its temporary file was removed by"
+                    " remove_unfinished_files() (the process is ending)",
+                    temporary,
+                ) from error
             raise
+        _unfinished.discard(temporary)
         if stored != path:
             logger.warning(
                 "result file exists already, stored the result under another name",
@@ -132,13 +211,16 @@ class FileStorage(Storage):
         for _ in range(100):
             temporary = os.path.join(self._save_directory, _temporary_name())
             try:
-                return os.open(temporary, _CREATE_FLAGS, 0o644), temporary
+                descriptor = os.open(temporary, _CREATE_FLAGS, 0o644)
             except FileNotFoundError:  # the directory is not there (yet, or any more)
                 self._save_directory.mkdir(parents=True, exist_ok=True)
             except FileExistsError:  # pragma: no cover - 64 random bits met
-                continue
-        raise FileExistsError(  # pragma: no cover - 100 meetings of 64 random bits
-            errno.EEXIST, "no free temporary file name", str(self._save_directory)
+                pass
+            else:
+                _unfinished.add(temporary)
+                return descriptor, temporary
+        raise OSError(  # pragma: no cover - a directory that keeps vanishing
+            errno.EAGAIN, "cannot create a temporary file", str(self._save_directory)
         )
 
     def _publish(self, temporary: str, identifier: str) -> pathlib.Path:
