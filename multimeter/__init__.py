@@ -8,7 +8,7 @@ from multimeter._version import __version__
 from multimeter.multimeter import Multimeter
 from multimeter.probe import ResourceProbe
 from multimeter.storages.dummy import DummyStorage
-from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
+from multimeter.storages.file import FileStorage, JsonFormat, LineFormat, ResultFileError
 
 __all__ = [
     "DummyStorage",
@@ -17,6 +17,7 @@ __all__ = [
     "LineFormat",
     "Multimeter",
     "ResourceProbe",
+    "ResultFileError",
     "__version__",
     "configure",
     "flush",

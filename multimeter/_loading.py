@@ -6,7 +6,7 @@ import os
 import pathlib
 
 from multimeter.result import Result
-from multimeter.storages.file import FileFormat, JsonFormat, LineFormat
+from multimeter.storages.file import FileFormat, JsonFormat, LineFormat, ResultFileError
 
 _FORMATS: dict[str, FileFormat] = {".json": JsonFormat(), ".line": LineFormat()}
 
@@ -18,7 +18,10 @@ def load_result(path: str | os.PathLike[str]) -> Result:
 
     Raises:
         ValueError: for another extension.
-        OSError: when the file cannot be read.
+        ResultFileError: (a ``ValueError``) for a file that is not a result of its
+            format: damaged, truncated, not UTF-8, or data of the wrong shape. The
+            message names the file and what is wrong.
+        OSError: when the file cannot be opened or read.
     """
     path = pathlib.Path(path)
     file_format = _FORMATS.get(path.suffix)
@@ -27,4 +30,7 @@ def load_result(path: str | os.PathLike[str]) -> Result:
             f"cannot tell the format of {str(path)!r}: allowed extensions are .json and .line"
         )
     with open(path, "rb") as stream:
-        return file_format.load_result_from_stream(stream)
+        try:
+            return file_format.load_result_from_stream(stream)
+        except ResultFileError as error:
+            raise ResultFileError(error.reason, str(path)) from error

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
+import multiprocessing
 import os
+import re
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from multimeter import FileStorage, JsonFormat, LineFormat, Multimeter, ResourceProbe, load_result
 from multimeter.result import Result
-from multimeter.storages.file import FileFormat
+from multimeter.storages.file import FileFormat, remove_unfinished_files
 from multimeter.testing import CounterProbe
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc)
@@ -170,11 +174,12 @@ def test_a_failed_write_raises_and_leaves_no_partial_file(tmp_path):
 
 
 def test_a_failed_rewrite_keeps_the_previous_complete_file(tmp_path):
-    """Atomic replacement: an old file with the same name stays whole."""
+    """A failed store leaves an old file with the same name whole, and adds none."""
     FileStorage(tmp_path, JsonFormat()).store(_result("same"))
     with pytest.raises(OSError):
         FileStorage(tmp_path, HalfWriter()).store(_result("same"))
     assert _result("same") == load_result(tmp_path / "same.json")
+    assert ["same.json"] == _files(tmp_path)
 
 
 def test_an_unusable_directory_raises_from_store(tmp_path):
@@ -226,3 +231,191 @@ def test_line_format_rows_of_finite_and_non_finite_floats_agree_with_the_rules()
     lines = stream.getvalue().decode().splitlines()[1:]
     base = 1772600767890123000
     assert [f"m a.x=1.0,a.y=2.5 {base}", f"m a.y=3.0 {base + 1_000_000_000}"] == lines
+
+
+def _tagged(identifier: str, writer: str) -> Result:
+    result = Result(identifier=identifier, tags={"writer": writer})
+    result.append(T0, {"a.x": 1.5})
+    return result
+
+
+def test_a_second_result_with_the_same_identifier_gets_a_numbered_file(tmp_path):
+    """Nothing is replaced: the newcomer is stored as <identifier>~2<extension>."""
+    storage = FileStorage(tmp_path, JsonFormat())
+    storage.store(_tagged("same", "first"))
+    storage.store(_tagged("same", "second"))
+    storage.store(_tagged("same", "third"))
+    assert ["same.json", "same~2.json", "same~3.json"] == _files(tmp_path)
+    assert [_tagged("same", w) for w in ("first", "second", "third")] == [
+        load_result(tmp_path / name) for name in _files(tmp_path)
+    ]
+
+
+def test_a_name_clash_is_logged_naming_both_files(tmp_path, logs):
+    """The warning names the file that was there and the one the newcomer got."""
+    storage = FileStorage(tmp_path, LineFormat())
+    storage.store(_tagged("same", "first"))
+    storage.store(_tagged("same", "second"))
+    warnings = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert [(str(tmp_path / "same.line"), str(tmp_path / "same~2.line"))] == [
+        (entry["existing"], entry["path"]) for entry in warnings
+    ]
+
+
+def test_a_numbered_name_of_a_long_identifier_still_fits_a_file_name(tmp_path):
+    """An identifier at the length limit is shortened to make room for '~2'."""
+    identifier = "é" * 125  # 250 bytes, plus '.json' is 255
+    storage = FileStorage(tmp_path, JsonFormat())
+    storage.store(_tagged(identifier, "first"))
+    storage.store(_tagged(identifier, "second"))
+    names = _files(tmp_path)
+    assert 2 == len(names)
+    assert all(len(os.fsencode(name)) <= 255 for name in names)
+    assert ["first", "second"] == sorted(load_result(tmp_path / n).tags["writer"] for n in names)
+
+
+def test_concurrent_threads_storing_one_identifier_keep_every_file(tmp_path):
+    """Threads racing for one name each get a file of their own."""
+    storage = FileStorage(tmp_path, JsonFormat())
+    barrier = threading.Barrier(16)
+
+    def store(number: int) -> None:
+        barrier.wait()
+        storage.store(_tagged("same", str(number)))
+
+    threads = [threading.Thread(target=store, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {str(n) for n in range(16)} == {
+        load_result(tmp_path / name).tags["writer"] for name in _files(tmp_path)
+    }
+
+
+def _store_in_child(directory: str, number: int, start) -> None:
+    start.wait()
+    storage = FileStorage(directory, LineFormat())
+    for count in range(5):
+        storage.store(_tagged("same", f"{number}-{count}"))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_concurrent_processes_storing_one_identifier_keep_every_file(tmp_path):
+    """Forked processes racing for one name never replace each other's files."""
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    processes = [
+        context.Process(target=_store_in_child, args=(str(tmp_path), n, start)) for n in range(6)
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    for process in processes:
+        process.join(30)
+    assert [0] * 6 == [process.exitcode for process in processes]
+    assert {f"{n}-{c}" for n in range(6) for c in range(5)} == {
+        load_result(tmp_path / name).tags["writer"] for name in _files(tmp_path)
+    }
+
+
+def test_without_hard_links_a_clash_still_keeps_both_files(tmp_path, monkeypatch):
+    """Where os.link is not supported (e.g. FAT), names are reserved exclusively instead."""
+
+    def no_hard_links(source, destination):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    storage = FileStorage(tmp_path, JsonFormat())
+    storage.store(_tagged("same", "first"))
+    storage.store(_tagged("same", "second"))
+    assert ["same.json", "same~2.json"] == _files(tmp_path)
+    assert [_tagged("same", "first"), _tagged("same", "second")] == [
+        load_result(tmp_path / name) for name in _files(tmp_path)
+    ]
+
+
+class BlockingFormat(FileFormat):
+    """Writes half a result, then waits until the test releases it."""
+
+    def __init__(self) -> None:
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    @property
+    def extension(self):
+        return ".json"
+
+    def save_result_to_stream(self, result, stream):
+        stream.write(b'{"identifier": ')
+        stream.flush()
+        self.writing.set()
+        self.release.wait(10)
+        stream.write(b'"blocked"}')
+
+
+def _store_in_background(storage: FileStorage) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def store() -> None:
+        try:
+            storage.store(Result(identifier="blocked"))
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            errors.append(error)
+
+    thread = threading.Thread(target=store)
+    thread.start()
+    return thread, errors
+
+
+def test_remove_unfinished_files_removes_the_temporary_file_of_a_store_in_progress(tmp_path):
+    """At exit, a half-written temporary file is removed; the interrupted store raises OSError."""
+    file_format = BlockingFormat()
+    thread, errors = _store_in_background(FileStorage(tmp_path, file_format))
+    assert file_format.writing.wait(10)
+    assert 1 == len(_files(tmp_path))
+    assert 1 == remove_unfinished_files()
+    assert [] == _files(tmp_path)
+    file_format.release.set()
+    thread.join(10)
+    assert [True] == [isinstance(error, OSError) for error in errors]
+    assert [] == _files(tmp_path)
+
+
+def test_temporary_files_are_named_with_the_pid_and_random_bits(tmp_path):
+    """'.multimeter-<pid>-<16 hex digits>.tmp': processes (pid 1 of many containers) never meet."""
+    file_format = BlockingFormat()
+    thread, _ = _store_in_background(FileStorage(tmp_path, file_format))
+    assert file_format.writing.wait(10)
+    name = _files(tmp_path)[0]
+    file_format.release.set()
+    thread.join(10)
+    assert re.fullmatch(rf"\.multimeter-{os.getpid()}-[0-9a-f]{{16}}\.tmp", name)
+
+
+def test_remove_unfinished_files_leaves_finished_results_and_other_processes_files(tmp_path):
+    """Only this process's stores in progress are touched: results and foreign temp files stay."""
+    FileStorage(tmp_path, JsonFormat()).store(_result())
+    foreign = tmp_path / ".multimeter-1-0123456789abcdef.tmp"
+    foreign.write_bytes(b"{")
+    assert 0 == remove_unfinished_files()
+    assert [foreign.name, "run-1.json"] == _files(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_does_not_remove_its_parents_temporary_files(tmp_path):
+    """The child's remove_unfinished_files() knows only the child's own stores."""
+    file_format = BlockingFormat()
+    thread, errors = _store_in_background(FileStorage(tmp_path, file_format))
+    assert file_format.writing.wait(10)
+    pid = os.fork()
+    if pid == 0:  # child
+        os._exit(remove_unfinished_files())
+    _, status = os.waitpid(pid, 0)
+    temporary_files = _files(tmp_path)
+    file_format.release.set()
+    thread.join(10)
+    assert (0, 1, []) == (os.waitstatus_to_exitcode(status), len(temporary_files), errors)
+    assert ["blocked.json"] == _files(tmp_path)

@@ -20,6 +20,7 @@ def test_top_level_exports_exactly_the_public_names():
         "LineFormat",
         "Multimeter",
         "ResourceProbe",
+        "ResultFileError",
         "__version__",
         "configure",
         "flush",
@@ -54,6 +55,7 @@ def test_top_level_exports_exactly_the_public_names():
         ("multimeter.storages.file", "FileFormat"),
         ("multimeter.storages.file", "JsonFormat"),
         ("multimeter.storages.file", "LineFormat"),
+        ("multimeter.storages.file", "ResultFileError"),
     ],
 )
 def test_documented_names_live_at_their_documented_module_paths(module, name):

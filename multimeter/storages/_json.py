@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import IO, Any
+from typing import IO
 
 from multimeter.result import Result, datetime_to_us, us_to_datetime
 from multimeter.storages._format import (
     FileFormat,
+    ResultFileError,
     decode_number,
     encode_number,
+    expect,
     float_keys,
+    member,
+    reading,
+    required,
     result_from_header,
     schema_json,
 )
@@ -60,17 +65,30 @@ class JsonFormat(FileFormat):
         stream.write(text.encode("utf-8"))
 
     def load_result_from_stream(self, stream: IO[bytes]) -> Result:
-        """Read a result written by :meth:`save_result_to_stream`."""
-        document: dict[str, Any] = json.loads(stream.read().decode("utf-8"))
-        result = result_from_header(document)
-        floats = float_keys(result)
-        for point in document.get("points", ()):
-            values = {
-                key: decode_number(v) if key in floats else v for key, v in point["values"].items()
-            }
-            result._append_us(_parse(point["datetime"]), values)
-        for mark in document.get("marks", ()):
-            result._add_mark_us(_parse(mark["datetime"]), mark["label"])
+        """Read a result written by :meth:`save_result_to_stream`.
+
+        Raises:
+            ResultFileError: for data that is not such a result (the reason says why).
+        """
+        data = stream.read()
+        with reading():
+            document = json.loads(data.decode("utf-8"))
+            result = result_from_header(document)
+            floats = float_keys(result)
+            for index, item in enumerate(member(document, "points", list, "points", ())):
+                where = f"points[{index}]"
+                point = expect(item, dict, where)
+                timestamp_us = _parse(required(point, "datetime", str, f"{where}.datetime"), where)
+                values = {
+                    key: decode_number(v) if key in floats else v
+                    for key, v in required(point, "values", dict, f"{where}.values").items()
+                }
+                result._append_us(timestamp_us, values)
+            for index, item in enumerate(member(document, "marks", list, "marks", ())):
+                where = f"marks[{index}]"
+                mark = expect(item, dict, where)
+                timestamp_us = _parse(required(mark, "datetime", str, f"{where}.datetime"), where)
+                result._add_mark_us(timestamp_us, required(mark, "label", str, f"{where}.label"))
         return result
 
 
@@ -81,8 +99,15 @@ def _iso(timestamp_us: int) -> str:
     return us_to_datetime(timestamp_us).isoformat(timespec="microseconds")
 
 
-def _parse(text: str) -> int:
-    return datetime_to_us(datetime.fromisoformat(text))
+def _parse(text: str, where: str) -> int:
+    """Microseconds of an ISO 8601 datetime with a time zone."""
+    try:
+        timestamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise ResultFileError(f"{where}.datetime: {text!r} is not an ISO 8601 datetime") from None
+    if timestamp.utcoffset() is None:
+        raise ResultFileError(f"{where}.datetime: {text!r} has no timezone")
+    return datetime_to_us(timestamp)
 
 
 __all__ = ["JsonFormat"]

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Container, Mapping
 from operator import add
 from typing import IO, Any
 
 from multimeter.result import Result
-from multimeter.storages._format import FileFormat, float_keys, header_document, result_from_header
+from multimeter.storages._format import (
+    FileFormat,
+    ResultFileError,
+    float_keys,
+    header_document,
+    reading,
+    result_from_header,
+)
 
 HEADER = "# multimeter-result "
 MARK_FIELD = "mark"
 
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
+# Line protocol timestamps are signed 64-bit nanoseconds.
+_MIN_NS, _MAX_NS = -(2**63), 2**63 - 1
 
 
 def escape_measurement(name: str) -> str:
@@ -188,92 +198,104 @@ class LineFormat(FileFormat):
 
         A file without the header line loads too: the identifier and tags then
         come from the first line, and the schema is empty.
+
+        Raises:
+            ResultFileError: for data that is not such a result (the reason names the line).
         """
         result = None
         floats: frozenset[str] = frozenset()
-        for raw in stream.read().decode("utf-8").splitlines():
-            if raw.startswith(HEADER):
-                result = result_from_header(json.loads(raw[len(HEADER) :]))
-                floats = float_keys(result)
-                continue
-            if not raw.strip() or raw.startswith("#"):
-                continue
-            measurement, tags, fields, timestamp_ns = parse_line(raw)
-            if result is None:
-                result = Result(identifier=measurement, tags=tags)
-            timestamp_us = timestamp_ns // 1000
-            if set(fields) == {MARK_FIELD} and isinstance(fields[MARK_FIELD], str):
-                result._add_mark_us(timestamp_us, fields[MARK_FIELD])
-            else:
-                for key in floats.intersection(fields):
-                    if isinstance(fields[key], int) and not isinstance(fields[key], bool):
-                        fields[key] = float(fields[key])
-                result._append_us(timestamp_us, fields)
+        data = stream.read()
+        with reading():
+            text = data.decode("utf-8")
+        # Only "\n" ends a line: strings may hold U+2028 and other characters that
+        # str.splitlines() would split on.
+        for number, raw in enumerate(text.split("\n"), start=1):
+            line = raw.strip(" \t\r")
+            with reading(f"line {number}"):
+                if line.startswith(HEADER):
+                    if result is not None:
+                        raise ResultFileError("the header must come before the data")
+                    result = result_from_header(json.loads(line[len(HEADER) :]))
+                    floats = float_keys(result)
+                    continue
+                if not line or line.startswith("#"):
+                    continue
+                measurement, tags, fields, timestamp_ns = parse_line(line)
+                if not _MIN_NS <= timestamp_ns <= _MAX_NS:
+                    raise ResultFileError(f"timestamp {timestamp_ns} is out of range")
+                if result is None:
+                    result = Result(identifier=measurement, tags=tags)
+                timestamp_us = timestamp_ns // 1000
+                if set(fields) == {MARK_FIELD} and isinstance(fields[MARK_FIELD], str):
+                    result._add_mark_us(timestamp_us, fields[MARK_FIELD])
+                else:
+                    for key in floats.intersection(fields):
+                        if isinstance(fields[key], int) and not isinstance(fields[key], bool):
+                            fields[key] = float(fields[key])
+                    result._append_us(timestamp_us, fields)
         if result is None:
-            raise ValueError("no line-protocol data in the stream")
+            raise ResultFileError("no line-protocol data")
         return result
 
 
-def _split(text: str, separator: str, *, quotes: bool = False) -> list[str]:
-    """Split on ``separator`` where it is not escaped (nor quoted, with ``quotes``)."""
-    parts = []
-    current: list[str] = []
-    in_quotes = False
-    chars = iter(text)
-    for char in chars:
-        if char == "\\":
-            current.append(char)
-            current.append(next(chars, ""))
-        elif quotes and char == '"':
-            in_quotes = not in_quotes
-            current.append(char)
-        elif char == separator and not in_quotes:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
+# Line protocol, as LineFormat writes it: a backslash escapes the characters that would
+# end a name (comma and space; in tag and field keys and tag values also '='); any other
+# backslash stands for itself. Double quotes mean nothing outside string field values,
+# where \" and \\ are the escapes. Each alternative starts differently, so matching
+# never backtracks.
+_NAME = r"(?:[^\\, ]|\\[, ]|\\(?![, ]))+"
+_KEY = r"(?:[^\\,= ]|\\[,= ]|\\(?![,= ]))+"
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_VALUE = rf"(?:{_STRING}|[^,\" ]+)"
+_LINE = re.compile(
+    rf"(?P<name>{_NAME})(?P<tags>(?:,{_KEY}={_KEY})*)"
+    rf" (?P<fields>{_KEY}={_VALUE}(?:,{_KEY}={_VALUE})*)(?: (?P<time>-?[0-9]+))?",
+    re.DOTALL,
+)
+_TAG = re.compile(rf",({_KEY})=({_KEY})", re.DOTALL)
+_FIELD = re.compile(rf"({_KEY})=({_VALUE}),?", re.DOTALL)
+_NAME_ESCAPE = re.compile(r"\\([, ])")
+_KEY_ESCAPE = re.compile(r"\\([,= ])")
+_STRING_ESCAPE = re.compile(r'\\(["\\])')
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_INTEGER = re.compile(r"[-+]?[0-9]+[iu]")
+_TRUE = frozenset(("t", "T", "true", "True", "TRUE"))
+_FALSE = frozenset(("f", "F", "false", "False", "FALSE"))
 
 
-def _unescape(text: str) -> str:
-    return text.replace("\\,", ",").replace("\\=", "=").replace("\\ ", " ")
+def _unescape_key(text: str) -> str:
+    return _KEY_ESCAPE.sub(r"\1", text) if "\\" in text else text
 
 
 def _parse_field(text: str) -> Any:
+    """A field value: a quoted string, a boolean, an integer (``i``/``u``) or a float."""
     if text.startswith('"'):
         body = text[1:-1]
-        return body.replace('\\"', '"').replace("\\\\", "\\")
-    if text in ("t", "T", "true", "True", "TRUE"):
+        return _STRING_ESCAPE.sub(r"\1", body) if "\\" in body else body
+    if text in _TRUE:
         return True
-    if text in ("f", "F", "false", "False", "FALSE"):
+    if text in _FALSE:
         return False
-    if text.endswith("i") or text.endswith("u"):
+    if _INTEGER.fullmatch(text):
         return int(text[:-1])
-    return float(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    raise ValueError(f"not a field value: {text!r}")
 
 
 def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, Any], int]:
-    """Parse one line of line protocol into (measurement, tags, fields, nanoseconds)."""
-    sections = [s for s in _split(line, " ", quotes=True) if s != ""]
-    if len(sections) < 2:
-        raise ValueError(f"not a line-protocol line: {line!r}")
-    series, *tag_parts = _split(sections[0], ",")
-    tags = {}
-    for part in tag_parts:
-        key, value = _split(part, "=")
-        tags[_unescape(key)] = _unescape(value)
-    fields = {}
-    for part in _split(sections[1], ",", quotes=True):
-        key, value = _split_field(part)
-        fields[_unescape(key)] = _parse_field(value)
-    timestamp = int(sections[2]) if len(sections) > 2 else 0
-    return _unescape(series), tags, fields, timestamp
+    """Parse one line of line protocol into (measurement, tags, fields, nanoseconds).
 
-
-def _split_field(part: str) -> tuple[str, str]:
-    key, *rest = _split(part, "=", quotes=True)
-    return key, "=".join(rest)
+    A line without a timestamp gets 0. Raises ``ValueError`` for anything else.
+    """
+    match = _LINE.fullmatch(line)
+    if match is None:
+        raise ValueError(f"not a line-protocol line: {line[:200]!r}")
+    name, tags_text, fields_text, time_text = match.group("name", "tags", "fields", "time")
+    tags = {_unescape_key(k): _unescape_key(v) for k, v in _TAG.findall(tags_text)}
+    fields = {_unescape_key(k): _parse_field(v) for k, v in _FIELD.findall(fields_text)}
+    measurement = _NAME_ESCAPE.sub(r"\1", name) if "\\" in name else name
+    return measurement, tags, fields, int(time_text) if time_text else 0
 
 
 __all__ = ["LineFormat"]

@@ -2,44 +2,110 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import pathlib
+import threading
 from contextlib import suppress
 
+from multimeter._log import logger
 from multimeter.result import Result
-from multimeter.storages._format import FileFormat
+from multimeter.storages._format import FileFormat, ResultFileError
 from multimeter.storages._json import JsonFormat
 from multimeter.storages._line import LineFormat
 from multimeter.storages.base import Storage
 
-__all__ = ["FileFormat", "FileStorage", "JsonFormat", "LineFormat"]
+__all__ = [
+    "FileFormat",
+    "FileStorage",
+    "JsonFormat",
+    "LineFormat",
+    "ResultFileError",
+    "remove_unfinished_files",
+]
 
 _FORBIDDEN = {chr(c) for c in range(32)} | {"\x7f", "/", "\\"}
-_temporary_names = itertools.count()
-_token: tuple[int, str] = (0, "")
-
-
-def _process_token() -> str:
-    """``<pid>-<random>``: temporary names of different processes never meet."""
-    global _token
-    pid = os.getpid()
-    if _token[0] != pid:
-        _token = (pid, f"{pid}-{os.urandom(3).hex()}")
-    return _token[1]
-
-
 _MAX_NAME_BYTES = 255
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+# What os.link() raises where the file system has no hard links (FAT, some network shares).
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+class _Unfinished:
+    """The temporary files this process is writing right now."""
+
+    def __init__(self) -> None:
+        # Reentrant: remove_unfinished_files() may run in a signal handler on a
+        # thread that is itself between add() and discard().
+        self._lock = threading.RLock()
+        self._paths: set[str] = set()
+
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._paths.add(path)
+
+    def discard(self, path: str) -> bool:
+        """Stop tracking ``path``; whether it was still tracked (not removed)."""
+        with self._lock:
+            if path in self._paths:
+                self._paths.remove(path)
+                return True
+            return False
+
+    def remove_all(self) -> int:
+        with self._lock:
+            paths, self._paths = self._paths, set()
+        removed = 0
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                logger.warning("cannot remove a temporary file", path=path, error=str(error))
+                continue
+            removed += 1
+        return removed
+
+
+_unfinished = _Unfinished()
+
+
+def _forget_the_parents_files() -> None:
+    """A forked child writes none of its parent's files (and gets a fresh lock)."""
+    global _unfinished
+    _unfinished = _Unfinished()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_parents_files)
+
+
+def remove_unfinished_files() -> int:
+    """Remove the temporary files of the stores this process has in progress.
+
+    For the end of the process, after the last results had their chance to be
+    stored: a store still writing then leaves no ``.multimeter-*.tmp`` file
+    behind. Such a store fails with ``OSError`` and leaves no file at all.
+    Files of other processes and finished results are not touched. Returns the
+    number of files removed.
+    """
+    return _unfinished.remove_all()
 
 
 class FileStorage(Storage):
     """Stores each result as one file, ``<save_directory>/<identifier><extension>``.
 
     Files are written atomically: into a hidden temporary file in the same
-    directory (``.multimeter-*.tmp``, created exclusively), then renamed, so a
-    reader never sees a partial file and a failure leaves none behind. With ``fsync=True`` the
-    data is also flushed to the disk before the rename (slower; survives a
-    power cut). The directory is created when the first result is stored.
+    directory (``.multimeter-<pid>-<random>.tmp``, created exclusively), then
+    linked under their name, so a reader never sees a partial file and a
+    failure leaves none behind. An existing file is never replaced: a result
+    whose name is taken (e.g. by an earlier run with the same identifier) is
+    stored as ``<identifier>~2<extension>`` (``~3``, ...) and a warning names
+    both files. With ``fsync=True`` the data is also flushed to the disk
+    before it gets its name (slower; survives a power cut). The directory is
+    created when the first result is stored.
 
     Args:
         save_directory: The directory for the result files.
@@ -102,33 +168,130 @@ class FileStorage(Storage):
         return path
 
     def store(self, result: Result) -> None:
-        """Write ``result`` to its file, atomically.
+        """Write ``result`` to a new file, atomically; an existing file is never replaced.
+
+        When ``<identifier><extension>`` exists already, the result is stored as
+        ``<identifier>~2<extension>`` (or ``~3``, ...) and a warning names both files.
 
         Raises:
             ValueError: for an identifier that is not a valid file name.
             OSError: when the file cannot be written; no partial file is left.
         """
         path = self.path_for(result.identifier)
-        temporary = os.path.join(
-            self._save_directory, f".multimeter-{_process_token()}-{next(_temporary_names)}.tmp"
-        )
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        try:
-            descriptor = os.open(temporary, flags, 0o644)
-        except FileNotFoundError:  # the directory is not there (yet, or any more)
-            self._save_directory.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(temporary, flags, 0o644)
+        descriptor, temporary = self._create_temporary()
         try:
             with os.fdopen(descriptor, "wb") as stream:
                 self._file_format.save_result_to_stream(result, stream)
                 if self._fsync:
                     stream.flush()
                     os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
+            stored = self._publish(temporary, result.identifier)
+        except BaseException as error:
+            tracked = _unfinished.discard(temporary)
             with suppress(OSError):
                 os.unlink(temporary)
+            if not tracked and isinstance(error, FileNotFoundError):
+                raise FileNotFoundError(
+                    errno.ENOENT,
+                    "result not stored: its temporary file was removed by"
+                    " remove_unfinished_files() (the process is ending)",
+                    temporary,
+                ) from error
             raise
+        _unfinished.discard(temporary)
+        if stored != path:
+            logger.warning(
+                "result file exists already, stored the result under another name",
+                existing=str(path),
+                path=str(stored),
+            )
+
+    def _create_temporary(self) -> tuple[int, str]:
+        """A new hidden file in the save directory, open for writing: (descriptor, path)."""
+        for _ in range(100):
+            temporary = os.path.join(self._save_directory, _temporary_name())
+            try:
+                descriptor = os.open(temporary, _CREATE_FLAGS, 0o644)
+            except FileNotFoundError:  # the directory is not there (yet, or any more)
+                self._save_directory.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:  # pragma: no cover - 64 random bits met
+                pass
+            else:
+                _unfinished.add(temporary)
+                return descriptor, temporary
+        raise OSError(  # pragma: no cover - a directory that keeps vanishing
+            errno.EAGAIN, "cannot create a temporary file", str(self._save_directory)
+        )
+
+    def _publish(self, temporary: str, identifier: str) -> pathlib.Path:
+        """Give the finished ``temporary`` file the first free result name; returns it.
+
+        A hard link is atomic and fails where the name is taken, so no file is
+        ever replaced, also when other threads or processes store the same
+        identifier at the same time.
+        """
+        for number in itertools.count(1):
+            path = self._numbered_path(identifier, number)
+            try:
+                _link_or_reserve(temporary, path)
+            except FileExistsError:
+                continue
+            return path
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _numbered_path(self, identifier: str, number: int) -> pathlib.Path:
+        """``<identifier><extension>``, or ``<identifier>~<number><extension>`` after the first.
+
+        The identifier is shortened where the number would make the name too long.
+        """
+        path = self.path_for(identifier)
+        if number == 1:
+            return path
+        suffix = f"~{number}{self._file_format.extension}"
+        while len(os.fsencode(identifier + suffix)) > _MAX_NAME_BYTES:
+            identifier = identifier[:-1]
+        return self._save_directory / (identifier + suffix)
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self._save_directory)!r}, {type(self._file_format).__name__}())"
+
+
+def _temporary_name() -> str:
+    """``.multimeter-<pid>-<64 random bits>.tmp``: processes (also in containers) never meet."""
+    return f".multimeter-{os.getpid()}-{os.urandom(8).hex()}.tmp"
+
+
+def _forget(temporary: str) -> None:
+    """Remove the temporary name of a published file; the result is stored either way."""
+    try:
+        os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        logger.warning("cannot remove a temporary file", path=temporary, error=str(error))
+
+
+def _link_or_reserve(temporary: str, path: pathlib.Path) -> None:
+    """Give ``temporary`` the name ``path`` too, or raise ``FileExistsError`` if it is taken.
+
+    Where the file system has no hard links, the name is first reserved by
+    creating it exclusively (empty, for a moment) and then replaced by the
+    temporary file: still no other file is ever replaced.
+    """
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+    else:
+        _forget(temporary)
+        return
+    os.close(os.open(path, _CREATE_FLAGS, 0o644))
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(path)
+        raise
