@@ -108,6 +108,53 @@ def test_per_call_lines_carry_the_call_and_distinct_nanoseconds():
     assert 'call="work-1-ab-7"' in lines[0]
 
 
+def _call(number: int, lane: str | None, start: datetime, end: datetime) -> Result:
+    """A @measured-like result: enter mark, one point and exit mark at the end."""
+    meta = {"function": "work", "host": "box", "pid": "1"}
+    if lane is not None:
+        meta["lane"] = lane
+    result = Result(identifier=f"work-1-ab-{number}", meta_data=meta)
+    result.add_mark(start, "work:enter")
+    result.append(end, {"process.cpu_user": 0.5})
+    result.add_mark(end, "work:exit")
+    return result
+
+
+def _series_and_timestamps(text: str) -> list[tuple[str, str]]:
+    """(series, timestamp) of every line: what InfluxDB uses to tell points apart."""
+    return [(line.split(" ")[0], line.rsplit(" ", 1)[1]) for line in text.splitlines()]
+
+
+def test_the_lane_is_a_tag_of_the_series():
+    """A result with lane meta data: series = function + host + pid + lane + tags."""
+    line = to_line_protocol(_call(1, "3", T0, T0)).splitlines()[0]
+    assert "work,host=box,lane=3,pid=1" == line.split(" ")[0]
+    assert 'call="work-1-ab-1"' in line
+
+
+def test_no_two_lines_of_one_call_share_a_timestamp():
+    """The final point and the exit mark (same microsecond) get distinct nanoseconds."""
+    pairs = _series_and_timestamps(to_line_protocol(_call(1, "0", T0, T0)))
+    assert 3 == len(set(pairs))
+
+
+def test_over_a_thousand_concurrent_calls_never_share_a_series_and_timestamp():
+    """1,200 calls in flight at once (one lane each): every line keeps its own slot."""
+    text = "".join(to_line_protocol(_call(n, str(n - 1), T0, T0)) for n in range(1, 1201))
+    pairs = _series_and_timestamps(text)
+    assert 3 * 1200 == len(pairs)
+    assert len(pairs) == len(set(pairs))
+
+
+def test_calls_one_after_another_on_a_lane_never_share_a_timestamp():
+    """A lane's next call starts a microsecond after the last ended: no slot is shared."""
+    step = timedelta(microseconds=1)
+    calls = [_call(n, "0", T0 + 2 * n * step, T0 + (2 * n + 1) * step) for n in range(1, 1500)]
+    pairs = _series_and_timestamps("".join(map(to_line_protocol, calls)))
+    assert len(pairs) == len(set(pairs))
+    assert {"work,host=box,lane=0,pid=1"} == {series for series, _ in pairs}
+
+
 @needs_victoria
 def test_an_outage_spools_and_push_delivers_each_point_exactly_once(victoria, spool, tmp_path):
     """Server stopped mid-run: data spooled; after restart `multimeter push` delivers it once."""
@@ -263,6 +310,38 @@ def test_influxdb_keeps_nanoseconds_and_every_concurrent_call(influxd, spool, mo
     assert 800 == len(calls)
     marks = influxd.query('SELECT count("mark") FROM "concurrent"', "multimeter")
     assert 1600 == marks[0]["values"][0][1]  # enter and exit of every call
+
+
+@needs_influxd
+def test_influxdb_keeps_every_point_and_mark_of_1200_calls_in_flight_at_once(influxd, spool):
+    """1,200 overlapping async calls of one function: all on the server, one lane per call.
+
+    Needs the core's ``lane`` meta data on @measured results.
+    """
+    import asyncio
+
+    multimeter.configure(
+        storage=InfluxDBStorage(TOKEN, url=influxd.url, spool_directory=spool), cycle_time=60
+    )
+
+    @multimeter.measured(name="in_flight")
+    async def work(go):
+        await go.wait()
+
+    async def main():
+        go = asyncio.Event()
+        tasks = [asyncio.ensure_future(work(go)) for _ in range(1200)]
+        await asyncio.sleep(0)  # every call has started and waits
+        go.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert multimeter.flush(60)
+    points = influxd.query('SELECT count("process.cpu_user") FROM "in_flight"', "multimeter")
+    marks = influxd.query('SELECT count("mark") FROM "in_flight"', "multimeter")
+    lanes = influxd.query('SHOW TAG VALUES FROM "in_flight" WITH KEY = "lane"', "multimeter")
+    assert (1200, 2400) == (points[0]["values"][0][1], marks[0]["values"][0][1])
+    assert 1200 == len(lanes[0]["values"] if lanes else [])  # peak concurrency: 1,200
 
 
 @needs_influxd

@@ -17,7 +17,13 @@ from typing import Any
 
 from multimeter._log import logger
 from multimeter.result import Result
-from multimeter.storages._line import encode_marks, encode_points, quote_string, series_prefix
+from multimeter.storages._line import (
+    distinct_timestamps_ns,
+    encode_marks,
+    encode_points,
+    quote_string,
+    series_prefix,
+)
 from multimeter.storages._spool import Spool
 from multimeter.storages.base import Storage
 
@@ -33,12 +39,17 @@ def to_line_protocol(result: Result) -> str:
     A result of the documented API is written as its identifier's measurement
     (measures as fields, tags as tags, marks as ``mark`` lines). A result of a
     ``@measured`` call (it has ``function`` meta data) is written to one
-    measurement per function, named after it, with the tags ``host`` and
-    ``pid`` added and the call's identifier as the string field ``call``; the
-    nanoseconds of its timestamps carry the call number (mod 1000). So all
-    calls of a function are selected by their measurement, concurrent calls
-    never overwrite each other's points, and a call adds no new series beyond
-    the first call of its process with the same tags.
+    measurement per function, named after it, with the tags ``host``, ``pid``
+    and ``lane`` (when the result has ``lane`` meta data) added, and the call's
+    identifier as the string field ``call``.
+
+    Calls on one lane never overlap and each starts in a later microsecond than
+    the one before ended, so it is enough that the lines of one call never share
+    a timestamp: points are written at ``microsecond * 1000`` and marks from
+    ``microsecond * 1000 + 1`` on (a nanosecond further while a slot is taken).
+    A function thus has as many series per process as its peak concurrency.
+    Results without ``lane`` (older files) keep the earlier layout: no lane tag,
+    the call number (mod 1000) in the nanoseconds of every timestamp.
     """
     function = result.meta_data.get("function")
     if function is None:
@@ -48,10 +59,19 @@ def to_line_protocol(result: Result) -> str:
     tags.setdefault("host", result.meta_data.get("host", ""))
     tags.setdefault("pid", result.meta_data.get("pid", ""))
     measurement = re.sub(r"[^A-Za-z0-9._-]", "_", function).lstrip("_.") or "call"
+    extra = f",call={quote_string(result.identifier)}"
+    lane = result.meta_data.get("lane")
+    if lane is not None:
+        tags["lane"] = lane  # wins over a user tag "lane": it keeps the calls apart
+        prefix = series_prefix(measurement, tags)
+        points_ns, marks_ns = distinct_timestamps_ns(result)
+        return "".join(
+            encode_points(result, prefix, extra_fields=extra, timestamps_ns=points_ns)
+            + encode_marks(result, prefix, extra_fields=extra, timestamps_ns=marks_ns)
+        )
     prefix = series_prefix(measurement, tags)
     number = result.identifier.rsplit("-", 1)[-1]
     offset = int(number) % 1000 if number.isdigit() else 0
-    extra = f",call={quote_string(result.identifier)}"
     return "".join(
         encode_points(result, prefix, extra_fields=extra, offset_ns=offset)
         + encode_marks(result, prefix, extra_fields=extra, offset_ns=offset)
