@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -222,6 +224,75 @@ def test_rejections_are_logged_redacted_and_set_aside_not_retried(spool, logs):
     assert 1 == len(rejected)
     assert [] == list(spool.glob("*.line"))
     assert TOKEN not in rejected[0].with_suffix(".reason").read_text()
+
+
+AWKWARD_TOKENS = ["back\\slash-token", "quo\"te'token-value", "per%cent/token+value"]
+
+
+def _token_forms(token: str) -> set[str]:
+    """The token as it would look raw, repr()-escaped, JSON-escaped or URL-quoted."""
+    escaped = token.replace("\\", "\\\\")
+    return {
+        token,
+        escaped,
+        escaped.replace("'", "\\'"),
+        escaped.replace('"', '\\"'),
+        json.dumps(token)[1:-1],
+        urllib.parse.quote(token, safe=""),
+        urllib.parse.quote_plus(token),
+    }
+
+
+def _leaked(token: str, logs: list[dict], files: list[Path]) -> list[str]:
+    """Every log field and file text that carries the token in any form."""
+    texts = [str(value) for event in logs for value in event.values()]
+    texts += [repr(value) for event in logs for value in event.values()]
+    texts += [path.read_text() for path in files]
+    return [text for text in texts for form in _token_forms(token) if form in text]
+
+
+@pytest.mark.parametrize("token", AWKWARD_TOKENS)
+def test_a_rejection_echoing_the_token_leaks_it_nowhere(token, spool, logs):
+    """401 whose message echoes the Authorization header: no form of the token anywhere."""
+    server = FaultServer(401, echo_authorization=True)
+    try:
+        storage = InfluxDBStorage(token, url=server.url, spool_directory=spool, retries=1)
+        storage.deliver(to_line_protocol(_result("echoed")), source="test")
+    finally:
+        server.close()
+    assert [] == _leaked(token, logs, list(spool.rglob("*.*")))
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert "401 Unauthorized: refused for Token ***" == errors[0]["reason"]
+
+
+@pytest.mark.parametrize("token", AWKWARD_TOKENS)
+def test_a_server_error_echoing_the_token_leaks_it_nowhere(token, spool, logs):
+    """500s (retried, then spooled) whose message echoes the token: logged without it."""
+    server = FaultServer(500, echo_authorization=True)
+    try:
+        storage = InfluxDBStorage(token, url=server.url, spool_directory=spool, retries=2)
+        storage.deliver(to_line_protocol(_result("echoed")), source="test")
+    finally:
+        server.close()
+    assert [] == _leaked(token, logs, list(spool.rglob("*.*")))
+    warnings = [e for e in logs if e["event"] == "InfluxDB unreachable"]
+    assert "500 Internal Server Error: refused for Token ***" == warnings[0]["error"]
+
+
+def test_a_one_character_token_does_not_garble_the_messages(spool, logs):
+    """Token "a": redacted where it stands, not in every word that has an a."""
+    server = FaultServer(401, echo_authorization=True)
+    try:
+        storage = InfluxDBStorage("a", url=server.url, spool_directory=spool, retries=1)
+        storage.deliver(to_line_protocol(_result("garbled")), source="a batch")
+    finally:
+        server.close()
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert "InfluxDB rejected the data" == errors[0]["event"]
+    assert "401 Unauthorized: refused for Token ***" == errors[0]["reason"]
+    assert (server.url, "a batch") == (errors[0]["url"], errors[0]["source"])
+    reason_file = next((spool / "rejected").glob("*.reason"))
+    assert "401 Unauthorized: refused for Token ***\n" == reason_file.read_text()
 
 
 def test_a_slow_server_times_out_and_spools(spool):

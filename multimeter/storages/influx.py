@@ -6,12 +6,14 @@ imported only when an :class:`InfluxDBStorage` is made.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import random
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,6 +84,66 @@ class _Rejected(Exception):
     """The server refused the data (4xx other than 429): retrying will not help."""
 
 
+#: Tokens shorter than this are redacted only where they stand alone, so that a
+#: token such as ``a`` cannot garble every word that contains it.
+_SHORT_TOKEN = 8
+
+
+class _Redactor:
+    """Replaces a token with ``***`` in text: raw, or escaped as repr(), JSON or a URL
+    would escape it (also escaped twice, as in the repr of a repr)."""
+
+    def __init__(self, token: str) -> None:
+        forms = {token}
+        for _ in range(2):
+            for form in list(forms):
+                escaped = form.replace("\\", "\\\\")
+                forms |= {
+                    escaped,
+                    escaped.replace("'", "\\'"),
+                    escaped.replace('"', '\\"'),
+                    form.encode("unicode_escape").decode("ascii"),
+                    json.dumps(form)[1:-1],
+                    urllib.parse.quote(form, safe=""),
+                    urllib.parse.quote_plus(form),
+                }
+        alternatives = "|".join(map(re.escape, sorted(forms, key=len, reverse=True)))
+        if len(token) < _SHORT_TOKEN:
+            alternatives = f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])"
+        self._pattern = re.compile(alternatives)
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub("***", text)
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, for the log: an HTTP answer as its status, reason and the
+    server's JSON message only (never headers, which may echo the request's, nor
+    the raw body); anything else as its repr(). Not redacted yet."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int):
+        text = f"{status} {getattr(error, 'reason', '') or ''}".rstrip()
+        message = _server_message(getattr(error, "body", None))
+        return f"{text}: {message}" if message else text
+    return repr(error)
+
+
+def _server_message(body: Any) -> str | None:
+    """The ``message`` (InfluxDB 1: ``error``) of a JSON error body, or ``None``."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not isinstance(body, str):
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    message = document.get("message", document.get("error"))  # InfluxDB 2, InfluxDB 1
+    return message if isinstance(message, str) else None
+
+
 class InfluxDBStorage(Storage):
     """Stores results in InfluxDB, through the official ``influxdb-client``.
 
@@ -137,7 +199,7 @@ class InfluxDBStorage(Storage):
             raise ImportError(
                 "InfluxDBStorage needs influxdb-client: pip install 'multimeter[influxdb]'"
             ) from error
-        self._token = token
+        self._redact = _Redactor(token)
         self._url = url
         self._org = org
         self._bucket = bucket
@@ -225,7 +287,7 @@ class InfluxDBStorage(Storage):
             logger.warning(
                 "InfluxDB unreachable",
                 url=self._url,
-                error=self._redact(repr(error)),
+                error=self._redact(_describe(error)),
                 spool=str(self.spool.directory),
                 source=source,
             )
@@ -247,9 +309,8 @@ class InfluxDBStorage(Storage):
                 )
                 return
             except ApiException as error:
-                status = error.status or 0
-                if status not in _RETRYABLE_STATUS:
-                    raise _Rejected(f"{status} {error.reason}: {error.body}") from None
+                if (error.status or 0) not in _RETRYABLE_STATUS:
+                    raise _Rejected(_describe(error)) from None
                 if attempt == self._retries:
                     raise
             except Exception:
@@ -301,9 +362,6 @@ class InfluxDBStorage(Storage):
     def close(self) -> None:
         """Close the HTTP client."""
         self._client.close()
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._token, "***")
 
     def __repr__(self) -> str:
         return (
