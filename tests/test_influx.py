@@ -16,8 +16,8 @@ import pytest
 
 import multimeter
 from multimeter.result import Result
-from multimeter.storages.influx import InfluxDBStorage, to_line_protocol
-from tests.servers import FaultProxy, FaultServer, Influxd, VictoriaMetrics
+from multimeter.storages.influx import DeliveryError, InfluxDBStorage, to_line_protocol
+from tests.servers import FaultProxy, FaultServer, Influxd, VictoriaMetrics, free_port
 
 TOKEN = "s3cret-token-value"
 T0 = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
@@ -211,7 +211,8 @@ def test_rejections_are_logged_redacted_and_set_aside_not_retried(spool, logs):
     server = FaultServer(401, echo_authorization=True)
     try:
         storage = InfluxDBStorage(TOKEN, url=server.url, spool_directory=spool, retries=3)
-        storage.store(_result("unauthorized"))
+        with pytest.raises(DeliveryError, match="rejected"):
+            storage.store(_result("unauthorized"))
     finally:
         server.close()
     assert 1 == server.requests
@@ -310,15 +311,75 @@ def test_a_slow_server_times_out_and_spools(spool):
     assert 1 == len(list(spool.glob("*.line")))
 
 
-def test_an_unwritable_spool_is_logged_and_never_raises(logs):
-    """Dead server and a spool that cannot be written: logged, store() still returns."""
+def test_an_unwritable_spool_is_logged_once_and_raises(logs):
+    """Dead server and a spool that cannot be written: logged, then DeliveryError."""
     storage = InfluxDBStorage(
         TOKEN, url="http://127.0.0.1:9", spool_directory="/sys/multimeter-spool", retries=1
     )
-    storage.store(_result("nowhere"))
+    with pytest.raises(DeliveryError, match="neither delivered nor spooled"):
+        storage.store(_result("nowhere"))
     errors = [e for e in logs if e["log_level"] == "error"]
     assert 1 == len(errors)
     assert "/sys/multimeter-spool" in errors[0]["spool"]
+
+
+def _lost_storage(tmp_path: Path) -> InfluxDBStorage:
+    """A storage whose server is away and whose spool cannot be made (under a file)."""
+    (tmp_path / "a-file").write_text("")
+    return InfluxDBStorage(
+        TOKEN,
+        url=f"http://127.0.0.1:{free_port()}",
+        spool_directory=tmp_path / "a-file" / "spool",
+        retries=1,
+    )
+
+
+def test_flush_is_false_when_data_is_neither_delivered_nor_spooled(tmp_path):
+    """Server away and no spool: the data is lost, and flush() says so."""
+    multimeter.configure(storage=_lost_storage(tmp_path))
+    multimeter.measured(lambda: None)()
+    assert multimeter.flush(30) is False
+
+
+def test_flush_is_true_when_the_spool_keeps_what_the_server_did_not_take(spool):
+    """Server away, spool writable: the data waits on disk, which counts as stored."""
+    storage = InfluxDBStorage(
+        TOKEN, url=f"http://127.0.0.1:{free_port()}", spool_directory=spool, retries=1
+    )
+    multimeter.configure(storage=storage)
+    multimeter.measured(lambda: None)()
+    assert multimeter.flush(30) is True
+    assert 1 == len(list(spool.glob("*.line")))
+
+
+def test_flush_is_false_when_the_server_rejects_the_data(spool):
+    """A 400 sets the data aside in rejected/; it is not stored, so flush() is False."""
+    server = FaultServer(400)
+    try:
+        multimeter.configure(storage=InfluxDBStorage(TOKEN, url=server.url, spool_directory=spool))
+        multimeter.measured(lambda: None)()
+        assert multimeter.flush(30) is False
+    finally:
+        server.close()
+    assert 1 == len(list((spool / "rejected").glob("*.line")))
+
+
+def test_spooling_at_exit_raises_when_the_spool_cannot_be_written(tmp_path):
+    """spool_results() (used at exit) says when the data could not be kept."""
+    with pytest.raises(DeliveryError):
+        _lost_storage(tmp_path).spool_results([_result("at-exit")])
+
+
+def test_the_core_api_logs_a_delivery_error_and_does_not_raise(tmp_path, logs):
+    """Measurement.end() with data lost: logged, never raised into the measured code."""
+    from multimeter import Multimeter, ResourceProbe
+
+    meter = Multimeter(ResourceProbe(), cycle_time=0.1, storage=_lost_storage(tmp_path))
+    measurement = meter.measure("lost")
+    measurement.start()
+    measurement.end()
+    assert "storing the result failed" == logs[-1]["event"]
+    assert "DeliveryError" in logs[-1]["error"]
 
 
 def test_influxdb_storage_from_the_environment_needs_a_token(monkeypatch):
@@ -480,11 +541,12 @@ def test_two_pushers_never_send_the_same_batch(spool):
 
 
 def test_a_result_influxdb_cannot_take_is_left_out_of_a_batch_not_the_others(spool, logs):
-    """store_many(): one bad identifier is logged; the rest of the batch is still sent."""
+    """store_many(): one bad identifier is logged and raised; the rest is still sent."""
     server = FaultServer(204)
     try:
         storage = InfluxDBStorage(TOKEN, url=server.url, spool_directory=spool)
-        storage.store_many([_result("_reserved"), _result("fine")])
+        with pytest.raises(ValueError, match="1 result"):
+            storage.store_many([_result("_reserved"), _result("fine")])
         with pytest.raises(ValueError, match="reserved"):
             storage.store(_result("_reserved"))
     finally:

@@ -6,6 +6,7 @@ imported only when an :class:`InfluxDBStorage` is made.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import pathlib
@@ -29,7 +30,24 @@ from multimeter.storages._line import (
 from multimeter.storages._spool import Spool
 from multimeter.storages.base import Storage
 
-__all__ = ["InfluxDBStorage", "to_line_protocol"]
+__all__ = ["DeliveryError", "InfluxDBStorage", "to_line_protocol"]
+
+
+class DeliveryError(OSError):
+    """Raised by :meth:`InfluxDBStorage.store` when data is not stored: it was neither
+    delivered nor kept in the spool (lost, already logged), or the server rejected it
+    (set aside in ``<spool>/rejected/``, already logged). So ``multimeter.flush()``
+    returns ``False`` for it."""
+
+
+class _Outcome(enum.Enum):
+    """What became of a batch of line protocol."""
+
+    DELIVERED = "delivered"
+    SPOOLED = "spooled"  # kept in the spool for a later push
+    REJECTED = "rejected"  # refused by the server, set aside in rejected/ (if that worked)
+    LOST = "lost"  # neither delivered nor kept
+
 
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _DEFAULT_SPOOL = pathlib.Path("multimeter-results") / "spool"
@@ -153,8 +171,11 @@ class InfluxDBStorage(Storage):
     directory as line protocol, to be sent later by ``multimeter push``. Data
     the server rejects (other 4xx: bad data, 401, 403) is logged with the
     server's message and set aside in ``<spool>/rejected/``; it is not retried.
-    Nothing is raised into the caller for either. The token never appears in
-    logs, ``repr()`` or files.
+    Data that is not stored (rejected, or neither delivered nor spooled) makes
+    :meth:`store` raise :class:`DeliveryError` after it was logged, so
+    ``multimeter.flush()`` returns ``False`` (``@measured`` and
+    ``Measurement.end()`` never raise it into the measured code). The token
+    never appears in logs, ``repr()`` or files.
 
     Args:
         token: The authentication token (required).
@@ -221,68 +242,105 @@ class InfluxDBStorage(Storage):
         Raises:
             ValueError: when the result cannot be written as line protocol (e.g. an
                 identifier starting with ``_``, which InfluxDB reserves).
+            DeliveryError: when the data is not stored: rejected by the server, or
+                neither delivered nor spooled.
         """
         text = to_line_protocol(result)
         if text:
-            self.deliver(text, source=result.identifier)
+            self._check(self._deliver(text, result.identifier), 1)
 
     def store_many(self, results: Sequence[Result]) -> None:
         """Deliver several results in one request (the background writer batches).
 
         A result that cannot be written as line protocol is logged and left out;
-        the others still go.
+        the others still go, then ``ValueError`` is raised for the ones left out.
+
+        Raises:
+            DeliveryError: when the batch is not stored (see :meth:`store`).
+            ValueError: when some results could not be written as line protocol.
         """
-        text = "".join(self._encode(results))
+        parts, left_out = self._encode(results)
+        text = "".join(parts)
         if text:
-            self.deliver(text, source=", ".join(r.identifier for r in results[:3]))
+            source = ", ".join(r.identifier for r in results[:3])
+            self._check(self._deliver(text, source), len(results) - len(left_out))
+        if left_out:
+            raise ValueError(
+                f"{len(left_out)} result(s) cannot be written as line protocol:"
+                f" {', '.join(left_out[:5])}"
+            )
 
     def spool_results(self, results: Sequence[Result]) -> None:
-        """Write results to the spool without trying the server (used at exit)."""
-        text = "".join(self._encode(results))
+        """Write results to the spool without trying the server (used at exit).
+
+        Raises:
+            DeliveryError: when the spool cannot be written (logged).
+        """
+        parts, _ = self._encode(results)
+        text = "".join(parts)
         if text:
-            self._save(self.spool.put, text, self.spool.directory)
+            if not self._save(self.spool.put, text, self.spool.directory):
+                raise DeliveryError(f"{len(results)} result(s) could not be spooled")
             self._spooled = True
 
-    def _encode(self, results: Sequence[Result]) -> list[str]:
+    def _check(self, outcome: _Outcome, count: int) -> None:
+        if outcome is _Outcome.LOST:
+            raise DeliveryError(f"{count} result(s) neither delivered nor spooled (see the log)")
+        if outcome is _Outcome.REJECTED:
+            raise DeliveryError(
+                f"{count} result(s) rejected by InfluxDB, set aside in"
+                f" {self.spool.rejected_directory}"
+            )
+
+    def _encode(self, results: Sequence[Result]) -> tuple[list[str], list[str]]:
+        """(the line protocol of each result that has one, identifiers of those that fail)."""
         parts = []
+        left_out = []
         for result in results:
             try:
                 parts.append(to_line_protocol(result))
             except ValueError as error:
+                left_out.append(result.identifier)
                 logger.error(
                     "result cannot be written as line protocol",
                     identifier=result.identifier,
                     error=str(error),
                 )
-        return parts
+        return parts, left_out
 
     def deliver(self, text: str, *, source: str = "") -> bool:
         """Send line protocol; spool it when that fails. Returns whether it was delivered.
 
-        After a successful delivery, batches waiting in the spool are sent too
-        (with ``drain_spool=True``, the default), so an outage heals by itself.
+        Never raises: what is rejected or lost is logged. After a successful
+        delivery, batches waiting in the spool are sent too (with
+        ``drain_spool=True``, the default), so an outage heals by itself.
         """
-        sent = self._send(text, source)
-        if sent is None:
-            self._save(self.spool.put, text, self.spool.directory)
-            self._spooled = True
-        elif sent and self._drain and self._spooled:
-            self._spooled = self.push()[1] > 0
-        return bool(sent)
+        return self._deliver(text, source) is _Outcome.DELIVERED
 
-    def _send(self, text: str, source: str) -> bool | None:
-        """``True``: delivered. ``False``: rejected, logged and set aside. ``None``: the
-        server could not be reached (logged); the caller keeps the data."""
+    def _deliver(self, text: str, source: str) -> _Outcome:
+        outcome = self._send(text, source)
+        if outcome is None:
+            if not self._save(self.spool.put, text, self.spool.directory):
+                return _Outcome.LOST
+            self._spooled = True
+            return _Outcome.SPOOLED
+        if outcome is _Outcome.DELIVERED and self._drain and self._spooled:
+            self._spooled = self.push()[1] > 0
+        return outcome
+
+    def _send(self, text: str, source: str) -> _Outcome | None:
+        """``DELIVERED``; ``REJECTED`` (logged and set aside); or ``None``: the server
+        could not be reached (logged), the caller keeps the data."""
         try:
             self._send_with_retries(text)
-            return True
+            return _Outcome.DELIVERED
         except _Rejected as rejection:
             reason = self._redact(str(rejection))
             logger.error("InfluxDB rejected the data", url=self._url, reason=reason, source=source)
             self._save(
                 lambda data: self.spool.reject(data, reason), text, self.spool.rejected_directory
             )
-            return False
+            return _Outcome.REJECTED
         except Exception as error:  # noqa: BLE001 - a dead server must not break anything
             logger.warning(
                 "InfluxDB unreachable",
@@ -320,7 +378,8 @@ class InfluxDBStorage(Storage):
             delay *= 2
 
     @staticmethod
-    def _save(write: Any, text: str, where: pathlib.Path) -> None:
+    def _save(write: Any, text: str, where: pathlib.Path) -> bool:
+        """Write ``text`` with ``write``; ``False`` (logged once) when that failed."""
         try:
             write(text)
         except OSError as error:
@@ -330,6 +389,8 @@ class InfluxDBStorage(Storage):
                 error=repr(error),
                 lines=text.count("\n"),
             )
+            return False
+        return True
 
     # -- the spool ------------------------------------------------------------
 
@@ -353,7 +414,7 @@ class InfluxDBStorage(Storage):
                     self.spool.release(claimed, path)
                     break
                 claimed.unlink()  # delivered, or rejected and set aside
-                if sent:
+                if sent is _Outcome.DELIVERED:
                     delivered += 1
         return delivered, len(self.spool)
 
