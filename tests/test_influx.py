@@ -35,6 +35,20 @@ def victoria(tmp_path_factory):
     server.stop()
 
 
+needs_influxd = pytest.mark.skipif(
+    Influxd.binary is None, reason="influxd is not installed (.ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def influxd(tmp_path_factory):
+    server = Influxd(tmp_path_factory.mktemp("influxd"))
+    server.start()
+    server.create_database("multimeter")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def spool(tmp_path):
     return tmp_path / "spool"
@@ -189,6 +203,95 @@ def test_an_outage_spools_and_push_delivers_each_point_exactly_once(victoria, sp
     series = {s["metric"]["__name__"]: s for s in victoria.export("outage-during_.*")}
     assert [0.5, 0.75] == series["outage-during_process.cpu_user"]["values"]
     assert TOKEN not in pushed.stdout + pushed.stderr
+
+
+def _push(server_url: str, spool: Path) -> subprocess.CompletedProcess[str]:
+    """Run the installed `multimeter push` console command against ``server_url``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    environment.update(
+        MULTIMETER_INFLUXDB_URL=server_url,
+        MULTIMETER_INFLUXDB_TOKEN=TOKEN,
+        MULTIMETER_INFLUXDB_ORG="kantai",
+        MULTIMETER_INFLUXDB_BUCKET="multimeter",
+        MULTIMETER_SPOOL_DIR=str(spool),
+    )
+    command = [str(Path(sys.executable).parent / "multimeter"), "push"]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=60)
+
+
+def _make_unreadable(path: Path, kind: str) -> None:
+    """A spool batch that cannot be read as UTF-8 text, of the given kind."""
+    if kind == "not UTF-8":
+        path.write_bytes(b"m x=1 1\n\xff\xfe\n")
+    elif kind == "a directory":
+        path.mkdir()
+    else:
+        path.write_text("m x=1 1\n")
+        path.chmod(0)
+
+
+UNREADABLE = [
+    "not UTF-8",
+    "a directory",
+    pytest.param(
+        "no permission",
+        marks=pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file"),
+    ),
+]
+
+
+@needs_influxd
+@pytest.mark.parametrize("kind", UNREADABLE)
+def test_push_sets_an_unreadable_batch_aside_and_delivers_the_later_ones(kind, influxd, spool):
+    """An unreadable batch goes to unreadable/ with a reason; later batches still go."""
+    spool.mkdir()
+    _make_unreadable(spool / "00000000000000000001-1-0.line", kind)
+    measurement = "after_" + kind.replace(" ", "_").replace("-", "_")
+    (spool / "00000000000000000002-1-0.line").write_text(f"{measurement} x=1 1000\n")
+    pushed = _push(influxd.url, spool)
+    assert 0 != pushed.returncode
+    series = influxd.query(f'SELECT "x" FROM "{measurement}"', "multimeter")
+    assert [[1000, 1.0]] == series[0]["values"]
+    set_aside = spool / "unreadable" / "00000000000000000001-1-0.line"
+    assert str(set_aside) in pushed.stdout
+    assert set_aside.exists()
+    assert set_aside.with_suffix(".reason").read_text().strip()
+    assert [] == list(spool.glob("*.line*"))
+
+
+@needs_influxd
+def test_push_fails_when_the_server_rejects_a_batch(influxd, spool):
+    """A batch influxd cannot parse: set aside in rejected/, named, exit status not 0."""
+    spool.mkdir()
+    (spool / "00000000000000000001-1-0.line").write_text("not line protocol at all\n")
+    pushed = _push(influxd.url, spool)
+    assert 1 == pushed.returncode
+    assert str(spool / "rejected") in pushed.stdout
+    assert 1 == len(list((spool / "rejected").glob("*.line")))
+
+
+def test_push_fails_while_the_server_is_away(spool):
+    """Nothing delivered: the batch stays in the spool and the exit status is not 0."""
+    spool.mkdir()
+    (spool / "00000000000000000001-1-0.line").write_text("m x=1 1\n")
+    pushed = _push(f"http://127.0.0.1:{free_port()}", spool)
+    assert 1 == pushed.returncode
+    assert "1 left in" in pushed.stdout
+    assert 1 == len(list(spool.glob("*.line")))
+
+
+@needs_influxd
+def test_a_delivery_that_drains_an_unreadable_batch_is_still_a_success(influxd, spool, logs):
+    """store() after an outage: an unreadable spooled batch is set aside, not raised."""
+    spool.mkdir()
+    (spool / "00000000000000000001-1-0.line").write_bytes(b"\xff\n")
+    (spool / "00000000000000000002-1-0.line").write_text("drained_later x=2 2000\n")
+    storage = InfluxDBStorage(TOKEN, url=influxd.url, spool_directory=spool)
+    storage.store(_result("drains"))
+    series = influxd.query('SELECT "x" FROM "drained_later"', "multimeter")
+    assert [[2000, 2.0]] == series[0]["values"]
+    assert 1 == len(list((spool / "unreadable").glob("*.line")))
+    assert [] == list(spool.glob("*.line"))
 
 
 def test_server_errors_are_retried_then_spooled(spool, logs):
@@ -400,20 +503,6 @@ def test_influxdb_client_variables_are_the_fallback(monkeypatch, tmp_path):
     assert isinstance(storage, InfluxDBStorage)
     assert "acme" in repr(storage) and "127.0.0.1:9" in repr(storage)
     assert tmp_path / "spool" == storage.spool.directory
-
-
-needs_influxd = pytest.mark.skipif(
-    Influxd.binary is None, reason="influxd is not installed (.ci/run installs it)"
-)
-
-
-@pytest.fixture(scope="module")
-def influxd(tmp_path_factory):
-    server = Influxd(tmp_path_factory.mktemp("influxd"))
-    server.start()
-    server.create_database("multimeter")
-    yield server
-    server.stop()
 
 
 @needs_influxd

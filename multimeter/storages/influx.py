@@ -15,8 +15,8 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from multimeter._log import logger
 from multimeter.result import Result
@@ -30,7 +30,7 @@ from multimeter.storages._line import (
 from multimeter.storages._spool import Spool
 from multimeter.storages.base import Storage
 
-__all__ = ["DeliveryError", "InfluxDBStorage", "to_line_protocol"]
+__all__ = ["DeliveryError", "InfluxDBStorage", "PushReport", "to_line_protocol"]
 
 
 class DeliveryError(OSError):
@@ -38,6 +38,24 @@ class DeliveryError(OSError):
     delivered nor kept in the spool (lost, already logged), or the server rejected it
     (set aside in ``<spool>/rejected/``, already logged). So ``multimeter.flush()``
     returns ``False`` for it."""
+
+
+class PushReport(NamedTuple):
+    """What :meth:`InfluxDBStorage.push` did with the spool."""
+
+    #: Batches delivered (and removed from the spool).
+    delivered: int
+    #: Batches still waiting in the spool (the server is away).
+    left: int
+    #: Where each batch the server rejected was set aside (``<spool>/rejected``).
+    rejected: list[pathlib.Path]
+    #: Each batch that could not be read, as set aside in ``<spool>/unreadable``.
+    unreadable: list[pathlib.Path]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every batch was delivered: none left, rejected or unreadable."""
+        return self.left == 0 and not self.rejected and not self.unreadable
 
 
 class _Outcome(enum.Enum):
@@ -279,7 +297,7 @@ class InfluxDBStorage(Storage):
         parts, _ = self._encode(results)
         text = "".join(parts)
         if text:
-            if not self._save(self.spool.put, text, self.spool.directory):
+            if self._save(self.spool.put, text, self.spool.directory) is None:
                 raise DeliveryError(f"{len(results)} result(s) could not be spooled")
             self._spooled = True
 
@@ -320,26 +338,41 @@ class InfluxDBStorage(Storage):
     def _deliver(self, text: str, source: str) -> _Outcome:
         outcome = self._send(text, source)
         if outcome is None:
-            if not self._save(self.spool.put, text, self.spool.directory):
+            if self._save(self.spool.put, text, self.spool.directory) is None:
                 return _Outcome.LOST
             self._spooled = True
             return _Outcome.SPOOLED
         if outcome is _Outcome.DELIVERED and self._drain and self._spooled:
-            self._spooled = self.push()[1] > 0
+            self._drain_spool()
         return outcome
 
-    def _send(self, text: str, source: str) -> _Outcome | None:
-        """``DELIVERED``; ``REJECTED`` (logged and set aside); or ``None``: the server
-        could not be reached (logged), the caller keeps the data."""
+    def _drain_spool(self) -> None:
+        """Push the spool after a delivery; what goes wrong there is logged, and never
+        makes the delivery that triggered it count as failed."""
+        try:
+            self._spooled = self.push().left > 0
+        except Exception as error:  # noqa: BLE001 - the data in hand was delivered
+            logger.error(
+                "sending the spool failed", spool=str(self.spool.directory), error=repr(error)
+            )
+
+    def _send(
+        self, text: str, source: str, set_aside: list[pathlib.Path] | None = None
+    ) -> _Outcome | None:
+        """``DELIVERED``; ``REJECTED`` (logged and set aside, where it went added to
+        ``set_aside``); or ``None``: the server could not be reached (logged), the
+        caller keeps the data."""
         try:
             self._send_with_retries(text)
             return _Outcome.DELIVERED
         except _Rejected as rejection:
             reason = self._redact(str(rejection))
             logger.error("InfluxDB rejected the data", url=self._url, reason=reason, source=source)
-            self._save(
+            path = self._save(
                 lambda data: self.spool.reject(data, reason), text, self.spool.rejected_directory
             )
+            if path is not None and set_aside is not None:
+                set_aside.append(path)
             return _Outcome.REJECTED
         except Exception as error:  # noqa: BLE001 - a dead server must not break anything
             logger.warning(
@@ -378,10 +411,12 @@ class InfluxDBStorage(Storage):
             delay *= 2
 
     @staticmethod
-    def _save(write: Any, text: str, where: pathlib.Path) -> bool:
-        """Write ``text`` with ``write``; ``False`` (logged once) when that failed."""
+    def _save(
+        write: Callable[[str], pathlib.Path], text: str, where: pathlib.Path
+    ) -> pathlib.Path | None:
+        """Write ``text`` with ``write``; the file, or ``None`` (logged) when that failed."""
         try:
-            write(text)
+            return write(text)
         except OSError as error:
             logger.error(
                 "writing to the spool failed: data lost",
@@ -389,34 +424,73 @@ class InfluxDBStorage(Storage):
                 error=repr(error),
                 lines=text.count("\n"),
             )
-            return False
-        return True
+            return None
 
     # -- the spool ------------------------------------------------------------
 
-    def push(self) -> tuple[int, int]:
+    def push(self) -> PushReport:
         """Send every spooled batch, oldest first; remove exactly those delivered.
 
         Stops at the first batch that cannot be delivered (the server is still
-        away); a rejected batch is set aside and pushing goes on. Each batch is
-        claimed (renamed) before it is sent, so two pushers, in this process or
-        another, never send the same batch. Returns (batches delivered, batches
-        left in the spool).
+        away). A rejected batch is set aside in ``rejected/``, a batch that cannot
+        be read (not UTF-8, not a file, no permission) in ``unreadable/``, both with
+        a ``.reason`` file, and pushing goes on. Each batch is claimed (renamed)
+        before it is sent, so two pushers, in this process or another, never send
+        the same batch. Never raises for one bad batch.
         """
         delivered = 0
+        rejected: list[pathlib.Path] = []
+        unreadable: list[pathlib.Path] = []
         with self._push_lock:
             for path in list(self.spool.batches()):
-                claimed = self.spool.claim(path)
+                try:
+                    claimed = self.spool.claim(path)
+                except OSError as error:
+                    logger.error(
+                        "a spooled batch cannot be claimed", path=str(path), error=repr(error)
+                    )
+                    continue
                 if claimed is None:
                     continue  # another pusher has it
-                sent = self._send(claimed.read_text(encoding="utf-8"), source=str(path))
+                try:
+                    text = claimed.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as error:
+                    target = self._set_aside_unreadable(claimed, path, error)
+                    if target is not None:
+                        unreadable.append(target)
+                    continue
+                sent = self._send(text, str(path), rejected)
                 if sent is None:  # the server is still away
                     self.spool.release(claimed, path)
                     break
-                claimed.unlink()  # delivered, or rejected and set aside
+                try:
+                    claimed.unlink()  # delivered, or rejected and set aside
+                except OSError as error:
+                    logger.error(
+                        "a sent batch cannot be removed", path=str(claimed), error=repr(error)
+                    )
                 if sent is _Outcome.DELIVERED:
                     delivered += 1
-        return delivered, len(self.spool)
+        return PushReport(delivered, len(self.spool), rejected, unreadable)
+
+    def _set_aside_unreadable(
+        self, claimed: pathlib.Path, path: pathlib.Path, error: BaseException
+    ) -> pathlib.Path | None:
+        """Move an unreadable batch to ``unreadable/``; ``None`` (given back) if that fails."""
+        reason = f"cannot be read: {type(error).__name__}: {error}"
+        try:
+            target = self.spool.set_aside_unreadable(claimed, path, reason)
+        except OSError as failure:
+            logger.error(
+                "an unreadable spooled batch cannot be set aside",
+                path=str(path),
+                reason=reason,
+                error=repr(failure),
+            )
+            self.spool.release(claimed, path)
+            return None
+        logger.error("a spooled batch cannot be read: set aside", path=str(target), reason=reason)
+        return target
 
     # -- housekeeping ------------------------------------------------------------
 
