@@ -655,6 +655,51 @@ def test_the_push_console_command_is_installed():
     assert "spool" in completed.stdout
 
 
+@needs_influxd
+def test_a_program_that_stores_in_influxdb_exits_quietly(influxd, spool):
+    """Configure, measure, flush, exit: nothing on stderr (the client is closed in time)."""
+    code = f"""
+        import multimeter
+        from multimeter.storages.influx import InfluxDBStorage
+
+        multimeter.configure(
+            storage=InfluxDBStorage({TOKEN!r}, url={influxd.url!r}, spool_directory={str(spool)!r})
+        )
+
+        @multimeter.measured(name="quiet_exit")
+        def work(i):
+            return i
+
+        for i in range(3):
+            work(i)
+        assert multimeter.flush(30)
+    """
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (0, "") == (completed.returncode, completed.stderr)
+    marks = influxd.query('SELECT count("mark") FROM "quiet_exit"', "multimeter")
+    assert 6 == marks[0]["values"][0][1]
+
+
+def test_a_closed_storage_still_delivers(spool):
+    """close() (or leaving `with`) closes the client; a later store() opens its own."""
+    server = FaultServer(204)
+    try:
+        with InfluxDBStorage(TOKEN, url=server.url, spool_directory=spool) as storage:
+            storage.store(_result("before-close"))
+        storage.store(_result("after-close"))
+    finally:
+        server.close()
+    assert 2 == server.requests
+    assert not spool.exists()
+
+
 def test_a_slow_server_at_exit_costs_the_exit_timeout_and_loses_nothing(tmp_path):
     """Exit waits MULTIMETER_EXIT_TIMEOUT, then what is still pending goes to the spool."""
     server = FaultServer(204, delay=20.0)

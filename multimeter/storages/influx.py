@@ -6,6 +6,8 @@ imported only when an :class:`InfluxDBStorage` is made.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import enum
 import json
 import os
@@ -15,7 +17,8 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from multimeter._log import logger
@@ -180,6 +183,76 @@ def _server_message(body: Any) -> str | None:
     return message if isinstance(message, str) else None
 
 
+_connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+_exiting = False
+
+
+class _Connection:
+    """The influxdb-client objects of one storage.
+
+    Closed by :meth:`close` or at interpreter exit as soon as no request uses
+    them; after that, each request opens its own client and closes it when done.
+    So no client is left for the interpreter's teardown, where its ``__del__``
+    fails noisily ("Exception ignored ... TypeError") once the modules it needs
+    are gone. The exit hook runs before (or after) the writer's final flush;
+    either way the flush's requests close what they open.
+    """
+
+    def __init__(self, connect: Callable[[], tuple[Any, Any]]) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._client, self._write_api = connect()
+        self._users = 0
+        self._closing = False
+        _connections.add(self)
+
+    @contextlib.contextmanager
+    def write_api(self) -> Iterator[Any]:
+        """The client's synchronous write API, for one request."""
+        with self._lock:
+            if self._write_api is None:
+                self._client, self._write_api = self._connect()
+            self._users += 1
+            write_api = self._write_api
+        try:
+            yield write_api
+        finally:
+            del write_api
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and (self._closing or _exiting):
+                    self._drop()
+
+    def close(self) -> None:
+        """Close the client now, or when the request in progress is done."""
+        with self._lock:
+            self._closing = True
+            if self._users == 0:
+                self._drop()
+
+    def close_if_idle(self) -> None:
+        """Close the client unless a request uses it (that one closes it at exit)."""
+        with self._lock:
+            if self._users == 0:
+                self._drop()
+
+    def _drop(self) -> None:
+        client = self._client
+        self._client = self._write_api = None
+        if client is not None:
+            client.close()
+
+
+def _close_connections_at_exit() -> None:
+    global _exiting
+    _exiting = True
+    for connection in list(_connections):
+        connection.close_if_idle()
+
+
+atexit.register(_close_connections_at_exit)
+
+
 class InfluxDBStorage(Storage):
     """Stores results in InfluxDB, through the official ``influxdb-client``.
 
@@ -246,10 +319,14 @@ class InfluxDBStorage(Storage):
         self._drain = drain_spool
         self._push_lock = threading.Lock()
         self.spool = Spool(spool_directory if spool_directory is not None else _DEFAULT_SPOOL)
-        self._client = influxdb_client.InfluxDBClient(
-            url=url, token=token, org=org, timeout=int(timeout * 1000), retries=False
-        )
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+
+        def connect() -> tuple[Any, Any]:
+            client = influxdb_client.InfluxDBClient(
+                url=url, token=token, org=org, timeout=int(timeout * 1000), retries=False
+            )
+            return client, client.write_api(write_options=SYNCHRONOUS)
+
+        self._connection = _Connection(connect)
         self._spooled = len(self.spool) > 0  # left over from an earlier run
 
     # -- storing --------------------------------------------------------------
@@ -385,18 +462,21 @@ class InfluxDBStorage(Storage):
             return None
 
     def _send_with_retries(self, text: str) -> None:
+        with self._connection.write_api() as write_api:
+            self._write_with_retries(write_api, text)
+
+    def _write_with_retries(self, write_api: Any, text: str) -> None:
         from influxdb_client import WritePrecision
         from influxdb_client.rest import ApiException
 
         delay = 0.1
         for attempt in range(1, self._retries + 1):
             try:
-                self._write_api.write(
+                write_api.write(
                     bucket=self._bucket,
                     org=self._org,
                     record=text,
-                    # The client annotates this as its WritePrecision class; the value is a str.
-                    write_precision=WritePrecision.NS,  # type: ignore[arg-type]
+                    write_precision=WritePrecision.NS,
                 )
                 return
             except ApiException as error:
@@ -495,8 +575,12 @@ class InfluxDBStorage(Storage):
     # -- housekeeping ------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the HTTP client."""
-        self._client.close()
+        """Close the HTTP client (once a request in progress is done).
+
+        The storage stays usable: a later request opens a client for itself and
+        closes it when done.
+        """
+        self._connection.close()
 
     def __repr__(self) -> str:
         return (
