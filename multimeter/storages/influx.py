@@ -103,7 +103,7 @@ def to_line_protocol(result: Result) -> str:
     extra = f",call={quote_string(result.identifier)}"
     lane = result.meta_data.get("lane")
     if lane is not None:
-        tags["lane"] = lane  # wins over a user tag "lane": it keeps the calls apart
+        tags["lane"] = str(lane)  # wins over a user tag "lane": it keeps the calls apart
         prefix = series_prefix(measurement, tags)
         points_ns, marks_ns = distinct_timestamps_ns(result)
         return "".join(
@@ -557,7 +557,8 @@ class InfluxDBStorage(Storage):
         self, claimed: pathlib.Path, path: pathlib.Path, error: BaseException
     ) -> pathlib.Path | None:
         """Move an unreadable batch to ``unreadable/``; ``None`` (given back) if that fails."""
-        reason = f"cannot be read: {type(error).__name__}: {error}"
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+        reason = f"cannot be read: {type(error).__name__}: {detail}"
         try:
             target = self.spool.set_aside_unreadable(claimed, path, reason)
         except OSError as failure:
