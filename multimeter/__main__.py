@@ -18,7 +18,11 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "Sends the batches in the spool directory (MULTIMETER_SPOOL_DIR, default"
             " <MULTIMETER_DIR>/spool) to the InfluxDB configured by MULTIMETER_INFLUXDB_URL,"
-            " _TOKEN, _ORG and _BUCKET. Exit status 0 when the spool is empty afterwards."
+            " _TOKEN, _ORG and _BUCKET. Batches the server rejects are set aside in"
+            " <spool>/rejected/, batches that cannot be read in <spool>/unreadable/, each"
+            " with a .reason file. Exit status 0 only when every batch was delivered;"
+            " 1 when a batch was rejected, set aside as unreadable or left in the spool"
+            " (the server is away); 2 for a bad configuration."
         ),
     )
     arguments = parser.parse_args(argv)
@@ -29,9 +33,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"multimeter push: {error}", file=sys.stderr)
             return 2
         with storage:
-            delivered, left = storage.push()
-        print(f"delivered {delivered} batch(es); {left} left in {storage.spool.directory}")
-        return 0 if left == 0 else 1
+            report = storage.push()
+        print(
+            f"delivered {report.delivered} batch(es); {report.left} left in"
+            f" {storage.spool.directory}"
+        )
+        for path in report.rejected:
+            print(
+                f"rejected by the server, set aside: {path} (reason: {path.with_suffix('.reason')})"
+            )
+        for path in report.unreadable:
+            print(f"cannot be read, set aside: {path} (reason: {path.with_suffix('.reason')})")
+        return 0 if report.complete else 1
     return 2  # pragma: no cover - argparse refuses other commands
 
 

@@ -95,13 +95,42 @@ def series_prefix(measurement: str, tags: dict[str, str]) -> str:
     return ",".join(parts) + " "
 
 
+def distinct_timestamps_ns(result: Result) -> tuple[list[int], list[int]]:
+    """Nanosecond timestamps for the points and the (time-sorted) marks of ``result``,
+    no two alike: points at ``us * 1000``, marks from ``us * 1000 + 1`` on, each moved
+    on by a nanosecond while its slot is taken. So a final point and the exit mark of
+    the same microsecond, or marks of one microsecond, all keep their own slot."""
+    taken: set[int] = set()
+    points = []
+    for timestamp_us in result._times:
+        timestamp_ns = timestamp_us * 1000
+        while timestamp_ns in taken:
+            timestamp_ns += 1
+        taken.add(timestamp_ns)
+        points.append(timestamp_ns)
+    marks = []
+    for timestamp_us, _ in sorted(result._marks, key=lambda m: m[0]):
+        timestamp_ns = timestamp_us * 1000 + 1
+        while timestamp_ns in taken:
+            timestamp_ns += 1
+        taken.add(timestamp_ns)
+        marks.append(timestamp_ns)
+    return points, marks
+
+
 def encode_points(
-    result: Result, prefix: str, *, extra_fields: str = "", offset_ns: int = 0
+    result: Result,
+    prefix: str,
+    *,
+    extra_fields: str = "",
+    offset_ns: int = 0,
+    timestamps_ns: list[int] | None = None,
 ) -> list[str]:
     """One line per point of ``result``; non-finite and missing values are left out.
 
     ``extra_fields`` (already encoded, e.g. ``',call="x"'``) is added to every line
-    that has a field; ``offset_ns`` is added to every timestamp.
+    that has a field; ``offset_ns`` is added to every timestamp, unless
+    ``timestamps_ns`` gives each point's timestamp.
     """
     specs: list[tuple[str, Callable[[Any], str | None] | None, Container[int]]] = []
     datas = []
@@ -117,15 +146,15 @@ def encode_points(
     # finite only if every value is (an overflowing sum just takes the slow path).
     all_floats = all(formatter is None and not missing for _, formatter, missing in specs)
     prefixes = [field_prefix for field_prefix, _, _ in specs]
+    if timestamps_ns is None:
+        timestamps_ns = [timestamp_us * 1000 + offset_ns for timestamp_us in result._times]
     lines = []
-    for index, (timestamp_us, *row) in enumerate(zip(result._times, *datas, strict=True)):
+    for index, (timestamp_ns, *row) in enumerate(zip(timestamps_ns, *datas, strict=True)):
         if all_floats and row:
             total = sum(row)
             if total - total == 0.0:
                 fields_text = ",".join(map(add, prefixes, map(repr, row)))
-                lines.append(
-                    f"{prefix}{fields_text}{extra_fields} {timestamp_us * 1000 + offset_ns}\n"
-                )
+                lines.append(f"{prefix}{fields_text}{extra_fields} {timestamp_ns}\n")
                 continue
         fields = []
         for (field_prefix, formatter, missing), value in zip(specs, row, strict=True):
@@ -139,23 +168,33 @@ def encode_points(
             if text is not None:
                 fields.append(field_prefix + text)
         if fields:
-            lines.append(
-                f"{prefix}{','.join(fields)}{extra_fields} {timestamp_us * 1000 + offset_ns}\n"
-            )
+            lines.append(f"{prefix}{','.join(fields)}{extra_fields} {timestamp_ns}\n")
     return lines
 
 
 def encode_marks(
-    result: Result, prefix: str, *, extra_fields: str = "", offset_ns: int = 0
+    result: Result,
+    prefix: str,
+    *,
+    extra_fields: str = "",
+    offset_ns: int = 0,
+    timestamps_ns: list[int] | None = None,
 ) -> list[str]:
-    """One line per mark, field ``mark``; marks at the same time get distinct nanoseconds."""
+    """One line per mark, field ``mark``; marks at the same time get distinct nanoseconds.
+
+    ``timestamps_ns``, when given, is each mark's timestamp, in time order.
+    """
     lines = []
     last = None
-    for timestamp_us, label in sorted(result._marks, key=lambda m: m[0]):
-        timestamp_ns = timestamp_us * 1000 + offset_ns
-        if last is not None and timestamp_ns <= last:
-            timestamp_ns = last + 1
-        last = timestamp_ns
+    marks = sorted(result._marks, key=lambda m: m[0])
+    for index, (timestamp_us, label) in enumerate(marks):
+        if timestamps_ns is not None:
+            timestamp_ns = timestamps_ns[index]
+        else:
+            timestamp_ns = timestamp_us * 1000 + offset_ns
+            if last is not None and timestamp_ns <= last:
+                timestamp_ns = last + 1
+            last = timestamp_ns
         lines.append(f"{prefix}{MARK_FIELD}={quote_string(label)}{extra_fields} {timestamp_ns}\n")
     return lines
 

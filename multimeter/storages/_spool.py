@@ -2,8 +2,9 @@
 
 Each undelivered batch is one file ``<time>-<pid>-<n>.line`` written atomically
 (temporary file, then rename). Batches the server rejected (4xx) go to the
-``rejected/`` folder beside them with a ``.reason`` file: they are kept, not
-retried by ``push``.
+``rejected/`` folder beside them with a ``.reason`` file, and batches that cannot
+be read (not UTF-8, not a file, no permission) to ``unreadable/``, also with a
+``.reason`` file: they are kept, not retried by ``push``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class Spool:
         """Where rejected batches are set aside."""
         return self.directory / "rejected"
 
+    @property
+    def unreadable_directory(self) -> pathlib.Path:
+        """Where batches that cannot be read are set aside."""
+        return self.directory / "unreadable"
+
     def put(self, text: str) -> pathlib.Path:
         """Keep ``text`` for a later delivery; returns the file. Raises ``OSError``."""
         return self._write(self.directory, text)
@@ -46,8 +52,19 @@ class Spool:
     def reject(self, text: str, reason: str) -> pathlib.Path:
         """Set ``text`` aside with the server's ``reason``; returns the file."""
         path = self._write(self.rejected_directory, text)
-        path.with_suffix(".reason").write_text(reason + "\n", encoding="utf-8")
+        _write_atomically(path.with_suffix(".reason"), reason + "\n")
         return path
+
+    def set_aside_unreadable(
+        self, claimed: pathlib.Path, path: pathlib.Path, reason: str
+    ) -> pathlib.Path:
+        """Move the claimed batch ``path`` to ``unreadable/`` with a ``.reason`` file;
+        returns where it is now. Raises ``OSError`` (the batch stays claimed)."""
+        self.unreadable_directory.mkdir(parents=True, exist_ok=True)
+        target = self.unreadable_directory / path.name
+        _write_atomically(target.with_suffix(".reason"), reason + "\n")
+        os.rename(claimed, target)
+        return target
 
     def batches(self) -> Iterator[pathlib.Path]:
         """The waiting batches, oldest first (claims of ended processes are given back)."""
@@ -81,15 +98,20 @@ class Spool:
     def _write(directory: pathlib.Path, text: str) -> pathlib.Path:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_names)}"
-        temporary = directory / f".{name}.tmp"
         path = directory / f"{name}.line"
-        try:
-            with open(temporary, "x", encoding="utf-8") as stream:
-                stream.write(text)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        _write_atomically(path, text)
         return path
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{next(_names)}.tmp")
+    try:
+        with open(temporary, "x", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -6,22 +6,69 @@ imported only when an :class:`InfluxDBStorage` is made.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import enum
+import json
 import os
 import pathlib
 import random
 import re
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+import urllib.parse
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 from multimeter._log import logger
 from multimeter.result import Result
-from multimeter.storages._line import encode_marks, encode_points, quote_string, series_prefix
+from multimeter.storages._line import (
+    distinct_timestamps_ns,
+    encode_marks,
+    encode_points,
+    quote_string,
+    series_prefix,
+)
 from multimeter.storages._spool import Spool
 from multimeter.storages.base import Storage
 
-__all__ = ["InfluxDBStorage", "to_line_protocol"]
+__all__ = ["DeliveryError", "InfluxDBStorage", "PushReport", "to_line_protocol"]
+
+
+class DeliveryError(OSError):
+    """Raised by :meth:`InfluxDBStorage.store` when data is not stored: it was neither
+    delivered nor kept in the spool (lost, already logged), or the server rejected it
+    (set aside in ``<spool>/rejected/``, already logged). So ``multimeter.flush()``
+    returns ``False`` for it."""
+
+
+class PushReport(NamedTuple):
+    """What :meth:`InfluxDBStorage.push` did with the spool."""
+
+    #: Batches delivered (and removed from the spool).
+    delivered: int
+    #: Batches still waiting in the spool (the server is away).
+    left: int
+    #: Where each batch the server rejected was set aside (``<spool>/rejected``).
+    rejected: list[pathlib.Path]
+    #: Each batch that could not be read, as set aside in ``<spool>/unreadable``.
+    unreadable: list[pathlib.Path]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every batch was delivered: none left, rejected or unreadable."""
+        return self.left == 0 and not self.rejected and not self.unreadable
+
+
+class _Outcome(enum.Enum):
+    """What became of a batch of line protocol."""
+
+    DELIVERED = "delivered"
+    SPOOLED = "spooled"  # kept in the spool for a later push
+    REJECTED = "rejected"  # refused by the server, set aside in rejected/ (if that worked)
+    LOST = "lost"  # neither delivered nor kept
+
 
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 _DEFAULT_SPOOL = pathlib.Path("multimeter-results") / "spool"
@@ -33,12 +80,17 @@ def to_line_protocol(result: Result) -> str:
     A result of the documented API is written as its identifier's measurement
     (measures as fields, tags as tags, marks as ``mark`` lines). A result of a
     ``@measured`` call (it has ``function`` meta data) is written to one
-    measurement per function, named after it, with the tags ``host`` and
-    ``pid`` added and the call's identifier as the string field ``call``; the
-    nanoseconds of its timestamps carry the call number (mod 1000). So all
-    calls of a function are selected by their measurement, concurrent calls
-    never overwrite each other's points, and a call adds no new series beyond
-    the first call of its process with the same tags.
+    measurement per function, named after it, with the tags ``host``, ``pid``
+    and ``lane`` (when the result has ``lane`` meta data) added, and the call's
+    identifier as the string field ``call``.
+
+    Calls on one lane never overlap and each starts in a later microsecond than
+    the one before ended, so it is enough that the lines of one call never share
+    a timestamp: points are written at ``microsecond * 1000`` and marks from
+    ``microsecond * 1000 + 1`` on (a nanosecond further while a slot is taken).
+    A function thus has as many series per process as its peak concurrency.
+    Results without ``lane`` (older files) keep the earlier layout: no lane tag,
+    the call number (mod 1000) in the nanoseconds of every timestamp.
     """
     function = result.meta_data.get("function")
     if function is None:
@@ -48,10 +100,19 @@ def to_line_protocol(result: Result) -> str:
     tags.setdefault("host", result.meta_data.get("host", ""))
     tags.setdefault("pid", result.meta_data.get("pid", ""))
     measurement = re.sub(r"[^A-Za-z0-9._-]", "_", function).lstrip("_.") or "call"
+    extra = f",call={quote_string(result.identifier)}"
+    lane = result.meta_data.get("lane")
+    if lane is not None:
+        tags["lane"] = str(lane)  # wins over a user tag "lane": it keeps the calls apart
+        prefix = series_prefix(measurement, tags)
+        points_ns, marks_ns = distinct_timestamps_ns(result)
+        return "".join(
+            encode_points(result, prefix, extra_fields=extra, timestamps_ns=points_ns)
+            + encode_marks(result, prefix, extra_fields=extra, timestamps_ns=marks_ns)
+        )
     prefix = series_prefix(measurement, tags)
     number = result.identifier.rsplit("-", 1)[-1]
     offset = int(number) % 1000 if number.isdigit() else 0
-    extra = f",call={quote_string(result.identifier)}"
     return "".join(
         encode_points(result, prefix, extra_fields=extra, offset_ns=offset)
         + encode_marks(result, prefix, extra_fields=extra, offset_ns=offset)
@@ -60,6 +121,136 @@ def to_line_protocol(result: Result) -> str:
 
 class _Rejected(Exception):
     """The server refused the data (4xx other than 429): retrying will not help."""
+
+
+#: Tokens shorter than this are redacted only where they stand alone, so that a
+#: token such as ``a`` cannot garble every word that contains it.
+_SHORT_TOKEN = 8
+
+
+class _Redactor:
+    """Replaces a token with ``***`` in text: raw, or escaped as repr(), JSON or a URL
+    would escape it (also escaped twice, as in the repr of a repr)."""
+
+    def __init__(self, token: str) -> None:
+        forms = {token}
+        for _ in range(2):
+            for form in list(forms):
+                escaped = form.replace("\\", "\\\\")
+                forms |= {
+                    escaped,
+                    escaped.replace("'", "\\'"),
+                    escaped.replace('"', '\\"'),
+                    form.encode("unicode_escape").decode("ascii"),
+                    json.dumps(form)[1:-1],
+                    urllib.parse.quote(form, safe=""),
+                    urllib.parse.quote_plus(form),
+                }
+        alternatives = "|".join(map(re.escape, sorted(forms, key=len, reverse=True)))
+        if len(token) < _SHORT_TOKEN:
+            alternatives = f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])"
+        self._pattern = re.compile(alternatives)
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub("***", text)
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, for the log: an HTTP answer as its status, reason and the
+    server's JSON message only (never headers, which may echo the request's, nor
+    the raw body); anything else as its repr(). Not redacted yet."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int):
+        text = f"{status} {getattr(error, 'reason', '') or ''}".rstrip()
+        message = _server_message(getattr(error, "body", None))
+        return f"{text}: {message}" if message else text
+    return repr(error)
+
+
+def _server_message(body: Any) -> str | None:
+    """The ``message`` (InfluxDB 1: ``error``) of a JSON error body, or ``None``."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not isinstance(body, str):
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    message = document.get("message", document.get("error"))  # InfluxDB 2, InfluxDB 1
+    return message if isinstance(message, str) else None
+
+
+_connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+_exiting = False
+
+
+class _Connection:
+    """The influxdb-client objects of one storage.
+
+    Closed by :meth:`close` or at interpreter exit as soon as no request uses
+    them; after that, each request opens its own client and closes it when done.
+    So no client is left for the interpreter's teardown, where its ``__del__``
+    fails noisily ("Exception ignored ... TypeError") once the modules it needs
+    are gone. The exit hook runs before (or after) the writer's final flush;
+    either way the flush's requests close what they open.
+    """
+
+    def __init__(self, connect: Callable[[], tuple[Any, Any]]) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._client, self._write_api = connect()
+        self._users = 0
+        self._closing = False
+        _connections.add(self)
+
+    @contextlib.contextmanager
+    def write_api(self) -> Iterator[Any]:
+        """The client's synchronous write API, for one request."""
+        with self._lock:
+            if self._write_api is None:
+                self._client, self._write_api = self._connect()
+            self._users += 1
+            write_api = self._write_api
+        try:
+            yield write_api
+        finally:
+            del write_api
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and (self._closing or _exiting):
+                    self._drop()
+
+    def close(self) -> None:
+        """Close the client now, or when the request in progress is done."""
+        with self._lock:
+            self._closing = True
+            if self._users == 0:
+                self._drop()
+
+    def close_if_idle(self) -> None:
+        """Close the client unless a request uses it (that one closes it at exit)."""
+        with self._lock:
+            if self._users == 0:
+                self._drop()
+
+    def _drop(self) -> None:
+        client = self._client
+        self._client = self._write_api = None
+        if client is not None:
+            client.close()
+
+
+def _close_connections_at_exit() -> None:
+    global _exiting
+    _exiting = True
+    for connection in list(_connections):
+        connection.close_if_idle()
+
+
+atexit.register(_close_connections_at_exit)
 
 
 class InfluxDBStorage(Storage):
@@ -71,8 +262,11 @@ class InfluxDBStorage(Storage):
     directory as line protocol, to be sent later by ``multimeter push``. Data
     the server rejects (other 4xx: bad data, 401, 403) is logged with the
     server's message and set aside in ``<spool>/rejected/``; it is not retried.
-    Nothing is raised into the caller for either. The token never appears in
-    logs, ``repr()`` or files.
+    Data that is not stored (rejected, or neither delivered nor spooled) makes
+    :meth:`store` raise :class:`DeliveryError` after it was logged, so
+    ``multimeter.flush()`` returns ``False`` (``@measured`` and
+    ``Measurement.end()`` never raise it into the measured code). The token
+    never appears in logs, ``repr()`` or files.
 
     Args:
         token: The authentication token (required).
@@ -117,7 +311,7 @@ class InfluxDBStorage(Storage):
             raise ImportError(
                 "InfluxDBStorage needs influxdb-client: pip install 'multimeter[influxdb]'"
             ) from error
-        self._token = token
+        self._redact = _Redactor(token)
         self._url = url
         self._org = org
         self._bucket = bucket
@@ -125,10 +319,14 @@ class InfluxDBStorage(Storage):
         self._drain = drain_spool
         self._push_lock = threading.Lock()
         self.spool = Spool(spool_directory if spool_directory is not None else _DEFAULT_SPOOL)
-        self._client = influxdb_client.InfluxDBClient(
-            url=url, token=token, org=org, timeout=int(timeout * 1000), retries=False
-        )
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+
+        def connect() -> tuple[Any, Any]:
+            client = influxdb_client.InfluxDBClient(
+                url=url, token=token, org=org, timeout=int(timeout * 1000), retries=False
+            )
+            return client, client.write_api(write_options=SYNCHRONOUS)
+
+        self._connection = _Connection(connect)
         self._spooled = len(self.spool) > 0  # left over from an earlier run
 
     # -- storing --------------------------------------------------------------
@@ -139,97 +337,151 @@ class InfluxDBStorage(Storage):
         Raises:
             ValueError: when the result cannot be written as line protocol (e.g. an
                 identifier starting with ``_``, which InfluxDB reserves).
+            DeliveryError: when the data is not stored: rejected by the server, or
+                neither delivered nor spooled.
         """
         text = to_line_protocol(result)
         if text:
-            self.deliver(text, source=result.identifier)
+            self._check(self._deliver(text, result.identifier), 1)
 
     def store_many(self, results: Sequence[Result]) -> None:
         """Deliver several results in one request (the background writer batches).
 
         A result that cannot be written as line protocol is logged and left out;
-        the others still go.
+        the others still go, then ``ValueError`` is raised for the ones left out.
+
+        Raises:
+            DeliveryError: when the batch is not stored (see :meth:`store`).
+            ValueError: when some results could not be written as line protocol.
         """
-        text = "".join(self._encode(results))
+        parts, left_out = self._encode(results)
+        text = "".join(parts)
         if text:
-            self.deliver(text, source=", ".join(r.identifier for r in results[:3]))
+            source = ", ".join(r.identifier for r in results[:3])
+            self._check(self._deliver(text, source), len(results) - len(left_out))
+        if left_out:
+            raise ValueError(
+                f"{len(left_out)} result(s) cannot be written as line protocol:"
+                f" {', '.join(left_out[:5])}"
+            )
 
     def spool_results(self, results: Sequence[Result]) -> None:
-        """Write results to the spool without trying the server (used at exit)."""
-        text = "".join(self._encode(results))
+        """Write results to the spool without trying the server (used at exit).
+
+        Raises:
+            DeliveryError: when the spool cannot be written (logged).
+        """
+        parts, _ = self._encode(results)
+        text = "".join(parts)
         if text:
-            self._save(self.spool.put, text, self.spool.directory)
+            if self._save(self.spool.put, text, self.spool.directory) is None:
+                raise DeliveryError(f"{len(results)} result(s) could not be spooled")
             self._spooled = True
 
-    def _encode(self, results: Sequence[Result]) -> list[str]:
+    def _check(self, outcome: _Outcome, count: int) -> None:
+        if outcome is _Outcome.LOST:
+            raise DeliveryError(f"{count} result(s) neither delivered nor spooled (see the log)")
+        if outcome is _Outcome.REJECTED:
+            raise DeliveryError(
+                f"{count} result(s) rejected by InfluxDB, set aside in"
+                f" {self.spool.rejected_directory}"
+            )
+
+    def _encode(self, results: Sequence[Result]) -> tuple[list[str], list[str]]:
+        """(the line protocol of each result that has one, identifiers of those that fail)."""
         parts = []
+        left_out = []
         for result in results:
             try:
                 parts.append(to_line_protocol(result))
             except ValueError as error:
+                left_out.append(result.identifier)
                 logger.error(
                     "result cannot be written as line protocol",
                     identifier=result.identifier,
                     error=str(error),
                 )
-        return parts
+        return parts, left_out
 
     def deliver(self, text: str, *, source: str = "") -> bool:
         """Send line protocol; spool it when that fails. Returns whether it was delivered.
 
-        After a successful delivery, batches waiting in the spool are sent too
-        (with ``drain_spool=True``, the default), so an outage heals by itself.
+        Never raises: what is rejected or lost is logged. After a successful
+        delivery, batches waiting in the spool are sent too (with
+        ``drain_spool=True``, the default), so an outage heals by itself.
         """
-        sent = self._send(text, source)
-        if sent is None:
-            self._save(self.spool.put, text, self.spool.directory)
-            self._spooled = True
-        elif sent and self._drain and self._spooled:
-            self._spooled = self.push()[1] > 0
-        return bool(sent)
+        return self._deliver(text, source) is _Outcome.DELIVERED
 
-    def _send(self, text: str, source: str) -> bool | None:
-        """``True``: delivered. ``False``: rejected, logged and set aside. ``None``: the
-        server could not be reached (logged); the caller keeps the data."""
+    def _deliver(self, text: str, source: str) -> _Outcome:
+        outcome = self._send(text, source)
+        if outcome is None:
+            if self._save(self.spool.put, text, self.spool.directory) is None:
+                return _Outcome.LOST
+            self._spooled = True
+            return _Outcome.SPOOLED
+        if outcome is _Outcome.DELIVERED and self._drain and self._spooled:
+            self._drain_spool()
+        return outcome
+
+    def _drain_spool(self) -> None:
+        """Push the spool after a delivery; what goes wrong there is logged, and never
+        makes the delivery that triggered it count as failed."""
+        try:
+            self._spooled = self.push().left > 0
+        except Exception as error:  # noqa: BLE001 - the data in hand was delivered
+            logger.error(
+                "sending the spool failed", spool=str(self.spool.directory), error=repr(error)
+            )
+
+    def _send(
+        self, text: str, source: str, set_aside: list[pathlib.Path] | None = None
+    ) -> _Outcome | None:
+        """``DELIVERED``; ``REJECTED`` (logged and set aside, where it went added to
+        ``set_aside``); or ``None``: the server could not be reached (logged), the
+        caller keeps the data."""
         try:
             self._send_with_retries(text)
-            return True
+            return _Outcome.DELIVERED
         except _Rejected as rejection:
             reason = self._redact(str(rejection))
             logger.error("InfluxDB rejected the data", url=self._url, reason=reason, source=source)
-            self._save(
+            path = self._save(
                 lambda data: self.spool.reject(data, reason), text, self.spool.rejected_directory
             )
-            return False
+            if path is not None and set_aside is not None:
+                set_aside.append(path)
+            return _Outcome.REJECTED
         except Exception as error:  # noqa: BLE001 - a dead server must not break anything
             logger.warning(
                 "InfluxDB unreachable",
                 url=self._url,
-                error=self._redact(repr(error)),
+                error=self._redact(_describe(error)),
                 spool=str(self.spool.directory),
                 source=source,
             )
             return None
 
     def _send_with_retries(self, text: str) -> None:
+        with self._connection.write_api() as write_api:
+            self._write_with_retries(write_api, text)
+
+    def _write_with_retries(self, write_api: Any, text: str) -> None:
         from influxdb_client import WritePrecision
         from influxdb_client.rest import ApiException
 
         delay = 0.1
         for attempt in range(1, self._retries + 1):
             try:
-                self._write_api.write(
+                write_api.write(
                     bucket=self._bucket,
                     org=self._org,
                     record=text,
-                    # The client annotates this as its WritePrecision class; the value is a str.
-                    write_precision=WritePrecision.NS,  # type: ignore[arg-type]
+                    write_precision=WritePrecision.NS,
                 )
                 return
             except ApiException as error:
-                status = error.status or 0
-                if status not in _RETRYABLE_STATUS:
-                    raise _Rejected(f"{status} {error.reason}: {error.body}") from None
+                if (error.status or 0) not in _RETRYABLE_STATUS:
+                    raise _Rejected(_describe(error)) from None
                 if attempt == self._retries:
                     raise
             except Exception:
@@ -239,9 +491,12 @@ class InfluxDBStorage(Storage):
             delay *= 2
 
     @staticmethod
-    def _save(write: Any, text: str, where: pathlib.Path) -> None:
+    def _save(
+        write: Callable[[str], pathlib.Path], text: str, where: pathlib.Path
+    ) -> pathlib.Path | None:
+        """Write ``text`` with ``write``; the file, or ``None`` (logged) when that failed."""
         try:
-            write(text)
+            return write(text)
         except OSError as error:
             logger.error(
                 "writing to the spool failed: data lost",
@@ -249,41 +504,84 @@ class InfluxDBStorage(Storage):
                 error=repr(error),
                 lines=text.count("\n"),
             )
+            return None
 
     # -- the spool ------------------------------------------------------------
 
-    def push(self) -> tuple[int, int]:
+    def push(self) -> PushReport:
         """Send every spooled batch, oldest first; remove exactly those delivered.
 
         Stops at the first batch that cannot be delivered (the server is still
-        away); a rejected batch is set aside and pushing goes on. Each batch is
-        claimed (renamed) before it is sent, so two pushers, in this process or
-        another, never send the same batch. Returns (batches delivered, batches
-        left in the spool).
+        away). A rejected batch is set aside in ``rejected/``, a batch that cannot
+        be read (not UTF-8, not a file, no permission) in ``unreadable/``, both with
+        a ``.reason`` file, and pushing goes on. Each batch is claimed (renamed)
+        before it is sent, so two pushers, in this process or another, never send
+        the same batch. Never raises for one bad batch.
         """
         delivered = 0
+        rejected: list[pathlib.Path] = []
+        unreadable: list[pathlib.Path] = []
         with self._push_lock:
             for path in list(self.spool.batches()):
-                claimed = self.spool.claim(path)
+                try:
+                    claimed = self.spool.claim(path)
+                except OSError as error:
+                    logger.error(
+                        "a spooled batch cannot be claimed", path=str(path), error=repr(error)
+                    )
+                    continue
                 if claimed is None:
                     continue  # another pusher has it
-                sent = self._send(claimed.read_text(encoding="utf-8"), source=str(path))
+                try:
+                    text = claimed.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as error:
+                    target = self._set_aside_unreadable(claimed, path, error)
+                    if target is not None:
+                        unreadable.append(target)
+                    continue
+                sent = self._send(text, str(path), rejected)
                 if sent is None:  # the server is still away
                     self.spool.release(claimed, path)
                     break
-                claimed.unlink()  # delivered, or rejected and set aside
-                if sent:
+                try:
+                    claimed.unlink()  # delivered, or rejected and set aside
+                except OSError as error:
+                    logger.error(
+                        "a sent batch cannot be removed", path=str(claimed), error=repr(error)
+                    )
+                if sent is _Outcome.DELIVERED:
                     delivered += 1
-        return delivered, len(self.spool)
+        return PushReport(delivered, len(self.spool), rejected, unreadable)
+
+    def _set_aside_unreadable(
+        self, claimed: pathlib.Path, path: pathlib.Path, error: BaseException
+    ) -> pathlib.Path | None:
+        """Move an unreadable batch to ``unreadable/``; ``None`` (given back) if that fails."""
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+        reason = f"cannot be read: {type(error).__name__}: {detail}"
+        try:
+            target = self.spool.set_aside_unreadable(claimed, path, reason)
+        except OSError as failure:
+            logger.error(
+                "an unreadable spooled batch cannot be set aside",
+                path=str(path),
+                reason=reason,
+                error=repr(failure),
+            )
+            self.spool.release(claimed, path)
+            return None
+        logger.error("a spooled batch cannot be read: set aside", path=str(target), reason=reason)
+        return target
 
     # -- housekeeping ------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the HTTP client."""
-        self._client.close()
+        """Close the HTTP client (once a request in progress is done).
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._token, "***")
+        The storage stays usable: a later request opens a client for itself and
+        closes it when done.
+        """
+        self._connection.close()
 
     def __repr__(self) -> str:
         return (
