@@ -384,14 +384,14 @@ def test_remove_unfinished_files_removes_the_temporary_file_of_a_store_in_progre
 
 
 def test_temporary_files_are_named_with_the_pid_and_random_bits(tmp_path):
-    """'.multimeter-<pid>-<16 hex digits>.tmp': processes (pid 1 of many containers) never meet."""
+    """'.multimeter-<pid>-<16 hex digits>-<n>.tmp': processes sharing a pid never meet."""
     file_format = BlockingFormat()
     thread, _ = _store_in_background(FileStorage(tmp_path, file_format))
     assert file_format.writing.wait(10)
     name = _files(tmp_path)[0]
     file_format.release.set()
     thread.join(10)
-    assert re.fullmatch(rf"\.multimeter-{os.getpid()}-[0-9a-f]{{16}}\.tmp", name)
+    assert re.fullmatch(rf"\.multimeter-{os.getpid()}-[0-9a-f]{{16}}-[0-9]+\.tmp", name)
 
 
 def test_remove_unfinished_files_leaves_finished_results_and_other_processes_files(tmp_path):

@@ -40,6 +40,13 @@ class _Unfinished:
         # thread that is itself between add() and discard().
         self._lock = threading.RLock()
         self._paths: set[str] = set()
+        # Temporary names: the pid and 64 random bits once per process, then a counter.
+        self._prefix = f".multimeter-{os.getpid()}-{os.urandom(8).hex()}-"
+        self._numbers = itertools.count()
+
+    def new_name(self) -> str:
+        """``.multimeter-<pid>-<64 random bits>-<n>.tmp``: processes never meet."""
+        return f"{self._prefix}{next(self._numbers)}.tmp"
 
     def add(self, path: str) -> None:
         with self._lock:
@@ -185,7 +192,7 @@ class FileStorage(Storage):
                 if self._fsync:
                     stream.flush()
                     os.fsync(stream.fileno())
-            stored = self._publish(temporary, result.identifier)
+            stored = self._publish(temporary, result.identifier, path)
         except BaseException as error:
             tracked = _unfinished.discard(temporary)
             with suppress(OSError):
@@ -209,7 +216,7 @@ class FileStorage(Storage):
     def _create_temporary(self) -> tuple[int, str]:
         """A new hidden file in the save directory, open for writing: (descriptor, path)."""
         for _ in range(100):
-            temporary = os.path.join(self._save_directory, _temporary_name())
+            temporary = os.path.join(self._save_directory, _unfinished.new_name())
             try:
                 descriptor = os.open(temporary, _CREATE_FLAGS, 0o644)
             except FileNotFoundError:  # the directory is not there (yet, or any more)
@@ -223,7 +230,7 @@ class FileStorage(Storage):
             errno.EAGAIN, "cannot create a temporary file", str(self._save_directory)
         )
 
-    def _publish(self, temporary: str, identifier: str) -> pathlib.Path:
+    def _publish(self, temporary: str, identifier: str, path: pathlib.Path) -> pathlib.Path:
         """Give the finished ``temporary`` file the first free result name; returns it.
 
         A hard link is atomic and fails where the name is taken, so no file is
@@ -231,7 +238,8 @@ class FileStorage(Storage):
         identifier at the same time.
         """
         for number in itertools.count(1):
-            path = self._numbered_path(identifier, number)
+            if number > 1:
+                path = self._numbered_path(identifier, number)
             try:
                 _link_or_reserve(temporary, path)
             except FileExistsError:
@@ -254,11 +262,6 @@ class FileStorage(Storage):
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self._save_directory)!r}, {type(self._file_format).__name__}())"
-
-
-def _temporary_name() -> str:
-    """``.multimeter-<pid>-<64 random bits>.tmp``: processes (also in containers) never meet."""
-    return f".multimeter-{os.getpid()}-{os.urandom(8).hex()}.tmp"
 
 
 def _forget(temporary: str) -> None:
