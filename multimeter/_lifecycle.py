@@ -74,7 +74,8 @@ def _flush_at_exit(timeout: float) -> None:
         except Exception as error:  # noqa: BLE001 - exit must go on
             lost += len(group)
             safe_log("error", "spooling at exit failed", error=repr(error))
-    _remove_unfinished_files()
+    # Stores still in progress would leave their temporary files behind.
+    _process.state.temporary_files.remove_all()
     safe_log(
         "warning",
         "results still pending at exit were not stored",
@@ -83,15 +84,6 @@ def _flush_at_exit(timeout: float) -> None:
         lost=lost,
         waited_s=round(time.monotonic() - started, 3),
     )
-
-
-def _remove_unfinished_files() -> None:
-    """Temporary files the writer is still writing would be left behind by the exit."""
-    from multimeter.storages import file
-
-    remove = getattr(file, "remove_unfinished_files", None)
-    if remove is not None:
-        remove()
 
 
 # -- multiprocessing children --------------------------------------------------------

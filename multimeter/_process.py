@@ -1,7 +1,8 @@
 """Everything that belongs to one process and must not survive ``fork()``.
 
 One :class:`ProcessState` holds it: the pid, the random token in identifiers,
-the call counter, the sampler, the writer and the last shared probe reading.
+the call counter, the sampler, the writer, the last shared probe reading and
+the temporary files being written.
 A single fork hook replaces the whole object in the child, so nothing of the
 parent's threads, queues or locks is used there. Code reads ``_process.state``
 each time (never keeps it), so after a fork it sees the child's state.
@@ -18,6 +19,7 @@ from multimeter import _log
 from multimeter._reentry import own_thread
 from multimeter._sampler import Sampler
 from multimeter._writer import Writer
+from multimeter.storages._temporary import TemporaryFiles
 
 #: Random bits in the token of each process: collisions between processes that
 #: share a pid (containers: pid 1) are negligible at 64 bits.
@@ -36,7 +38,16 @@ def _writer_started() -> None:
 class ProcessState:
     """The state of the current process; replaced as a whole in a forked child."""
 
-    __slots__ = ("calls", "last_reading", "meta", "pid", "sampler", "token", "writer")
+    __slots__ = (
+        "calls",
+        "last_reading",
+        "meta",
+        "pid",
+        "sampler",
+        "temporary_files",
+        "token",
+        "writer",
+    )
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -47,6 +58,7 @@ class ProcessState:
         # (probe plan, monotonic time, readings) of the last end-of-call reading.
         self.last_reading: tuple[Any, float, dict[int, Any]] = (None, 0.0, {})
         self.meta: dict[str, str] | None = None  # the process meta data, made on first use
+        self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
 
 
 state = ProcessState()

@@ -6,9 +6,9 @@ import errno
 import itertools
 import os
 import pathlib
-import threading
 from contextlib import suppress
 
+from multimeter import _process
 from multimeter._log import logger
 from multimeter.result import Result
 from multimeter.storages._format import FileFormat, ResultFileError
@@ -32,63 +32,6 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
-class _Unfinished:
-    """The temporary files this process is writing right now."""
-
-    def __init__(self) -> None:
-        # Reentrant: remove_unfinished_files() may run in a signal handler on a
-        # thread that is itself between add() and discard().
-        self._lock = threading.RLock()
-        self._paths: set[str] = set()
-        # Temporary names: the pid and 64 random bits once per process, then a counter.
-        self._prefix = f".multimeter-{os.getpid()}-{os.urandom(8).hex()}-"
-        self._numbers = itertools.count()
-
-    def new_name(self) -> str:
-        """``.multimeter-<pid>-<64 random bits>-<n>.tmp``: processes never meet."""
-        return f"{self._prefix}{next(self._numbers)}.tmp"
-
-    def add(self, path: str) -> None:
-        with self._lock:
-            self._paths.add(path)
-
-    def discard(self, path: str) -> bool:
-        """Stop tracking ``path``; whether it was still tracked (not removed)."""
-        with self._lock:
-            if path in self._paths:
-                self._paths.remove(path)
-                return True
-            return False
-
-    def remove_all(self) -> int:
-        with self._lock:
-            paths, self._paths = self._paths, set()
-        removed = 0
-        for path in paths:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
-            except OSError as error:
-                logger.warning("cannot remove a temporary file", path=path, error=str(error))
-                continue
-            removed += 1
-        return removed
-
-
-_unfinished = _Unfinished()
-
-
-def _forget_the_parents_files() -> None:
-    """A forked child writes none of its parent's files (and gets a fresh lock)."""
-    global _unfinished
-    _unfinished = _Unfinished()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_the_parents_files)
-
-
 def remove_unfinished_files() -> int:
     """Remove the temporary files of the stores this process has in progress.
 
@@ -98,7 +41,7 @@ def remove_unfinished_files() -> int:
     Files of other processes and finished results are not touched. Returns the
     number of files removed.
     """
-    return _unfinished.remove_all()
+    return _process.state.temporary_files.remove_all()
 
 
 class FileStorage(Storage):
@@ -194,7 +137,7 @@ class FileStorage(Storage):
                     os.fsync(stream.fileno())
             stored = self._publish(temporary, result.identifier, path)
         except BaseException as error:
-            tracked = _unfinished.discard(temporary)
+            tracked = _process.state.temporary_files.discard(temporary)
             with suppress(OSError):
                 os.unlink(temporary)
             if not tracked and isinstance(error, FileNotFoundError):
@@ -205,7 +148,7 @@ class FileStorage(Storage):
                     temporary,
                 ) from error
             raise
-        _unfinished.discard(temporary)
+        _process.state.temporary_files.discard(temporary)
         if stored != path:
             logger.warning(
                 "result file exists already, stored the result under another name",
@@ -215,8 +158,9 @@ class FileStorage(Storage):
 
     def _create_temporary(self) -> tuple[int, str]:
         """A new hidden file in the save directory, open for writing: (descriptor, path)."""
+        files = _process.state.temporary_files
         for _ in range(100):
-            temporary = os.path.join(self._save_directory, _unfinished.new_name())
+            temporary = os.path.join(self._save_directory, files.new_name())
             try:
                 descriptor = os.open(temporary, _CREATE_FLAGS, 0o644)
             except FileNotFoundError:  # the directory is not there (yet, or any more)
@@ -224,7 +168,7 @@ class FileStorage(Storage):
             except FileExistsError:  # pragma: no cover - 64 random bits met
                 pass
             else:
-                _unfinished.add(temporary)
+                files.add(temporary)
                 return descriptor, temporary
         raise OSError(  # pragma: no cover - a directory that keeps vanishing
             errno.EAGAIN, "cannot create a temporary file", str(self._save_directory)

@@ -1,0 +1,59 @@
+"""The temporary files a process is writing right now (see ``FileStorage``)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+
+from multimeter._log import safe_log
+
+
+class TemporaryFiles:
+    """The temporary files this process is writing right now, and their names.
+
+    One per process (``multimeter._process``): a forked child writes none of its
+    parent's files.
+    """
+
+    def __init__(self) -> None:
+        # Reentrant: remove_all() may run in a signal handler on a thread that is
+        # itself between add() and discard().
+        self._lock = threading.RLock()
+        self._paths: set[str] = set()
+        # Temporary names: the pid and 64 random bits once per process, then a counter.
+        self._prefix = f".multimeter-{os.getpid()}-{os.urandom(8).hex()}-"
+        self._numbers = itertools.count()
+
+    def new_name(self) -> str:
+        """``.multimeter-<pid>-<64 random bits>-<n>.tmp``: processes never meet."""
+        return f"{self._prefix}{next(self._numbers)}.tmp"
+
+    def add(self, path: str) -> None:
+        """Track ``path`` while it is being written."""
+        with self._lock:
+            self._paths.add(path)
+
+    def discard(self, path: str) -> bool:
+        """Stop tracking ``path``; whether it was still tracked (not removed)."""
+        with self._lock:
+            if path in self._paths:
+                self._paths.remove(path)
+                return True
+            return False
+
+    def remove_all(self) -> int:
+        """Remove every tracked file; returns how many were removed."""
+        with self._lock:
+            paths, self._paths = self._paths, set()
+        removed = 0
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                safe_log("warning", "cannot remove a temporary file", path=path, error=str(error))
+                continue
+            removed += 1
+        return removed
