@@ -10,7 +10,8 @@ import time
 import pytest
 
 import multimeter
-from multimeter import FileStorage, JsonFormat, LineFormat, _config
+from multimeter import FileStorage, JsonFormat, LineFormat, _config, _process
+from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.log import LogStorage
 from multimeter.testing import InMemoryStorage
@@ -216,3 +217,73 @@ def test_global_tags_also_apply_to_measurements_of_the_global_multimeter(monkeyp
     multimeter.configure(storage=InMemoryStorage(), tags={"env": "prod"})
     measurement = multimeter.get_multimeter().measure("m", env="test")
     assert {"team": "data", "env": "test"} == measurement.tags
+
+
+@pytest.mark.parametrize(
+    ("tags", "variable"),
+    [({"_k": "v"}, None), ({"k": "v\\"}, None), (None, "_k=v")],
+)
+def test_global_tags_the_line_format_would_refuse_are_refused_by_configure(
+    monkeypatch, tags, variable
+):
+    """A key starting with '_' or a value ending with a backslash fails at configure()."""
+    if variable is not None:
+        monkeypatch.setenv("MULTIMETER_TAGS", variable)
+    with pytest.raises(ValueError, match="allowed") as caught:
+        multimeter.configure(storage=InMemoryStorage(), tags=tags)
+    assert ("MULTIMETER_TAGS" if variable else "tags") in str(caught.value)
+
+
+@pytest.mark.parametrize("cycle_time", [1e-9, 0.0005])
+def test_cycle_times_below_a_millisecond_are_refused(cycle_time):
+    """cycle_time=1e-9 halved the user's throughput: below 0.001 s raises ValueError."""
+    with pytest.raises(ValueError, match=r"0\.001"):
+        multimeter.configure(cycle_time=cycle_time)
+    with pytest.raises(ValueError, match=r"0\.001"):
+        multimeter.Multimeter(cycle_time=cycle_time)
+
+
+def test_a_failing_storage_logs_a_count_not_one_line_per_result(logs):
+    """A full disk: 2,000 failed results make a few log lines, with the count."""
+
+    class Full(Storage):
+        def store(self, result):
+            raise OSError(28, "No space left on device")
+
+    multimeter.configure(storage=Full())
+
+    @multimeter.measured
+    def work():
+        return 1
+
+    for _ in range(2000):
+        work()
+    assert not multimeter.flush(30)
+    _process.state.writer.failures.flush()
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert 1 <= len(errors) <= 3
+    assert 2000 == 1 + sum(e.get("failures_not_logged", 0) for e in errors[1:])
+
+
+def test_an_exit_timeout_leaves_no_temporary_file_behind(tmp_path):
+    """A store cut off by the exit timeout leaves no '.multimeter-*.tmp' file."""
+    code = """
+        import threading, multimeter
+        from multimeter import FileStorage, JsonFormat
+
+        class Stuck(JsonFormat):
+            def save_result_to_stream(self, result, stream):
+                stream.write(b"{")
+                threading.Event().wait(60)
+
+        multimeter.configure(storage=FileStorage("out", Stuck()))
+
+        @multimeter.measured
+        def work():
+            return 1
+
+        work()
+    """
+    completed = _run(code, tmp_path, MULTIMETER_EXIT_TIMEOUT="1")
+    assert 0 == completed.returncode, completed.stderr
+    assert [] == sorted(p.name for p in (tmp_path / "out").iterdir())

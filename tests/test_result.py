@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import time
 from array import array
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from multimeter import Multimeter
 from multimeter.probe import ResourceProbe
 from multimeter.result import Mark, Point, Result, Schema
 
@@ -173,3 +177,34 @@ def test_summary_of_an_empty_result_has_no_figures():
         summary["cpu_user_s"],
         summary["peak_memory_bytes"],
     )
+
+
+def test_start_and_duration_cover_a_measurement_shorter_than_its_cycle():
+    """A 0.3 s measurement at cycle_time=1 reports 0.3 s, not the span of its one point."""
+    meter = Multimeter(ResourceProbe(), cycle_time=1.0)
+    with meter.measure("short") as result:
+        time.sleep(0.3)
+    assert 1 == len(result.points)
+    assert 0.28 <= result.duration.total_seconds() < 0.9
+    assert result.start == datetime.fromisoformat(result.meta_data["started"])
+    assert result.end == result.points[-1].datetime
+
+
+def test_start_and_duration_cover_a_measurement_longer_than_its_cycle():
+    """A 1.2 s measurement at cycle_time=1 reports about 1.2 s, not 0.5 s."""
+    meter = Multimeter(ResourceProbe(), cycle_time=1.0)
+    with meter.measure("longer") as result:
+        time.sleep(1.2)
+    assert 1.15 <= result.duration.total_seconds() < 1.9
+
+
+def test_summary_reports_the_childrens_cpu_apart_from_the_processs_own():
+    """A child that burns CPU and is waited for shows up as children_cpu_*_s."""
+    meter = Multimeter(ResourceProbe(), cycle_time=0.05)
+    burn = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass"
+    with meter.measure("job") as result:
+        subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
+    summary = result.summary()
+    children = summary["children_cpu_user_s"] + summary["children_cpu_system_s"]
+    assert children >= 0.35
+    assert summary["cpu_user_s"] + summary["cpu_system_s"] < children
