@@ -1,0 +1,545 @@
+"""Every way a process ends keeps what its measured calls finished.
+
+See DESIGN-NOTES, "Process lifecycles".
+
+The user's programs run as real subprocesses: ``app.py`` in ``tmp_path``, importing the
+measured code from ``tests/lifecycle_app.py`` by module name, storing one JSON file per
+call under ``MULTIMETER_DIR=tmp_path/results``. They never call ``multimeter.flush()``
+unless the test says so. A program that hangs is stopped with SIGABRT, so that
+faulthandler (``PYTHONFAULTHANDLER=1``) shows where each thread waited.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import json
+import multiprocessing
+import os
+import pathlib
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import multimeter
+from tests import lifecycle_app
+
+TESTS = pathlib.Path(__file__).resolve().parent
+#: Seconds a program may take before it counts as hanging (a loaded 2-core machine).
+HANG = 60
+#: Seconds the exit (or SIGTERM) may wait for pending results in the programs.
+EXIT_TIMEOUT = "30"
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def _start_method(name: str) -> Any:
+    return pytest.param(
+        name,
+        marks=pytest.mark.skipif(
+            name not in multiprocessing.get_all_start_methods(),
+            reason=f"no {name} start method on this platform",
+        ),
+    )
+
+
+START_METHODS = [_start_method(name) for name in ("fork", "spawn", "forkserver")]
+
+
+# --- running the user's program ---------------------------------------------------------
+
+
+def _environment(tmp_path: pathlib.Path, env: dict[str, str]) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(TESTS), environment.get("PYTHONPATH")) if p
+    )
+    environment["PYTHONFAULTHANDLER"] = "1"
+    environment["MULTIMETER_DIR"] = str(tmp_path / "results")
+    environment["MULTIMETER_EXIT_TIMEOUT"] = EXIT_TIMEOUT
+    environment.update(env)
+    return environment
+
+
+def _write_app(tmp_path: pathlib.Path, code: str) -> list[str]:
+    (tmp_path / "app.py").write_text(textwrap.dedent(code))
+    return [sys.executable, "app.py"]
+
+
+def run_app(
+    tmp_path: pathlib.Path, code: str, *, timeout: float = HANG, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as ``tmp_path/app.py``; fail the test (with tracebacks) if it hangs."""
+    with subprocess.Popen(
+        _write_app(tmp_path, code),
+        cwd=tmp_path,
+        env=_environment(tmp_path, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_hanging(process)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"the program hung (> {timeout} s); its threads:\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@contextlib.contextmanager
+def started_app(tmp_path: pathlib.Path, code: str, *args: str, **env: str) -> Iterator[Any]:
+    """Start ``code`` as ``tmp_path/app.py`` (output to ``out.txt``/``err.txt``); kill it after."""
+    with (
+        open(tmp_path / "out.txt", "w") as out,
+        open(tmp_path / "err.txt", "w") as err,
+        subprocess.Popen(
+            [*_write_app(tmp_path, code), *args],
+            cwd=tmp_path,
+            env=_environment(tmp_path, env),
+            stdout=out,
+            stderr=err,
+        ) as process,
+    ):
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+def _stop_hanging(process: subprocess.Popen[Any]) -> None:
+    process.send_signal(signal.SIGABRT)  # faulthandler dumps every thread's stack
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def output_of(tmp_path: pathlib.Path) -> str:
+    """What a program started by ``started_app`` wrote to stdout and stderr."""
+    return (tmp_path / "out.txt").read_text()[-3000:] + (tmp_path / "err.txt").read_text()[-6000:]
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen[Any], what: str) -> None:
+    """Wait (at most ``HANG`` seconds) until ``condition()``, while ``process`` runs."""
+    deadline = time.monotonic() + HANG
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the program ended ({process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the program did not get to {what} within {HANG} s")
+        time.sleep(0.05)
+
+
+def wait_for_end(process: subprocess.Popen[Any], timeout: float) -> int:
+    """The exit status (``-N`` for signal N); fails the test if the program hangs."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        _stop_hanging(process)
+        pytest.fail(f"the program did not end within {timeout} s after SIGTERM")
+
+
+# --- reading what was stored ------------------------------------------------------------
+
+
+def stored_meta_data(tmp_path: pathlib.Path) -> list[dict[str, str]]:
+    """The ``meta_data`` of every result stored under ``tmp_path/results``."""
+    directory = tmp_path / "results"
+    if not directory.exists():
+        return []
+    return [json.loads(p.read_text())["meta_data"] for p in sorted(directory.glob("*.json"))]
+
+
+def stored_count(tmp_path: pathlib.Path) -> int:
+    """How many results are stored under ``tmp_path/results`` (one JSON file each)."""
+    directory = tmp_path / "results"
+    return len(list(directory.glob("*.json"))) if directory.exists() else 0
+
+
+def temporary_files(tmp_path: pathlib.Path) -> list[str]:
+    """Hidden temporary files (``.multimeter-*.tmp``) left in ``tmp_path/results``."""
+    directory = tmp_path / "results"
+    return sorted(p.name for p in directory.glob(".multimeter-*")) if directory.exists() else []
+
+
+# --- 1. pickling ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_a_measured_function_pickles_by_reference(protocol):
+    """Like the plain function: loads(dumps(f)) gives back the very same measured function."""
+    work = lifecycle_app.work
+    assert work is pickle.loads(pickle.dumps(work, protocol))
+
+
+@pytest.mark.parametrize(
+    "copied",
+    [
+        pytest.param(lambda f: copy.copy(f), id="copy"),
+        pytest.param(lambda f: copy.deepcopy(f), id="deepcopy"),
+        pytest.param(lambda f: copy.deepcopy({"f": f})["f"], id="deepcopy-in-a-dict"),
+    ],
+)
+def test_copying_a_measured_function_gives_the_function_itself(copied):
+    """copy and deepcopy treat a measured function like a plain one: no copy is made."""
+    work = lifecycle_app.work
+    assert work is copied(work)
+
+
+def test_a_measured_method_pickles_as_a_bound_method_of_its_instance(stored):
+    """The restored bound method belongs to a copy of the instance, and is still measured."""
+    restored = pickle.loads(pickle.dumps(lifecycle_app.Scaler(3).scale))
+    assert 6 == restored(2)
+    assert multimeter.flush(10)
+    assert ["Scaler.scale"] == [r.meta_data["function"] for r in stored.results]
+
+
+@pytest.fixture
+def instrumented_etl() -> Iterator[Any]:
+    """``tests.pkg_for_instrument.etl`` with ``instrument()`` applied, undone afterwards."""
+    from tests.pkg_for_instrument import etl
+
+    handle = multimeter.instrument(etl)
+    yield etl
+    handle.uninstrument()
+
+
+def test_an_instrumented_function_pickles_by_reference(instrumented_etl):
+    """instrument(module) puts measured functions in the module; they pickle as themselves."""
+    load = instrumented_etl.load
+    assert load is pickle.loads(pickle.dumps(load))
+
+
+def test_an_instrumented_method_pickles_as_a_bound_method(stored, instrumented_etl):
+    """A method measured by instrument(module) pickles as a bound method, still measured."""
+    restored = pickle.loads(pickle.dumps(instrumented_etl.Loader().run))
+    assert "loaded rows" == restored("rows")
+    assert multimeter.flush(10)
+    assert ["load", "Loader.run"] == [r.meta_data["function"] for r in stored.results]
+
+
+# --- 2. multiprocessing: every start method, every way of using it ----------------------
+
+CALLS = 200
+WORKERS = 2
+
+USES = {
+    "Process": """
+        count = CALLS // WORKERS
+        processes = [context.Process(target=work_many, args=(count,)) for _ in range(WORKERS)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        assert [0] * WORKERS == [p.exitcode for p in processes]
+        pids = [p.pid for p in processes for _ in range(count)]
+    """,
+    "Pool-close-join": """
+        pool = context.Pool(WORKERS)
+        pids = pool.map(work, range(CALLS))
+        pool.close()
+        pool.join()
+    """,
+    "Pool-of-a-plain-function": """
+        pool = context.Pool(WORKERS)  # only work_many, a plain function, is pickled here
+        pids = [pid for pids in pool.map(work_many, [10] * (CALLS // 10)) for pid in pids]
+        pool.close()
+        pool.join()
+    """,
+    "with-Pool": """
+        with context.Pool(WORKERS) as pool:  # __exit__ terminates the workers (SIGTERM)
+            pids = pool.map(work, range(CALLS))
+    """,
+    "ProcessPoolExecutor": """
+        with ProcessPoolExecutor(WORKERS, mp_context=context) as executor:
+            pids = list(executor.map(work, range(CALLS)))
+    """,
+}
+
+
+@pytest.mark.parametrize("use", list(USES))
+@pytest.mark.parametrize("method", START_METHODS)
+def test_every_call_made_in_child_processes_is_stored(tmp_path, method, use):
+    """Each call of the measured function in a worker is stored once, by that worker."""
+    code = f"""
+        import json
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from lifecycle_app import work, work_many
+
+        CALLS, WORKERS = {CALLS}, {WORKERS}
+
+        if __name__ == "__main__":
+            context = multiprocessing.get_context({method!r})
+{textwrap.indent(textwrap.dedent(USES[use]), " " * 12)}
+            print(json.dumps(pids))
+    """
+    completed = run_app(tmp_path, code)
+    assert 0 == completed.returncode, completed.stderr[-6000:]
+    calls_by_pid = collections.Counter(str(pid) for pid in json.loads(completed.stdout))
+    assert str(os.getpid()) not in calls_by_pid
+    stored_by_pid = collections.Counter(m["pid"] for m in stored_meta_data(tmp_path))
+    assert calls_by_pid == stored_by_pid
+    assert [] == temporary_files(tmp_path)
+
+
+# --- 3. SIGTERM -------------------------------------------------------------------------
+
+TIGHT_LOOP = """
+    import mmap
+    import struct
+    import sys
+
+    from lifecycle_app import work
+
+    with open(sys.argv[1], "r+b") as file:
+        finished = mmap.mmap(file.fileno(), 8)
+    count = 0
+    while True:
+        work(count)
+        count += 1
+        struct.pack_into("Q", finished, 0, count)  # calls finished so far, read by the test
+"""
+
+
+@posix_only
+def test_sigterm_stores_every_finished_call_then_the_process_dies_of_sigterm(tmp_path):
+    """Default SIGTERM handling: what finished is stored, and the exit status is still -15."""
+    counter = tmp_path / "finished"
+    counter.write_bytes(bytes(8))
+
+    def finished() -> int:
+        return int(struct.unpack("Q", counter.read_bytes())[0])
+
+    with started_app(tmp_path, TIGHT_LOOP, str(counter)) as process:
+        wait_until(lambda: finished() > 0, process, "its first measured call")
+        time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        status = wait_for_end(process, 3 * HANG)
+    assert -signal.SIGTERM == status, output_of(tmp_path)
+    calls, stored = finished(), stored_count(tmp_path)
+    assert stored in (calls, calls + 1), f"{calls} calls finished, {stored} stored"
+    assert [] == temporary_files(tmp_path)
+
+
+@posix_only
+@pytest.mark.parametrize("where", ["before import", "after import", "after the first call"])
+def test_an_applications_own_sigterm_handler_is_kept(tmp_path, where):
+    """multimeter never replaces a SIGTERM handler of the application, set before or after."""
+    install = 'signal.signal(signal.SIGTERM, on_sigterm)  # the application\'s handler'
+    code = f"""
+        import pathlib
+        import signal
+        import sys
+
+        def on_sigterm(signum, frame):
+            pathlib.Path("handled").write_text("handled by the application")
+            sys.exit(0)
+
+        {install if where == "before import" else ""}
+        import multimeter
+        from lifecycle_app import work
+        {install if where == "after import" else ""}
+        work(0)
+        {install if where == "after the first call" else ""}
+        pathlib.Path("ready").touch()
+        while True:
+            work(1)
+    """
+    with started_app(tmp_path, code) as process:
+        wait_until((tmp_path / "ready").exists, process, "its loop of measured calls")
+        process.send_signal(signal.SIGTERM)
+        status = wait_for_end(process, 2 * HANG)
+    assert 0 == status, output_of(tmp_path)
+    assert "handled by the application" == (tmp_path / "handled").read_text()
+
+
+SIGTERM_HANDLER_AFTER_CALLS = """
+    import signal
+
+    import multimeter
+    from lifecycle_app import work
+
+    work(0)
+    multimeter.configure()
+    work(1)
+    handler = signal.getsignal(signal.SIGTERM)
+    print("SIG_DFL" if handler is signal.SIG_DFL else "installed")
+"""
+
+
+@posix_only
+def test_a_measured_call_in_the_main_thread_installs_a_sigterm_handler(tmp_path):
+    """By default multimeter handles SIGTERM (to store pending results) once it measures."""
+    completed = run_app(tmp_path, SIGTERM_HANDLER_AFTER_CALLS)
+    assert (0, "installed") == (completed.returncode, completed.stdout.strip()), completed.stderr
+
+
+@posix_only
+def test_handle_sigterm_0_installs_no_sigterm_handler(tmp_path):
+    """MULTIMETER_HANDLE_SIGTERM=0: SIGTERM keeps its default action after calls and configure()."""
+    completed = run_app(tmp_path, SIGTERM_HANDLER_AFTER_CALLS, MULTIMETER_HANDLE_SIGTERM="0")
+    assert (0, "SIG_DFL") == (completed.returncode, completed.stdout.strip()), completed.stderr
+
+
+@posix_only
+def test_measured_calls_made_only_in_other_threads_work_and_are_stored(tmp_path):
+    """No handler can be installed from a thread; the calls are measured and stored all the same."""
+    code = """
+        import threading
+
+        from lifecycle_app import work_many
+
+        thread = threading.Thread(target=work_many, args=(100,))
+        thread.start()
+        thread.join()
+    """
+    completed = run_app(tmp_path, code)
+    assert (0, 100) == (completed.returncode, stored_count(tmp_path)), completed.stderr
+
+
+@posix_only
+def test_sigterm_with_a_storage_that_never_finishes_still_ends_the_process(tmp_path):
+    """Storing at SIGTERM waits at most MULTIMETER_EXIT_TIMEOUT; then the process dies of it."""
+    code = """
+        import pathlib
+        import time
+
+        import multimeter
+        from multimeter.storages.base import Storage
+
+        class Stuck(Storage):
+            def store(self, result):
+                while True:
+                    time.sleep(1)
+
+        multimeter.configure(storage=Stuck())
+        from lifecycle_app import work_many
+
+        work_many(10)
+        pathlib.Path("ready").touch()
+        while True:
+            time.sleep(0.1)
+    """
+    with started_app(tmp_path, code, MULTIMETER_EXIT_TIMEOUT="1") as process:
+        wait_until((tmp_path / "ready").exists, process, "its measured calls")
+        process.send_signal(signal.SIGTERM)
+        status = wait_for_end(process, 30)  # the storage would take forever
+    assert -signal.SIGTERM == status, output_of(tmp_path)
+
+
+# --- 4. a failing writer never blocks the measured calls --------------------------------
+
+MANY_CALLS = 25_000  # more than the writer's queue holds (10,000)
+
+
+def test_a_storage_that_fails_with_a_failing_repr_never_blocks_calls(tmp_path):
+    """store() and repr() both raise: every call still returns, and flush() reports False."""
+    code = f"""
+        import json
+        import pathlib
+
+        import multimeter
+        from multimeter.storages.base import Storage
+
+        class Broken(Storage):
+            def store(self, result):
+                raise OSError("the disk is on fire")
+
+            def __repr__(self):
+                raise RuntimeError("and so is repr()")
+
+        multimeter.configure(storage=Broken())
+        from lifecycle_app import work
+
+        calls = 0
+        for i in range({MANY_CALLS}):
+            work(i)
+            calls += 1
+        report = {{"calls": calls, "flush": multimeter.flush()}}
+        pathlib.Path("report.json").write_text(json.dumps(report))
+    """
+    completed = run_app(tmp_path, code)
+    assert 0 == completed.returncode, completed.stderr[-6000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {"calls": MANY_CALLS, "flush": False} == report
+
+
+def test_a_failing_log_pipeline_never_blocks_calls_and_later_results_are_stored(tmp_path):
+    """The writer's own error log raises: calls go on, results after the failures are stored."""
+    code = f"""
+        import json
+        import pathlib
+
+        import structlog
+
+        def explode(logger, method_name, event_dict):
+            raise RuntimeError("the log pipeline is broken")
+
+        structlog.configure(processors=[explode])
+
+        import multimeter
+        from multimeter.storages.base import Storage
+
+        class Recovering(Storage):
+            \"\"\"Fails its first 100 stores, then counts every result it stores.\"\"\"
+
+            def __init__(self):
+                self.attempts = 0
+                self.stored = 0
+
+            def store(self, result):
+                self.attempts += 1
+                if self.attempts <= 100:
+                    raise OSError("not yet")
+                self.stored += 1
+
+        storage = Recovering()
+        multimeter.configure(storage=storage)
+        from lifecycle_app import work
+
+        calls = 0
+        for i in range({MANY_CALLS}):
+            work(i)
+            calls += 1
+        flushed = multimeter.flush()
+        report = {{"calls": calls, "stored": storage.stored, "flush": flushed}}
+        pathlib.Path("report.json").write_text(json.dumps(report))
+    """
+    completed = run_app(tmp_path, code)
+    assert 0 == completed.returncode, completed.stderr[-6000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {"calls": MANY_CALLS, "stored": MANY_CALLS - 100, "flush": False} == report
+
+
+# --- 5. os._exit ------------------------------------------------------------------------
+
+
+def test_flush_before_os_exit_stores_every_call(tmp_path):
+    """os._exit() skips atexit (pending results are lost); flush() first is the workaround."""
+    code = """
+        import os
+
+        import multimeter
+        from lifecycle_app import work_many
+
+        work_many(2000)
+        multimeter.flush()
+        os._exit(0)
+    """
+    completed = run_app(tmp_path, code)
+    assert (0, 2000) == (completed.returncode, stored_count(tmp_path)), completed.stderr
+    assert [] == temporary_files(tmp_path)
