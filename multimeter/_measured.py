@@ -157,13 +157,6 @@ class _Spec:
             cached = self._base_meta = (pid, meta)
         return dict(cached[1])
 
-    def setup_for(self, snapshot: Snapshot) -> _CallSetup:
-        """What every call under ``snapshot`` shares, computed once per snapshot."""
-        setup = self._setup
-        if setup is None or setup.snapshot is not snapshot:
-            setup = self._setup = _CallSetup(snapshot, {**snapshot.tags, **self.tags})
-        return setup
-
     def argument_tags(
         self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, str]:
@@ -189,16 +182,23 @@ class _Spec:
         rate, and calls made by multimeter's own code (a storage or a probe
         that calls measured code would otherwise feed itself).
         """
-        if BUSY.busy:
-            return None
         config = _config.current()
         if not config.enabled:
             return None
         rate = config.sample_rate
         if rate < 1.0 and random.random() >= rate:
             return None
+        if BUSY.busy:
+            return None
+        stack = _active.get()
+        if stack and stack[-1].state is READING:
+            return None  # called by a probe that the enclosing call is reading
+        snapshot = config.multimeter.snapshot
+        setup = self._setup
+        if setup is None or setup.snapshot is not snapshot:
+            setup = self._setup = _CallSetup(snapshot, {**snapshot.tags, **self.tags})
         try:
-            return _Call(self, self.setup_for(config.multimeter.snapshot), instance, args, kwargs)
+            return _Call(self, setup, stack, instance, args, kwargs)
         except RecursionError:
             return None  # the stack is nearly full: run the call unmeasured, log nothing
         except Exception as error:  # noqa: BLE001 - measuring must never break the call
@@ -236,30 +236,34 @@ class _Lanes:
     series stay few).
     """
 
-    __slots__ = ("_free", "_new")
+    __slots__ = ("free", "new")
 
     def __init__(self) -> None:
-        self._free: list[tuple[int, int]] = []  # (lane, microsecond its last call ended)
-        self._new = itertools.count()
+        #: (lane, microsecond its last call ended); ``list.pop()`` and ``append()``
+        #: are atomic, so two threads never take the same lane.
+        self.free: list[tuple[int, int]] = []
+        #: A lane never used before.
+        self.new = itertools.count().__next__
 
     def take(self, now_us: int) -> int:
-        """A lane for a call starting at ``now_us``."""
+        """A lane for a call starting at ``now_us`` (``_Call`` inlines this)."""
         try:
-            lane, ended_us = self._free.pop()  # atomic: threads never get the same lane
+            lane, ended_us = self.free.pop()
         except IndexError:
-            return next(self._new)
+            return self.new()
         if ended_us < now_us:
             return lane
-        self._free.append((lane, ended_us))
-        return next(self._new)
+        self.free.append((lane, ended_us))
+        return self.new()
 
     def give_back(self, lane: int, now_us: int) -> None:
-        """The call on ``lane`` ended at ``now_us``."""
-        self._free.append((lane, now_us))
+        """The call on ``lane`` ended at ``now_us`` (``_Call`` inlines this)."""
+        self.free.append((lane, now_us))
 
 
 # The states of a call (see _Call).
 IN_FLIGHT = "in flight"  # tracked by the sampler without a session; may be promoted
+READING = "reading"  # reading its probes: measured code they call is not measured
 SESSION = "session"  # begun with a session (its probes need start/end hooks or ticks)
 ENDED = "ended"  # handed to the writer (or not stored: storing is off, or after fork)
 
@@ -278,10 +282,13 @@ class _Call:
       sampler with ``leave()``).
     - ``SESSION`` (set in :meth:`_register`): the probes need start/end hooks or
       plain sampling, so the call has a session from its start.
+    - ``READING`` (set around the start and end readings of an ``IN_FLIGHT``
+      call): measured code that a probe calls meanwhile is not measured.
     - ``ENDED`` (set in :meth:`_end`): marks are final; the writer may build.
     """
 
     __slots__ = (
+        "cycle",
         "end_mono",
         "end_readings",
         "end_us",
@@ -307,6 +314,7 @@ class _Call:
         self,
         spec: _Spec,
         setup: _CallSetup,
+        stack: tuple[_Call, ...],
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -318,6 +326,7 @@ class _Call:
         self.spec = spec
         self.setup = setup
         self.storage = setup.storage
+        self.cycle = setup.cycle  # the cycle time the sampler serves this call at
         process = _process.state
         self.number = (process.token, next(process.calls))
         self.pid = process.pid
@@ -325,9 +334,17 @@ class _Call:
         self.session: Session | None = None
         self.end_readings: dict[int, Any] | None = None
         self.started_us = now_us = _time_ns() // 1000
-        self.lane = spec.lanes.take(now_us)
+        free = spec.lanes.free  # _Lanes.take(), inlined: this is the per-call path
+        try:
+            lane, ended_us = free.pop()  # atomic: two threads never get the same lane
+            if ended_us >= now_us:
+                free.append((lane, ended_us))
+                lane = spec.lanes.new()
+        except IndexError:
+            lane = spec.lanes.new()
+        self.lane = lane
         self.marks = [(now_us, spec.enter)]
-        self.stack = stack = _active.get()
+        self.stack = stack
         for outer in stack:
             if outer.state is not ENDED:  # a task may outlive the call that spawned it
                 outer.marks.append((now_us, spec.enter))
@@ -350,20 +367,16 @@ class _Call:
             return
         # A reading taken moments ago (the end of the previous call) serves as
         # this call's start: the interval then begins at that reading.
-        self.state = IN_FLIGHT
         now = _monotonic()
         shared = process.last_reading
         if shared[0] is plan and now - shared[1] <= SHARE_READINGS_S:
             self.start_readings, self.start_mono = shared[2], shared[1]
         else:
+            self.state = READING
             self.start_readings = read_probes(plan.cumulative)
             self.start_mono = _monotonic()
+        self.state = IN_FLIGHT
         sampler.enter(self)
-
-    @property
-    def cycle(self) -> float:
-        """The cycle time the sampler serves this call at."""
-        return self.setup.cycle
 
     @property
     def identifier(self) -> str:
@@ -397,8 +410,10 @@ class _Call:
 
     def _end(self, error: BaseException | None) -> None:
         process = _process.state
-        if self.state is IN_FLIGHT:
+        was = self.state
+        if was is IN_FLIGHT:
             plan = self.setup.plan
+            self.state = READING
             readings = read_probes(plan.cumulative)
             end_mono = _monotonic()
             process.last_reading = (plan, end_mono, readings)
@@ -406,7 +421,6 @@ class _Call:
         spec = self.spec
         label = spec.exit if error is None else f"{spec.name}:raise {type(error).__name__}"
         self.marks.append((now_us, label))
-        was = self.state
         self.state = ENDED
         # Marks that nested calls add from now on (tasks that outlive this call)
         # go to the old list; the result gets this copy.
@@ -418,7 +432,7 @@ class _Call:
         for outer in self.stack:
             if outer.state is not ENDED:
                 outer.marks.append((now_us, label))
-        spec.lanes.give_back(self.lane, now_us)
+        spec.lanes.free.append((self.lane, now_us))  # _Lanes.give_back(), inlined
         self.error = error
         if self.pid != process.pid:
             return  # begun before a fork: the parent stores it

@@ -38,12 +38,9 @@ _TickHook = Callable[[float, float], None]
 class Call(Protocol):
     """A measurement in flight that the sampler may promote to a :class:`Session`."""
 
+    cycle: float
     start_mono: float
     session: Session | None
-
-    @property
-    def cycle(self) -> float:
-        """The cycle time the call is served at."""
 
     def promote(self) -> Session:
         """Make (and remember in ``session``) the session that continues this call."""
@@ -250,20 +247,31 @@ FAILED = _Failed()
 
 
 def read_probes(probes: Iterable[Probe]) -> dict[int, Any]:
-    """One reading per cumulative probe, by ``id``; :data:`FAILED` for a probe that raised."""
+    """One reading per cumulative probe, by ``id``; :data:`FAILED` for a probe that raised.
+
+    Measured code that a probe calls is not measured (it would feed itself):
+    on multimeter's own threads ``BUSY`` says so; callers on a user's thread
+    use :func:`read_probes_guarded`, or (the per-call path) mark their call as
+    reading.
+    """
     readings: dict[int, Any] = {}
+    for probe in probes:
+        try:
+            readings[id(probe)] = probe.read()  # type: ignore[attr-defined]
+        except Exception as error:  # noqa: BLE001 - a probe must not break anything
+            readings[id(probe)] = FAILED
+            _probe_failed(probe, error)
+    return readings
+
+
+def read_probes_guarded(probes: Iterable[Probe]) -> dict[int, Any]:
+    """:func:`read_probes` on a user's thread, with measuring off meanwhile."""
     was_busy = BUSY.busy
-    BUSY.busy = True  # measured code a probe calls is not measured (it would feed itself)
+    BUSY.busy = True
     try:
-        for probe in probes:
-            try:
-                readings[id(probe)] = probe.read()  # type: ignore[attr-defined]
-            except Exception as error:  # noqa: BLE001 - a probe must not break anything
-                readings[id(probe)] = FAILED
-                _probe_failed(probe, error)
+        return read_probes(probes)
     finally:
         BUSY.busy = was_busy
-    return readings
 
 
 _BUILTIN_HOOKS = {"start": CumulativeProbe.start, "end": CumulativeProbe.end}
@@ -370,7 +378,7 @@ class Sampler:
                     self._start_thread()
                 elif grid.deadline < self._sleeping_until:
                     self._ring()
-        session.start_from(read_probes(session.plan.cumulative), now)
+        session.start_from(read_probes_guarded(session.plan.cumulative), now)
 
     def _register(self, session: Session, grid: _Grid) -> None:
         """Make ``session`` one the ticks of ``grid`` serve (the lock is held)."""
@@ -400,7 +408,7 @@ class Sampler:
         if not session.active or session.owner is not self._state:
             return
         if readings is None or now is None or now_us is None:
-            readings = read_probes(session.plan.cumulative)
+            readings = read_probes_guarded(session.plan.cumulative)
             now = self._clock.monotonic()
             now_us = self._clock.time_us()
         legacy = session.plan.legacy

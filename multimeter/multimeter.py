@@ -121,7 +121,9 @@ class Multimeter:
         self, *probes: Probe, cycle_time: float = 1.0, storage: Storage = _DISCARD
     ) -> None:
         self._lock = threading.Lock()
-        self._snapshot = Snapshot.of(
+        #: The current configuration, as one immutable object; replaced (never
+        #: changed) by the setters. Read it; do not assign it.
+        self.snapshot = Snapshot.of(
             tuple(_check_probe(p) for p in probes),
             check_cycle_time(cycle_time),
             _check_storage(storage),
@@ -129,36 +131,31 @@ class Multimeter:
         )
 
     @property
-    def snapshot(self) -> Snapshot:
-        """The current configuration, as one immutable object."""
-        return self._snapshot
-
-    @property
     def probes(self) -> tuple[Probe, ...]:
         """The probes that gather the data."""
-        return self._snapshot.probes
+        return self.snapshot.probes
 
     @property
     def cycle_time(self) -> float:
         """Seconds between two points."""
-        return self._snapshot.cycle_time
+        return self.snapshot.cycle_time
 
     @property
     def storage(self) -> Storage:
         """Where results are stored."""
-        return self._snapshot.storage
+        return self.snapshot.storage
 
     @property
     def tags(self) -> Mapping[str, str]:
         """Tags every measurement of this multimeter gets (its own tags win)."""
-        return self._snapshot.tags
+        return self.snapshot.tags
 
     def add_probes(self, *probes: Probe) -> Multimeter:
         """Add probes; returns the multimeter."""
         checked = tuple(_check_probe(p) for p in probes)
         with self._lock:
-            now = self._snapshot
-            self._snapshot = Snapshot.of(
+            now = self.snapshot
+            self.snapshot = Snapshot.of(
                 now.probes + checked, now.cycle_time, now.storage, now.tags
             )
         return self
@@ -167,15 +164,15 @@ class Multimeter:
         """Set the seconds between two points; returns the multimeter."""
         checked = check_cycle_time(cycle_time)
         with self._lock:
-            self._snapshot = replace(self._snapshot, cycle_time=checked)
+            self.snapshot = replace(self.snapshot, cycle_time=checked)
         return self
 
     def set_storage(self, storage: Storage) -> Multimeter:
         """Set where results are stored; returns the multimeter."""
         checked = _check_storage(storage)
         with self._lock:
-            self._snapshot = replace(
-                self._snapshot, storage=checked, stores=not isinstance(checked, DummyStorage)
+            self.snapshot = replace(
+                self.snapshot, storage=checked, stores=not isinstance(checked, DummyStorage)
             )
         return self
 
@@ -187,7 +184,7 @@ class Multimeter:
         """
         checked = normalize_tags(tags)
         with self._lock:
-            self._snapshot = replace(self._snapshot, tags=checked)
+            self.snapshot = replace(self.snapshot, tags=checked)
         return self
 
     def measure(self, identifier: str | None = None, **tags: Any) -> Measurement:
@@ -195,7 +192,7 @@ class Multimeter:
         return Measurement(self, identifier, **tags)
 
     def __repr__(self) -> str:
-        now = self._snapshot
+        now = self.snapshot
         return (
             f"Multimeter({', '.join(type(p).__name__ + '()' for p in now.probes)},"
             f" cycle_time={now.cycle_time}, storage={now.storage!r})"
