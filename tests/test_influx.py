@@ -355,32 +355,29 @@ def _leaked(token: str, logs: list[dict], files: list[Path]) -> list[str]:
     return [text for text in texts for form in _token_forms(token) if form in text]
 
 
+@pytest.mark.parametrize(
+    ("status", "retries", "event", "field", "reason"),
+    [
+        (401, 1, "InfluxDB rejected the data", "reason", "401 Unauthorized"),
+        (500, 2, "InfluxDB unreachable", "error", "500 Internal Server Error"),
+    ],
+    ids=["rejected", "retried then spooled"],
+)
 @pytest.mark.parametrize("token", AWKWARD_TOKENS)
-def test_a_rejection_echoing_the_token_leaks_it_nowhere(token, spool, logs):
-    """401 whose message echoes the Authorization header: no form of the token anywhere."""
-    server = FaultServer(401, echo_authorization=True)
+def test_an_answer_echoing_the_token_leaks_it_nowhere(
+    token, status, retries, event, field, reason, spool, logs
+):
+    """A 401 (rejected) or 500 (retried, spooled) echoing the Authorization header:
+    no form of the token in any log field or file, and the message stays readable."""
+    server = FaultServer(status, echo_authorization=True)
     try:
-        storage = InfluxDBStorage(token, url=server.url, spool_directory=spool, retries=1)
+        storage = InfluxDBStorage(token, url=server.url, spool_directory=spool, retries=retries)
         storage.deliver(to_line_protocol(_result("echoed")), source="test")
     finally:
         server.close()
     assert [] == _leaked(token, logs, list(spool.rglob("*.*")))
-    errors = [e for e in logs if e["log_level"] == "error"]
-    assert "401 Unauthorized: refused for Token ***" == errors[0]["reason"]
-
-
-@pytest.mark.parametrize("token", AWKWARD_TOKENS)
-def test_a_server_error_echoing_the_token_leaks_it_nowhere(token, spool, logs):
-    """500s (retried, then spooled) whose message echoes the token: logged without it."""
-    server = FaultServer(500, echo_authorization=True)
-    try:
-        storage = InfluxDBStorage(token, url=server.url, spool_directory=spool, retries=2)
-        storage.deliver(to_line_protocol(_result("echoed")), source="test")
-    finally:
-        server.close()
-    assert [] == _leaked(token, logs, list(spool.rglob("*.*")))
-    warnings = [e for e in logs if e["event"] == "InfluxDB unreachable"]
-    assert "500 Internal Server Error: refused for Token ***" == warnings[0]["error"]
+    logged = [e for e in logs if e["event"] == event]
+    assert f"{reason}: refused for Token ***" == logged[0][field]
 
 
 def test_a_one_character_token_does_not_garble_the_messages(spool, logs):

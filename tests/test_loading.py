@@ -92,22 +92,20 @@ MALFORMED_LINE = {
 }
 
 
-@pytest.mark.parametrize(("content", "reason"), MALFORMED_JSON.values(), ids=list(MALFORMED_JSON))
-def test_malformed_json_files_raise_result_file_error_naming_the_file(tmp_path, content, reason):
-    """Whatever is wrong with a .json file, the error is ResultFileError with file and reason."""
-    path = tmp_path / "bad.json"
-    path.write_bytes(content)
-    with pytest.raises(ResultFileError) as caught:
-        load_result(path)
-    assert str(path) == caught.value.path
-    assert str(path) in str(caught.value)
-    assert reason in caught.value.reason
+MALFORMED = [(".json", content, reason) for content, reason in MALFORMED_JSON.values()] + [
+    (".line", content, reason) for content, reason in MALFORMED_LINE.values()
+]
+MALFORMED_IDS = [f"json: {name}" for name in MALFORMED_JSON] + [
+    f"line: {name}" for name in MALFORMED_LINE
+]
 
 
-@pytest.mark.parametrize(("content", "reason"), MALFORMED_LINE.values(), ids=list(MALFORMED_LINE))
-def test_malformed_line_files_raise_result_file_error_naming_the_file(tmp_path, content, reason):
-    """Whatever is wrong with a .line file, the error is ResultFileError with file and reason."""
-    path = tmp_path / "bad.line"
+@pytest.mark.parametrize(("suffix", "content", "reason"), MALFORMED, ids=MALFORMED_IDS)
+def test_malformed_files_raise_result_file_error_naming_the_file(
+    tmp_path, suffix, content, reason
+):
+    """Whatever is wrong with a .json or .line file: ResultFileError with file and reason."""
+    path = tmp_path / f"bad{suffix}"
     path.write_bytes(content)
     with pytest.raises(ResultFileError) as caught:
         load_result(path)
