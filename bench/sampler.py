@@ -37,7 +37,7 @@ def _run(seconds: float, busy: bool) -> dict[str, float]:
     meter = Multimeter(ResourceProbe(), cycle_time=CYCLE)
     measurement = meter.measure("bench")
     result = measurement.start()
-    thread = sampler._thread
+    thread = sampler.thread
     assert thread is not None and thread.native_id is not None
     cpu_before, wall_before = _thread_cpu(thread.native_id), time.monotonic()
     end = wall_before + seconds

@@ -19,7 +19,7 @@ from multimeter import _config, _process
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
 from multimeter._reentry import BUSY
-from multimeter._sampler import ProbePlan, Session, read_probes
+from multimeter._session import ProbePlan, Session, read_probes
 from multimeter._tags import normalize_tags
 from multimeter.multimeter import Snapshot
 from multimeter.result import Result, us_to_datetime

@@ -9,8 +9,9 @@ interval (see :class:`multimeter.probe.CumulativeProbe`). A session gets a
 point at a tick only if at least half a cycle has passed since its previous
 point, and always gets a final point when it ends.
 
-The thread starts when the first session begins, and ends when no session has
-been active for ``linger`` seconds. Probe code (``read``, ``sample``, ``start``,
+The thread (a :class:`~multimeter._ticker.Ticker`: scheduling only) starts when
+the first session begins, and ends when no session has been active for
+``linger`` seconds. Probe code (``read``, ``sample``, ``start``,
 ``end``) never runs under the lock that measured calls may wait for: a slow
 probe slows the sampler thread and the calls that read it themselves, nobody
 else. Each process has its own sampler (``multimeter._process``): after
@@ -19,18 +20,25 @@ else. Each process has its own sampler (``multimeter._process``): after
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from multimeter._clock import SYSTEM_CLOCK, Clock
 from multimeter._log import warn_once
 from multimeter._reentry import BUSY
-from multimeter.probe import CumulativeProbe, Probe
-from multimeter.result import Result, Schema
+from multimeter._session import (
+    Session,
+    call_hooks,
+    needs_hook,
+    probe_failed,
+    read_probes,
+    read_probes_guarded,
+)
+from multimeter._ticker import Ticker
+from multimeter.probe import Probe
 
 _TickHook = Callable[[float, float], None]
 
@@ -44,167 +52,6 @@ class Call(Protocol):
 
     def promote(self) -> Session:
         """Make (and remember in ``session``) the session that continues this call."""
-
-
-class ProbePlan:
-    """How a set of probes is sampled; computed once per multimeter, not per call."""
-
-    __slots__ = ("cumulative", "legacy", "rows", "tracked")
-
-    def __init__(self, probes: Sequence[Probe], schema: Schema) -> None:
-        self.cumulative = tuple(p for p in probes if isinstance(p, CumulativeProbe))
-        self.legacy = tuple(p for p in probes if not isinstance(p, CumulativeProbe))
-        # Probes whose use the sampler must count: those with start/end hooks to
-        # call, and plain probes (their last sample time is kept).
-        self.tracked = tuple(
-            p
-            for p in probes
-            if p in self.legacy or _needs_hook(p, "start") or _needs_hook(p, "end")
-        )
-        # The fast path: every probe turns readings straight into a row of values in
-        # schema order (derive_row, where it is as current as the probe's derive),
-        # and the schema is exactly the probes' measures.
-        self.rows = (
-            bool(self.cumulative)
-            and not self.legacy
-            and all(p.has_row_path() for p in self.cumulative)
-            and schema.measures == tuple(m for p in self.cumulative for m in p.measures)
-        )
-
-
-class Session:
-    """The sampler's state for one active measurement.
-
-    Ticks only queue their readings (:meth:`record`); turning readings into
-    values happens in batches (:meth:`flush`): every ``BATCH`` ticks, when the
-    session ends, and whenever the result is read. A tick thus costs the
-    sampler thread little more than the probe readings.
-    """
-
-    BATCH = 64
-
-    __slots__ = (
-        "active",
-        "cycle",
-        "last",
-        "lock",
-        "owner",
-        "pending",
-        "pid",
-        "plan",
-        "previous",
-        "result",
-    )
-
-    def __init__(
-        self,
-        result: Result,
-        probes: Sequence[Probe],
-        cycle: float,
-        plan: ProbePlan | None = None,
-    ) -> None:
-        self.result = result
-        self.cycle = cycle
-        self.plan = plan if plan is not None else ProbePlan(probes, result.schema)
-        # For each cumulative probe (by id): (reading, monotonic time) of the last point.
-        self.previous: dict[int, tuple[Any, float]] = {}
-        self.pending: list[tuple[float, int, dict[int, Any], dict[int, dict[str, Any]]]] = []
-        self.last = 0.0
-        self.active = False
-        self.owner: object = None  # the sampler state it was begun in
-        self.lock: threading.Lock | None = None  # the sampler's lock, while active
-        self.pid = 0
-
-    def start_from(self, readings: dict[int, Any], when: float) -> None:
-        """Take ``readings`` (from :func:`read_probes`) as the start of the first interval."""
-        self.previous = {key: (r, when) for key, r in readings.items() if r is not FAILED}
-        self.last = when
-
-    def record(
-        self,
-        now: float,
-        now_us: int,
-        readings: dict[int, Any],
-        legacy_values: dict[int, dict[str, Any]],
-    ) -> None:
-        """Queue the point for time ``now``; the sampler's lock is held."""
-        self.pending.append((now, now_us, readings, legacy_values))
-        self.last = now
-        if len(self.pending) >= self.BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        """Turn the queued readings into points; the sampler's lock is held."""
-        pending, self.pending = self.pending, []
-        rows = self.plan.rows
-        for now, now_us, readings, legacy_values in pending:
-            if not (rows and self._append_row(now, now_us, readings)):
-                self._append_values(now, now_us, readings, legacy_values)
-
-    def detach(self) -> Result:
-        """The finished result with every queued point in it, no longer tied to
-        this session (the writer calls this once the session has ended)."""
-        self.flush()
-        self.result._sync_hook = None
-        return self.result
-
-    def sync(self) -> None:
-        """Flush from outside the sampler (the result is being read)."""
-        lock = self.lock
-        if lock is None or self.pid != os.getpid():  # ended, or a copy in a forked child
-            self.flush()
-            return
-        with lock:
-            self.flush()
-
-    def _append_values(
-        self,
-        now: float,
-        now_us: int,
-        readings: dict[int, Any],
-        legacy_values: dict[int, dict[str, Any]],
-    ) -> None:
-        values: dict[str, Any] = {}
-        previous = self.previous
-        for probe in self.plan.cumulative:
-            key = id(probe)
-            current = readings.get(key, FAILED)
-            if current is FAILED:
-                continue
-            before = previous.get(key)
-            previous[key] = (current, now)
-            if before is not None:
-                try:
-                    probe.derive(values, current, before[0], now - before[1])
-                except Exception as error:  # noqa: BLE001 - a probe must not stop sampling
-                    _probe_failed(probe, error)
-        for plain in self.plan.legacy:
-            sampled = legacy_values.get(id(plain))
-            if sampled:
-                values.update(sampled)
-        self.result._append_us(now_us, values)
-
-    def _append_row(self, now: float, now_us: int, readings: dict[int, Any]) -> bool:
-        previous = self.previous
-        row: list[Any] = []
-        for probe in self.plan.cumulative:
-            key = id(probe)
-            current = readings.get(key, FAILED)
-            before = previous.get(key)
-            if current is FAILED or before is None:
-                return False
-            try:
-                part = probe.derive_row(current, before[0], now - before[1])
-            except Exception:  # noqa: BLE001 - the general path logs it
-                return False
-            if part is None:
-                return False
-            row += part
-        if not self.result._append_row(now_us, row):
-            return False
-        for probe in self.plan.cumulative:
-            previous[id(probe)] = (readings[id(probe)], now)
-        return True
 
 
 class _Grid:
@@ -237,77 +84,6 @@ class _ProbeState:
         self.last = last
 
 
-class _Failed:
-    def __repr__(self) -> str:
-        return "<failed>"
-
-
-#: The reading of a probe that raised (it is logged once per probe and error type).
-FAILED = _Failed()
-
-
-def read_probes(probes: Iterable[Probe]) -> dict[int, Any]:
-    """One reading per cumulative probe, by ``id``; :data:`FAILED` for a probe that raised.
-
-    Measured code that a probe calls is not measured (it would feed itself):
-    on multimeter's own threads ``BUSY`` says so; callers on a user's thread
-    use :func:`read_probes_guarded`, or (the per-call path) mark their call as
-    reading.
-    """
-    readings: dict[int, Any] = {}
-    for probe in probes:
-        try:
-            readings[id(probe)] = probe.read()  # type: ignore[attr-defined]
-        except Exception as error:  # noqa: BLE001 - a probe must not break anything
-            readings[id(probe)] = FAILED
-            _probe_failed(probe, error)
-    return readings
-
-
-def read_probes_guarded(probes: Iterable[Probe]) -> dict[int, Any]:
-    """:func:`read_probes` on a user's thread, with measuring off meanwhile."""
-    was_busy = BUSY.busy
-    BUSY.busy = True
-    try:
-        return read_probes(probes)
-    finally:
-        BUSY.busy = was_busy
-
-
-_BUILTIN_HOOKS = {"start": CumulativeProbe.start, "end": CumulativeProbe.end}
-
-
-def _probe_failed(probe: Probe, error: BaseException) -> None:
-    warn_once(
-        ("probe", id(probe), type(error)),
-        "probe failed; its values are missing from this point",
-        probe=type(probe).__name__,
-        error=repr(error),
-    )
-
-
-def _needs_hook(probe: Probe, hook: str) -> bool:
-    """CumulativeProbe's own hooks only serve stand-alone sample(): the sampler
-    takes its readings itself, so they need not run."""
-    return not (
-        isinstance(probe, CumulativeProbe) and getattr(type(probe), hook) is _BUILTIN_HOOKS[hook]
-    )
-
-
-def _call_hooks(probes: Iterable[Probe], hook: str) -> None:
-    """Call ``hook`` of each probe (never under the sampler's lock: it may be slow)."""
-    was_busy = BUSY.busy
-    BUSY.busy = True
-    try:
-        for probe in probes:
-            try:
-                getattr(probe, hook)()
-            except Exception as error:  # noqa: BLE001 - a probe must not break the measured code
-                _probe_failed(probe, error)
-    finally:
-        BUSY.busy = was_busy
-
-
 class Sampler:
     """Serves every active session of the process from one thread.
 
@@ -328,21 +104,20 @@ class Sampler:
         on_thread_start: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
-        self._threaded = threaded
         self._linger = linger
-        self._on_thread_start = on_thread_start
         self.tick_hook: _TickHook | None = None
         self._state = object()  # identifies this sampler (sessions remember their owner)
         self._lock = threading.Lock()
-        self._bell = threading.Lock()  # held while nobody rings; released to wake the thread
-        self._bell.acquire()
         self._legacy_lock = threading.Lock()
         self._grids: dict[float, _Grid] = {}
         self._probes: dict[int, _ProbeState] = {}
         self._active = 0
         self._idle_since = self._clock.monotonic()
-        self._sleeping_until = math.inf
-        self._thread: threading.Thread | None = None
+        self._ticker = (
+            Ticker(self._lock, clock, self._plan, self.run_due, on_thread_start=on_thread_start)
+            if threaded
+            else None
+        )
         # The values each plain probe gave at its last sample (see finish()).
         self._last_values: dict[int, dict[str, Any]] = {}
 
@@ -363,21 +138,22 @@ class Sampler:
                 if state is None:
                     state = self._probes[id(probe)] = _ProbeState(probe, now)
                 state.users += 1
-                if state.users == 1 and _needs_hook(probe, "start"):
+                if state.users == 1 and needs_hook(probe, "start"):
                     starting.append(probe)
         # Start hooks run before the session is sampled, outside the lock.
-        _call_hooks(starting, "start")
+        call_hooks(starting, "start")
         with self._lock:
             grid = self._grids.get(session.cycle)
             if grid is None:
                 grid = self._grids[session.cycle] = _Grid(session.cycle, now)
             session.last = now
             self._register(session, grid)
-            if self._threaded:
-                if self._thread is None:
-                    self._start_thread()
-                elif grid.deadline < self._sleeping_until:
-                    self._ring()
+            ticker = self._ticker
+            if ticker is not None:
+                if ticker.thread is None:
+                    ticker.start()
+                elif grid.deadline < ticker.sleeping_until:
+                    ticker.ring()
         session.start_from(read_probes_guarded(session.plan.cumulative), now)
 
     def _register(self, session: Session, grid: _Grid) -> None:
@@ -438,9 +214,9 @@ class Sampler:
                 state.users -= 1
                 if not state.users:
                     del self._probes[id(probe)]
-                    if _needs_hook(probe, "end"):
+                    if needs_hook(probe, "end"):
                         ending.append(probe)
-        _call_hooks(ending, "end")
+        call_hooks(ending, "end")
 
     # -- calls: the cheap path for short measurements ----------------------------
 
@@ -452,18 +228,22 @@ class Sampler:
         one. No lock is taken unless the grid or the thread must be made.
         """
         grid = self._grids.get(call.cycle)
-        if grid is None or (self._threaded and self._thread is None):
+        ticker = self._ticker
+        idle = ticker is not None and ticker.thread is None
+        if grid is None or idle:
             with self._lock:
                 grid = self._grids.get(call.cycle)
                 if grid is None:
                     grid = self._grids[call.cycle] = _Grid(call.cycle, self._clock.monotonic())
         grid.calls[id(call)] = call
-        if self._threaded and self._thread is None:
+        if ticker is None:
+            return
+        if idle:
             with self._lock:
-                if self._thread is None:
-                    self._start_thread()
-        elif grid.anchor + grid.k * grid.cycle < self._sleeping_until:
-            self._ring()
+                if ticker.thread is None:
+                    ticker.start()
+        elif grid.anchor + grid.k * grid.cycle < ticker.sleeping_until:
+            ticker.ring()
 
     def leave(self, call: Call) -> Session | None:
         """Stop tracking ``call``; return its session if the sampler promoted it.
@@ -580,7 +360,7 @@ class Sampler:
                 try:
                     probe.sample(values, elapsed)
                 except Exception as error:  # noqa: BLE001
-                    _probe_failed(probe, error)
+                    probe_failed(probe, error)
                     continue
                 if state is not None:
                     state.last = now
@@ -592,54 +372,27 @@ class Sampler:
 
     # -- the thread -----------------------------------------------------------
 
+    def _plan(self, now: float) -> tuple[float, bool] | None:
+        """When the thread wakes next (the lock is held): the next tick, the end of
+        its lingering, or ``None`` (nothing measured for ``linger`` seconds: stop)."""
+        deadline = self._next_deadline()
+        if deadline is not None:
+            return deadline, True
+        idle = now - self._idle_since
+        if self._active == 0 and idle >= self._linger:
+            return None
+        return now + max(self._linger - idle, 0.001), False
+
     @property
     def running(self) -> bool:
         """Whether the background thread is alive."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._ticker is not None and self._ticker.running
 
-    def _start_thread(self) -> None:
-        thread = threading.Thread(target=self._loop, name="multimeter-sampler", daemon=True)
-        self._thread = thread
-        thread.start()
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The background thread, while there is one."""
+        return self._ticker.thread if self._ticker is not None else None
 
-    def _ring(self) -> None:
-        """Wake the thread (it re-reads the deadlines)."""
-        with contextlib.suppress(RuntimeError):  # already rung
-            self._bell.release()
-
-    def _loop(self) -> None:
-        if self._on_thread_start is not None:
-            self._on_thread_start()
-        me = threading.current_thread()
-        clock = self._clock
-        bell = self._bell
-        while True:
-            with self._lock:
-                if self._thread is not me:
-                    return
-                now = clock.monotonic()
-                deadline = self._next_deadline()
-                if deadline is None:
-                    idle = now - self._idle_since
-                    if self._active == 0 and idle >= self._linger:
-                        self._thread = None
-                        return
-                    self._sleeping_until = math.inf
-                    wait = max(self._linger - idle, 0.001)
-                else:
-                    self._sleeping_until = deadline
-                    wait = deadline - now
-            if wait > 0:
-                if bell.acquire(True, wait):
-                    continue  # rung: a new deadline may be earlier
-                now = clock.monotonic()
-                if now < self._sleeping_until:
-                    continue  # woke early
-            try:
-                self.run_due(now)
-            except Exception as error:  # noqa: BLE001 - the sampler must survive anything
-                warn_once(("sampler", type(error)), "sampler tick failed", error=repr(error))
 
 def default_sampler() -> Sampler:
     """The sampler of the current process."""

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from multimeter import _meta, _process
 from multimeter._log import describe, safe_log
-from multimeter._sampler import Sampler, Session
+from multimeter._sampler import Sampler
+from multimeter._session import Session
 from multimeter._tags import normalize_tags
 from multimeter.result import Result, us_to_datetime
 

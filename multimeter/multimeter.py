@@ -10,7 +10,7 @@ from numbers import Real
 from typing import Any
 
 from multimeter._env import MIN_CYCLE_TIME
-from multimeter._sampler import ProbePlan
+from multimeter._session import ProbePlan
 from multimeter._tags import normalize_tags
 from multimeter.measurement import Measurement
 from multimeter.probe import Probe

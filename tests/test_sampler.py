@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from multimeter._sampler import Sampler, Session
+from multimeter._sampler import Sampler
+from multimeter._session import Session
 from multimeter.probe import Probe
 from multimeter.result import Result, us_to_datetime
 from multimeter.testing import CounterProbe, FakeClock
@@ -301,8 +302,8 @@ def test_the_thread_lingers_after_the_last_call_in_flight():
 
     call = Call()
     sampler.enter(call)
-    thread = sampler._thread
+    thread = sampler.thread
     sampler.leave(call)
     time.sleep(0.05)  # several cycles: an idle thread without the linger would be gone
     assert sampler.running
-    assert thread is sampler._thread
+    assert thread is sampler.thread
