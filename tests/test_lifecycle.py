@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 import multimeter
@@ -86,13 +87,17 @@ def run_app(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group: workers too can be stopped
     ) as process:
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _stop_hanging(process)
-            stdout, stderr = process.communicate()
-            pytest.fail(f"the program hung (> {timeout} s); its threads:\n{stderr[-6000:]}")
+            stdout, stderr = process.communicate(timeout=HANG)
+            pytest.fail(
+                f"the program (or a process it started) hung for {timeout} s;"
+                f" its threads:\n{stderr[-8000:]}"
+            )
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
@@ -108,22 +113,36 @@ def started_app(tmp_path: pathlib.Path, code: str, *args: str, **env: str) -> It
             env=_environment(tmp_path, env),
             stdout=out,
             stderr=err,
+            start_new_session=True,
         ) as process,
     ):
         try:
             yield process
         finally:
             if process.poll() is None:
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
             process.wait()
 
 
+def _signal_group(process: subprocess.Popen[Any], signum: int) -> None:
+    """Send ``signum`` to every process of the program's group (it leads the group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
 def _stop_hanging(process: subprocess.Popen[Any]) -> None:
-    process.send_signal(signal.SIGABRT)  # faulthandler dumps every thread's stack
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    """SIGABRT to each of its processes in turn (faulthandler shows their stacks), then SIGKILL.
+
+    Called before the program is reaped, so its pid still names its process group.
+    """
+    with contextlib.suppress(psutil.Error):
+        leader = psutil.Process(process.pid)
+        for member in [leader, *leader.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                member.send_signal(signal.SIGABRT)
+                time.sleep(0.5)  # one dump after the other, not interleaved
+    time.sleep(1)
+    _signal_group(process, signal.SIGKILL)
 
 
 def output_of(tmp_path: pathlib.Path) -> str:
@@ -138,17 +157,23 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen[Any], wh
         if process.poll() is not None:
             pytest.fail(f"the program ended ({process.returncode}) before {what}")
         if time.monotonic() > deadline:
+            _stop_hanging(process)
+            process.wait()
             pytest.fail(f"the program did not get to {what} within {HANG} s")
         time.sleep(0.05)
 
 
-def wait_for_end(process: subprocess.Popen[Any], timeout: float) -> int:
+def wait_for_end(process: subprocess.Popen[Any], timeout: float, tmp_path: pathlib.Path) -> int:
     """The exit status (``-N`` for signal N); fails the test if the program hangs."""
     try:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
         _stop_hanging(process)
-        pytest.fail(f"the program did not end within {timeout} s after SIGTERM")
+        process.wait()
+        pytest.fail(
+            f"the program did not end within {timeout} s after SIGTERM;"
+            f" its output and threads:\n{output_of(tmp_path)}"
+        )
 
 
 # --- reading what was stored ------------------------------------------------------------
@@ -290,7 +315,6 @@ def test_every_call_made_in_child_processes_is_stored(tmp_path, method, use):
     completed = run_app(tmp_path, code)
     assert 0 == completed.returncode, completed.stderr[-6000:]
     calls_by_pid = collections.Counter(str(pid) for pid in json.loads(completed.stdout))
-    assert str(os.getpid()) not in calls_by_pid
     stored_by_pid = collections.Counter(m["pid"] for m in stored_meta_data(tmp_path))
     assert calls_by_pid == stored_by_pid
     assert [] == temporary_files(tmp_path)
@@ -328,7 +352,7 @@ def test_sigterm_stores_every_finished_call_then_the_process_dies_of_sigterm(tmp
         wait_until(lambda: finished() > 0, process, "its first measured call")
         time.sleep(1)
         process.send_signal(signal.SIGTERM)
-        status = wait_for_end(process, 3 * HANG)
+        status = wait_for_end(process, 3 * HANG, tmp_path)
     assert -signal.SIGTERM == status, output_of(tmp_path)
     calls, stored = finished(), stored_count(tmp_path)
     assert stored in (calls, calls + 1), f"{calls} calls finished, {stored} stored"
@@ -344,6 +368,7 @@ def test_an_applications_own_sigterm_handler_is_kept(tmp_path, where):
         import pathlib
         import signal
         import sys
+        import time
 
         def on_sigterm(signum, frame):
             pathlib.Path("handled").write_text("handled by the application")
@@ -357,12 +382,12 @@ def test_an_applications_own_sigterm_handler_is_kept(tmp_path, where):
         {install if where == "after the first call" else ""}
         pathlib.Path("ready").touch()
         while True:
-            work(1)
+            time.sleep(0.01)
     """
     with started_app(tmp_path, code) as process:
-        wait_until((tmp_path / "ready").exists, process, "its loop of measured calls")
+        wait_until((tmp_path / "ready").exists, process, "its first measured call")
         process.send_signal(signal.SIGTERM)
-        status = wait_for_end(process, 2 * HANG)
+        status = wait_for_end(process, 2 * HANG, tmp_path)
     assert 0 == status, output_of(tmp_path)
     assert "handled by the application" == (tmp_path / "handled").read_text()
 
@@ -389,9 +414,10 @@ def test_a_measured_call_in_the_main_thread_installs_a_sigterm_handler(tmp_path)
 
 
 @posix_only
-def test_handle_sigterm_0_installs_no_sigterm_handler(tmp_path):
+@pytest.mark.parametrize("value", ["0", "false"])
+def test_handle_sigterm_0_installs_no_sigterm_handler(tmp_path, value):
     """MULTIMETER_HANDLE_SIGTERM=0: SIGTERM keeps its default action after calls and configure()."""
-    completed = run_app(tmp_path, SIGTERM_HANDLER_AFTER_CALLS, MULTIMETER_HANDLE_SIGTERM="0")
+    completed = run_app(tmp_path, SIGTERM_HANDLER_AFTER_CALLS, MULTIMETER_HANDLE_SIGTERM=value)
     assert (0, "SIG_DFL") == (completed.returncode, completed.stdout.strip()), completed.stderr
 
 
@@ -437,7 +463,7 @@ def test_sigterm_with_a_storage_that_never_finishes_still_ends_the_process(tmp_p
     with started_app(tmp_path, code, MULTIMETER_EXIT_TIMEOUT="1") as process:
         wait_until((tmp_path / "ready").exists, process, "its measured calls")
         process.send_signal(signal.SIGTERM)
-        status = wait_for_end(process, 30)  # the storage would take forever
+        status = wait_for_end(process, 30, tmp_path)  # the storage would take forever
     assert -signal.SIGTERM == status, output_of(tmp_path)
 
 
