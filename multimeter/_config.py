@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from multimeter import _env, _lifecycle, _process
 from multimeter._log import logger
 from multimeter._tags import normalize_tags
+from multimeter._url import is_http_url
 from multimeter.multimeter import Multimeter, check_cycle_time
 from multimeter.probe import Probe, ResourceProbe
 from multimeter.storages._line import check_series_tags
@@ -39,6 +40,7 @@ class Config:
     tags: dict[str, str] = field(default_factory=dict)
     sample_rate: float = 1.0
     exit_timeout: float = _env.DEFAULT_EXIT_TIMEOUT
+    handle_sigterm: bool = True
 
 
 _current: Config | None = None
@@ -80,8 +82,10 @@ def influxdb_storage_from_env(environ: Mapping[str, str] | None = None) -> Influ
             f" {_env.STORAGE}=influxdb; allowed: an InfluxDB API token"
         )
     url = setting(_env.INFLUXDB_URL) or "http://localhost:8086"
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"{_env.INFLUXDB_URL}={url!r} is not valid; allowed: an http(s):// URL")
+    if not is_http_url(url):
+        raise ValueError(
+            f"{_env.INFLUXDB_URL}={url!r} is not valid; allowed: an http(s)://host[:port] URL"
+        )
     spool = _env.get(_env.SPOOL_DIR, environ) or str(
         pathlib.Path(_env.get(_env.DIR, environ) or _env.DEFAULT_DIR) / "spool"
     )
@@ -135,12 +139,22 @@ def build(
     exit_timeout = (
         _env.DEFAULT_EXIT_TIMEOUT if text is None else _env.parse_positive(_env.EXIT_TIMEOUT, text)
     )
+    text = _env.get(_env.HANDLE_SIGTERM, environ)
+    handle_sigterm = True if text is None else _env.parse_bool(_env.HANDLE_SIGTERM, text)
     if storage is None:
         storage = _storage_from_env(environ)
-    probe_list = _probes_from_env(environ) if probes is None else list(probes)
+    probe_list = _probes_from_env(environ) if probes is None else _probe_list(probes)
     meter = Multimeter(*probe_list, cycle_time=cycle_time, storage=storage)
     meter.set_tags(global_tags)
-    return Config(meter, enabled, global_tags, sample_rate, exit_timeout)
+    return Config(meter, enabled, global_tags, sample_rate, exit_timeout, handle_sigterm)
+
+
+def _probe_list(probes: Any) -> list[Probe]:
+    if isinstance(probes, (Probe, str)) or not isinstance(probes, Iterable):
+        raise ValueError(
+            f"probes must be a list of Probe objects such as [ResourceProbe()], got {probes!r}"
+        )
+    return list(probes)
 
 
 def _check_global_tags(tags: Mapping[str, str], setting: str) -> None:

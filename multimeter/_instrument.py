@@ -20,7 +20,9 @@ _Patch = tuple[Any, str, Any]  # (owner, attribute name, original object)
 def _patterns(value: str | Iterable[str] | None, argument: str) -> tuple[str, ...] | None:
     if value is None:
         return None
-    patterns = (value,) if isinstance(value, str) else tuple(value)
+    if isinstance(value, str):
+        return (value,)
+    patterns = tuple(value) if isinstance(value, Iterable) else (value,)
     if not all(isinstance(p, str) for p in patterns):
         raise ValueError(f"{argument} must be a glob pattern or a list of them, got {value!r}")
     return patterns

@@ -29,6 +29,9 @@ from multimeter import _env, _process
 from multimeter._log import safe_log
 from multimeter._writer import keeps_for_later
 
+#: Seconds the exit gives the store in progress to end once the exit timeout has passed.
+_STOP_WAIT = 0.5
+
 
 def _exit_timeout() -> float:
     from multimeter import _config  # imported here: _config imports this module
@@ -59,6 +62,9 @@ def _flush_at_exit(timeout: float) -> None:
     writer.failures.flush()
     if done:
         return
+    # The store in progress may finish (briefly); then no other starts, so what is
+    # unstored stays so, and no store is cut off halfway by the interpreter's exit.
+    writer.stop(min(_STOP_WAIT, timeout))
     jobs = writer.unstored()
     lost = 0
     by_storage: dict[int, tuple[Any, list[Any]]] = {}
@@ -74,8 +80,9 @@ def _flush_at_exit(timeout: float) -> None:
         except Exception as error:  # noqa: BLE001 - exit must go on
             lost += len(group)
             safe_log("error", "spooling at exit failed", error=repr(error))
-    # Stores still in progress would leave their temporary files behind.
-    _process.state.temporary_files.remove_all()
+    # Stores still in progress (or started from now on) would leave their
+    # temporary files behind.
+    _process.state.temporary_files.close()
     safe_log(
         "warning",
         "results still pending at exit were not stored",
@@ -103,20 +110,36 @@ def _register_finalizer() -> None:
 
 
 def _handles_sigterm() -> bool:
+    from multimeter import _config  # imported here: _config imports this module
+
+    config = _config.peek()
+    if config is not None:
+        return config.handle_sigterm
     text = _env.get(_env.HANDLE_SIGTERM)
-    if text is None:
-        return True
     try:
-        return _env.parse_bool(_env.HANDLE_SIGTERM, text)
+        return text is None or _env.parse_bool(_env.HANDLE_SIGTERM, text)
     except ValueError:
-        return True
+        return False  # configure() names the bad value; until then, stay out
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    """Store what is pending (bounded by the exit timeout), then die of SIGTERM."""
+    """Store what is pending (bounded by the exit timeout), then die of SIGTERM.
+
+    The flush runs in a thread of its own that the handler waits for, at most
+    the exit timeout and a second: the code the signal interrupted may hold a
+    lock the flush needs (a log call's, say), and the process must die anyway.
+    """
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-    flush_at_exit()
+    try:
+        timeout = _exit_timeout()
+        flusher = threading.Thread(
+            target=flush_at_exit, args=(timeout,), name="multimeter-exit", daemon=True
+        )
+        flusher.start()
+        flusher.join(timeout + 1.0)
+    except BaseException:  # noqa: BLE001 - dying of SIGTERM comes first
+        pass
     os.kill(os.getpid(), signal.SIGTERM)
 
 

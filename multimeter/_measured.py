@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -23,6 +24,7 @@ from multimeter._session import ProbePlan, Session, read_probes
 from multimeter._tags import normalize_tags
 from multimeter.multimeter import Snapshot
 from multimeter.result import Result, us_to_datetime
+from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,6 +41,11 @@ _monotonic = time.monotonic
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{p}{n}" for p in ("com", "lpt") for n in range(10)
 }
+
+
+def _check_name(name: Any) -> None:
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
 
 
 def default_name(func: Any) -> str:
@@ -69,7 +76,8 @@ def _tag_text(value: Any, convert: Callable[[Any], Any] | None, name: str) -> st
         )
         return "<error>"
     text = "".join(" " if ord(c) < 32 or c == "\x7f" else c for c in text)
-    return text[:MAX_TAG_LENGTH]
+    # Line protocol cannot carry a tag value that ends with a backslash.
+    return text[:MAX_TAG_LENGTH].rstrip("\\")
 
 
 class _ArgTag:
@@ -93,9 +101,11 @@ class _Spec:
         tag_args: Iterable[str] | Mapping[str, Callable[[Any], Any]],
     ) -> None:
         target = getattr(func, "__func__", func)  # classmethod / staticmethod objects
+        _check_name(name)
         self.name = name or default_name(target)
         self.prefix = safe_prefix(self.name) + "-"
         self.tags = normalize_tags(tags)
+        check_series_tags(self.tags)  # every result carries them: refuse what InfluxDB refuses
         self.enter = f"{self.name}:enter"
         self.exit = f"{self.name}:exit"
         self.meta = {
@@ -513,7 +523,11 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
             call.end(None)
             return value
 
-        return measured_call()
+        outer: Any = measured_call()
+        with contextlib.suppress(AttributeError, TypeError):  # read as the plain coroutine
+            outer.__name__ = coroutine.__name__
+            outer.__qualname__ = coroutine.__qualname__
+        return outer
 
     return wrapper
 
@@ -647,15 +661,23 @@ def _by_reference(module: str, qualname: str) -> Any:
 
 
 class _BoundMeasuredFunction(wrapt.BoundFunctionWrapper):
-    """A measured method bound to its instance; pickles and copies like a bound method."""
+    """A measured method as got from an instance or a class; pickles and copies like
+    the plain method: from an instance by the instance and the name, from the class
+    (methods, classmethods, staticmethods) by the class and the name."""
+
+    def _source(self) -> Any:
+        instance = self._self_instance
+        return instance if instance is not None else self._self_owner
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return getattr, (self._self_instance, self.__name__)
+        return getattr, (self._source(), self.__name__)
 
     def __copy__(self) -> Any:
         return self
 
     def __deepcopy__(self, memo: Any) -> Any:
+        if self._self_instance is None:
+            return self  # from the class: a function, as copy treats functions
         return getattr(copy.deepcopy(self._self_instance, memo), self.__name__)
 
 
@@ -749,6 +771,7 @@ def measured(
     """
     if func is not None:
         return decorate(func, name=name, tags=tags, tag_args=tag_args)
+    _check_name(name)
 
     def decorator(target: F) -> F:
         return decorate(target, name=name, tags=tags, tag_args=tag_args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -54,11 +55,24 @@ class ProcessState:
         self.token = f"{self.pid}-{os.urandom(TOKEN_BYTES).hex()}"
         self.calls = itertools.count(1)
         self.sampler = Sampler(on_thread_start=own_thread)
-        self.writer = Writer(on_start=_writer_started, on_thread_start=own_thread)
+        self.writer = Writer(
+            on_start=_writer_started, on_thread_start=own_thread, orphaned=_orphaned()
+        )
         # (probe plan, monotonic time, readings) of the last end-of-call reading.
         self.last_reading: tuple[Any, float, dict[int, Any]] = (None, 0.0, {})
         self.meta: dict[str, str] | None = None  # the process meta data, made on first use
         self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
+
+
+def _orphaned() -> Callable[[], bool] | None:
+    """In a child forked from a thread other than the main one, that thread is the
+    child's main thread, and the child ends when it returns (no interpreter exit
+    runs). Our threads must not keep such a child alive: the writer stops once
+    that thread is gone and its queue is empty. ``None`` elsewhere."""
+    main = threading.main_thread()
+    if isinstance(main, getattr(threading, "_MainThread", ())):  # the interpreter's own
+        return None
+    return lambda: not main.is_alive()
 
 
 state = ProcessState()

@@ -6,6 +6,8 @@ feed itself: every result it stores would make another result.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 
 
@@ -19,5 +21,14 @@ BUSY = _Busy()
 
 
 def own_thread() -> None:
-    """Mark the calling thread as multimeter's own for its whole life."""
+    """Mark the calling thread as multimeter's own for its whole life.
+
+    It also blocks SIGTERM in this thread, so the kernel hands the signal to a
+    thread of the application (the main thread, where Python runs handlers)
+    and never wakes only one of ours while the main thread sleeps in a lock.
+    """
     BUSY.busy = True
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is not None:
+        with contextlib.suppress(OSError, ValueError):
+            block(signal.SIG_BLOCK, {signal.SIGTERM})

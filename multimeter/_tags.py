@@ -32,8 +32,13 @@ def tag_value_to_str(key: str, value: Any) -> str:
 
 def normalize_tags(tags: Mapping[Any, Any] | None) -> dict[str, str]:
     """Return ``tags`` as a new ``dict[str, str]``, or raise ``ValueError`` naming the tag."""
-    if not tags:
+    if tags is None:
         return {}
+    if not isinstance(tags, Mapping):
+        raise ValueError(
+            f"tags must be a mapping of str keys to values such as {{'stage': 'etl'}},"
+            f" got {tags!r}"
+        )
     normalized = {}
     for key, value in tags.items():
         if not isinstance(key, str):

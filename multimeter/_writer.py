@@ -15,6 +15,7 @@ no user call ever waits on a dead thread. Each process has its own writer
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -69,6 +70,8 @@ class Writer:
         capacity: Jobs the queue holds before callers wait for room.
         on_start: Called (in the caller's thread) when the thread is first started.
         on_thread_start: Called first thing in the writer's thread.
+        orphaned: Whether nobody can hand over jobs any more (the thread then
+            ends once the queue is empty, so it keeps no process alive).
     """
 
     def __init__(
@@ -77,18 +80,26 @@ class Writer:
         *,
         on_start: Callable[[], None] | None = None,
         on_thread_start: Callable[[], None] | None = None,
+        orphaned: Callable[[], bool] | None = None,
     ) -> None:
         self._capacity = capacity
         self._on_start = on_start
         self._on_thread_start = on_thread_start
+        self._orphaned = orphaned
         self._queue: deque[Any] = deque()
-        self._wake = threading.Event()
+        # Held while nobody rings; released to wake the thread. Ringing never
+        # blocks (a signal handler may ring while the thread it interrupted rings).
+        self._bell = threading.Lock()
+        self._bell.acquire()
         self._room = threading.Condition()
         # Reentrant: a SIGTERM handler that flushes may interrupt a start in progress.
         self._start_lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._started = False
         self._failed = False  # a store failed since the last marker
+        # Held while a store runs; stop() takes it for good (the process is ending).
+        self._storing = threading.Lock()
+        self._stopping = False
         # The jobs of the batch being handled; the first `_handled` of them are done.
         self._in_hand: list[Any] = []
         self._handled = 0
@@ -103,7 +114,7 @@ class Writer:
         if self._thread is None:
             self._start()
         elif len(queue) >= _BATCH:
-            self._wake.set()
+            self._ring()
 
     def pending(self) -> int:
         """How many jobs are not stored yet (queued or being stored)."""
@@ -128,7 +139,7 @@ class Writer:
         """(everything handled in time, and stored without error)."""
         marker = _Marker()
         self._queue.append(marker)
-        self._wake.set()
+        self._ring()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._ensure_alive()
@@ -140,13 +151,27 @@ class Writer:
             if deadline is not None and time.monotonic() >= deadline:
                 return False, False
 
+    def stop(self, timeout: float) -> bool:
+        """Start no store from now on, and wait at most ``timeout`` seconds for the
+        one in progress to end (the process is ending: a store cut off by the
+        interpreter's exit would leave its temporary file behind). Returns whether
+        no store is running any more; what was not stored stays in :meth:`unstored`.
+        """
+        self._stopping = True
+        return self._storing.acquire(True, timeout)
+
+    def _ring(self) -> None:
+        """Wake the thread; never blocks."""
+        with contextlib.suppress(RuntimeError):  # rung already
+            self._bell.release()
+
     def _wait_for_room(self) -> None:
-        self._wake.set()
+        self._ring()
         with self._room:
             while len(self._queue) >= self._capacity:
                 self._ensure_alive()
                 self._room.wait(0.05)
-                self._wake.set()
+                self._ring()
 
     def _ensure_alive(self) -> None:
         thread = self._thread
@@ -172,27 +197,34 @@ class Writer:
     def _run(self) -> None:
         if self._on_thread_start is not None:
             self._on_thread_start()
+        orphaned = self._orphaned
         while True:
             try:
                 self._run_once()
             except BaseException as error:  # noqa: BLE001 - the writer survives anything
                 safe_log("error", "multimeter writer error; it goes on", error=repr(error))
+            if orphaned is not None and not self._queue and orphaned():
+                return
 
     def _run_once(self) -> None:
         queue = self._queue
-        self._wake.wait(_IDLE_WAIT)
-        self._wake.clear()
-        while queue:
-            batch: list[Any] = []
-            while queue and len(batch) < _BATCH:
-                batch.append(queue.popleft())
+        self._bell.acquire(True, _IDLE_WAIT)
+        while True:
+            # Taking jobs from the queue and noting them as in hand is one step
+            # under the store lock, so stop() sees every job in one place or the other.
+            with self._storing:
+                if self._stopping or not queue:
+                    return
+                batch: list[Any] = []
+                while queue and len(batch) < _BATCH:
+                    batch.append(queue.popleft())
+                self._handled = 0
+                self._in_hand = [item for item in batch if not isinstance(item, _Marker)]
             with self._room:
                 self._room.notify_all()
             self._handle(batch)
 
     def _handle(self, batch: list[Any]) -> None:
-        self._handled = 0
-        self._in_hand = [item for item in batch if not isinstance(item, _Marker)]
         group: list[Any] = []
         try:
             for item in batch:
@@ -222,28 +254,40 @@ class Writer:
         storage = jobs[0].storage
         if batches_itself(storage):
             results = [r for r in map(self._build, jobs) if r is not None]
-            if results:
-                self._attempt(storage, results, lambda: storage.store_many(results))
+            if results and not self._attempt(
+                storage, results, lambda: storage.store_many(results)
+            ):
+                return  # stopped: the jobs stay unstored
             self._handled += len(jobs)
             return
         for job in jobs:
             result = self._build(job)
-            if result is not None:
-                self._attempt(storage, [result], lambda: storage.store(result))  # noqa: B023 - called at once
+            if result is not None and not self._attempt(
+                storage, [result], lambda: storage.store(result)  # noqa: B023 - called at once
+            ):
+                return
             self._handled += 1
 
-    def _attempt(self, storage: Any, results: Sequence[Result], store: Any) -> None:
-        try:
-            store()
-        except BaseException as error:  # noqa: BLE001 - never let a storage stop the writer
-            self._failed = True
-            self.failures.error(
-                (id(storage), type(error)),
-                identifier=", ".join(r.identifier for r in results[:5]),
-                count=len(results),
-                storage=describe(storage),
-                error=_error_text(error),
-            )
+    def _attempt(self, storage: Any, results: Sequence[Result], store: Any) -> bool:
+        """Run ``store``; ``False`` (nothing done) once the writer is stopped."""
+        with self._storing:
+            if self._stopping:
+                return False
+            try:
+                store()
+            except BaseException as error:  # noqa: BLE001 - never let a storage stop the writer
+                self._store_failed(storage, results, error)
+        return True
+
+    def _store_failed(self, storage: Any, results: Sequence[Result], error: BaseException) -> None:
+        self._failed = True
+        self.failures.error(
+            (id(storage), type(error)),
+            identifier=", ".join(r.identifier for r in results[:5]),
+            count=len(results),
+            storage=describe(storage),
+            error=_error_text(error),
+        )
 
     def _build(self, job: Any) -> Result | None:
         try:

@@ -39,7 +39,7 @@ def check_cycle_time(cycle_time: Any) -> float:
 
 
 def _check_storage(storage: Any) -> Storage:
-    if not callable(getattr(storage, "store", None)):
+    if isinstance(storage, type) or not callable(getattr(storage, "store", None)):
         raise ValueError(
             f"storage must be a Storage such as FileStorage(...) or DummyStorage(), got {storage!r}"
         )
@@ -47,7 +47,7 @@ def _check_storage(storage: Any) -> Storage:
 
 
 def _check_probe(probe: Any) -> Probe:
-    if not callable(getattr(probe, "sample", None)):
+    if isinstance(probe, type) or not callable(getattr(probe, "sample", None)):
         raise ValueError(f"probes must be Probe objects such as ResourceProbe(), got {probe!r}")
     return probe
 

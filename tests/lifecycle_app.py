@@ -33,3 +33,24 @@ class Scaler:
     def scale(self, value: int) -> int:
         """``value`` times the factor."""
         return self.factor * value
+
+
+class Kinds:
+    """Measured methods of every kind, to be got from the class itself."""
+
+    @multimeter.measured
+    def plain(self, value: int) -> int:
+        """A method (got from the class it is a function)."""
+        return value
+
+    @multimeter.measured
+    @classmethod
+    def klass(cls, value: int) -> int:
+        """A classmethod."""
+        return value * 2
+
+    @multimeter.measured
+    @staticmethod
+    def static(value: int) -> int:
+        """A staticmethod."""
+        return value * 3

@@ -370,3 +370,38 @@ def test_measuring_starts_no_child_process():
         check=True,
     ).stdout.split()
     assert ["0", "0.0"] == output
+
+
+def test_a_tag_arg_ending_with_a_backslash_is_stored_by_every_format(tmp_path):
+    """'C:\\data\\' as a tag_args value: line protocol cannot end a tag with '\\'; it is cut."""
+    multimeter.configure(storage=multimeter.FileStorage(tmp_path, multimeter.LineFormat()))
+
+    @measured(tag_args=["path"])
+    def load(path):
+        return path
+
+    assert "C:\\data\\" == load("C:\\data\\")
+    load("x" * 199 + "\\y")
+    assert multimeter.flush(10)
+    loaded = [multimeter.load_result(path) for path in sorted(tmp_path.iterdir())]
+    assert {"C:\\data", "x" * 199} == {result.tags["path"] for result in loaded}
+
+
+def test_decorator_tags_influxdb_would_refuse_raise_when_decorating():
+    """@measured(tags=...) refuses a '_' key or a trailing backslash, like configure()."""
+    with pytest.raises(ValueError, match="_k"):
+        measured(tags={"_k": "v"})(lambda: 1)
+    with pytest.raises(ValueError, match="backslash"):
+        measured(tags={"k": "v\\"})(lambda: 1)
+
+
+def test_a_measured_coroutine_reads_like_the_plain_one(stored):
+    """The coroutine object keeps the function's __name__ and __qualname__."""
+
+    async def fetch():
+        return 1
+
+    plain, wrapped = fetch(), measured(fetch)()
+    assert (plain.__name__, plain.__qualname__) == (wrapped.__name__, wrapped.__qualname__)
+    assert 1 == asyncio.run(wrapped)
+    plain.close()

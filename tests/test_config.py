@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -11,8 +12,10 @@ import pytest
 
 import multimeter
 from multimeter import FileStorage, JsonFormat, LineFormat, _config, _process
+from multimeter.probe import ResourceProbe
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
+from multimeter.storages.influx import InfluxDBStorage
 from multimeter.storages.log import LogStorage
 from multimeter.testing import InMemoryStorage
 
@@ -287,3 +290,43 @@ def test_an_exit_timeout_leaves_no_temporary_file_behind(tmp_path):
     completed = _run(code, tmp_path, MULTIMETER_EXIT_TIMEOUT="1")
     assert 0 == completed.returncode, completed.stderr
     assert [] == sorted(p.name for p in (tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("make", "setting"),
+    [
+        (lambda: multimeter.configure(tags=["a"]), "tags"),
+        (lambda: multimeter.configure(tags="a=b"), "tags"),
+        (lambda: multimeter.configure(probes=ResourceProbe()), "probes"),
+        (lambda: multimeter.configure(storage=FileStorage), "storage"),
+        (lambda: multimeter.Multimeter(ResourceProbe), "probes"),
+        (lambda: multimeter.measured(name=5), "name"),
+        (lambda: multimeter.instrument(json, include=5), "include"),
+        (lambda: FileStorage(123, JsonFormat()), "save_directory"),
+        (lambda: InfluxDBStorage("t", timeout=float("nan")), "timeout"),
+        (lambda: InfluxDBStorage("t", bucket=""), "bucket"),
+        (lambda: InfluxDBStorage("t", org=None), "org"),
+        (lambda: InfluxDBStorage("t", url="http://[::1"), "url"),
+        (lambda: InfluxDBStorage("t", url="http://127.0.0.1:notaport"), "url"),
+    ],
+)
+def test_wrong_explicit_settings_raise_value_error_naming_them(make, setting):
+    """Every explicit call names the bad setting in a ValueError."""
+    with pytest.raises(ValueError, match=setting):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MULTIMETER_HANDLE_SIGTERM", "maybe"),
+        ("MULTIMETER_INFLUXDB_URL", "http://127.0.0.1:notaport"),
+    ],
+)
+def test_bad_lifecycle_and_url_variables_make_configure_raise(monkeypatch, variable, value):
+    """MULTIMETER_HANDLE_SIGTERM and the InfluxDB URL are checked like every variable."""
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("MULTIMETER_STORAGE", "influxdb")
+    monkeypatch.setenv("MULTIMETER_INFLUXDB_TOKEN", "t")
+    with pytest.raises(ValueError, match=variable):
+        multimeter.configure()

@@ -569,3 +569,69 @@ def test_flush_before_os_exit_stores_every_call(tmp_path):
     completed = run_app(tmp_path, code)
     assert (0, 2000) == (completed.returncode, stored_count(tmp_path)), completed.stderr
     assert [] == temporary_files(tmp_path)
+
+
+# --- found by trying to break it --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["plain", "klass", "static"])
+def test_measured_methods_got_from_the_class_pickle_and_copy_like_plain_ones(name):
+    """C.method, C.classmethod and C.staticmethod round-trip through pickle and deepcopy."""
+    got = getattr(lifecycle_app.Kinds, name)
+    restored = pickle.loads(pickle.dumps(got))
+    argument = (lifecycle_app.Kinds(), 5) if name == "plain" else (5,)
+    assert got(*argument) == restored(*argument)
+    assert got(*argument) == copy.deepcopy(got)(*argument)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_pool_map_of_a_measured_staticmethod_works_and_stores_every_call(tmp_path, method):
+    """Pool.map(Class.staticmethod, ...) of a measured staticmethod, as without measuring."""
+    code = f"""
+        import multiprocessing
+        from lifecycle_app import Kinds
+
+        if __name__ == "__main__":
+            with multiprocessing.get_context({method!r}).Pool(2) as pool:
+                print(sum(pool.map(Kinds.static, range(20))))
+    """
+    completed = run_app(tmp_path, code)
+    assert (0, "570") == (completed.returncode, completed.stdout.strip()), completed.stderr
+    assert 20 == stored_count(tmp_path)
+
+
+@posix_only
+def test_a_child_forked_from_a_thread_ends_when_that_thread_ends(tmp_path):
+    """Our threads keep no process alive: a child forked from a worker thread exits."""
+    code = """
+        import os, sys, threading
+        from lifecycle_app import work
+
+        def fork_and_wait():
+            pid = os.fork()
+            if pid == 0:
+                work(1)
+                sys.exit(0)  # ends this thread, the child's only one of the application
+            print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+        thread = threading.Thread(target=fork_and_wait)
+        thread.start()
+        thread.join()
+    """
+    completed = run_app(tmp_path, code, timeout=30)
+    assert (0, "0") == (completed.returncode, completed.stdout.strip()), completed.stderr
+    assert 1 == stored_count(tmp_path)
+
+
+def test_an_exit_timeout_during_a_long_queue_leaves_no_temporary_file(tmp_path):
+    """5,000 queued calls and a 0.3 s exit timeout: some are lost (logged), no .tmp is left."""
+    code = """
+        from lifecycle_app import work
+
+        for i in range(5000):
+            work(i)
+    """
+    completed = run_app(tmp_path, code, MULTIMETER_EXIT_TIMEOUT="0.3")
+    assert 0 == completed.returncode, completed.stderr
+    assert [] == temporary_files(tmp_path)
+    assert "results still pending at exit were not stored" in completed.stdout + completed.stderr

@@ -24,15 +24,20 @@ class TemporaryFiles:
         # Temporary names: the pid and 64 random bits once per process, then a counter.
         self._prefix = f".multimeter-{os.getpid()}-{os.urandom(8).hex()}-"
         self._numbers = itertools.count()
+        self._closed = False  # the process is ending: no new temporary files
 
     def new_name(self) -> str:
         """``.multimeter-<pid>-<64 random bits>-<n>.tmp``: processes never meet."""
         return f"{self._prefix}{next(self._numbers)}.tmp"
 
-    def add(self, path: str) -> None:
-        """Track ``path`` while it is being written."""
+    def add(self, path: str) -> bool:
+        """Track ``path`` while it is being written; ``False`` once the process is
+        ending (:meth:`close`): the caller then removes the file and gives up."""
         with self._lock:
+            if self._closed:
+                return False
             self._paths.add(path)
+            return True
 
     def discard(self, path: str) -> bool:
         """Stop tracking ``path``; whether it was still tracked (not removed)."""
@@ -41,6 +46,13 @@ class TemporaryFiles:
                 self._paths.remove(path)
                 return True
             return False
+
+    def close(self) -> int:
+        """The process is ending: remove every tracked file and refuse new ones;
+        returns how many were removed."""
+        with self._lock:
+            self._closed = True
+        return self.remove_all()
 
     def remove_all(self) -> int:
         """Remove every tracked file; returns how many were removed."""

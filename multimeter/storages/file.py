@@ -73,8 +73,11 @@ class FileStorage(Storage):
         *,
         fsync: bool = False,
     ) -> None:
-        if save_directory is None or str(save_directory) == "":
-            raise ValueError("save_directory must be set to a directory path")
+        if not isinstance(save_directory, (str, os.PathLike)) or str(save_directory) == "":
+            raise ValueError(
+                f"save_directory must be a directory path (str or os.PathLike),"
+                f" got {save_directory!r}"
+            )
         if not isinstance(file_format, FileFormat):
             raise ValueError(
                 f"file_format must be a FileFormat such as JsonFormat() or LineFormat(),"
@@ -168,7 +171,13 @@ class FileStorage(Storage):
             except FileExistsError:  # pragma: no cover - 64 random bits met
                 pass
             else:
-                files.add(temporary)
+                if not files.add(temporary):
+                    os.close(descriptor)
+                    with suppress(OSError):
+                        os.unlink(temporary)
+                    raise OSError(
+                        errno.ESHUTDOWN, "result not stored: the process is ending", temporary
+                    )
                 return descriptor, temporary
         raise OSError(  # pragma: no cover - a directory that keeps vanishing
             errno.EAGAIN, "cannot create a temporary file", str(self._save_directory)

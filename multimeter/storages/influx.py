@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import enum
 import json
+import math
 import os
 import pathlib
 import random
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from multimeter._log import logger
+from multimeter._url import is_http_url
 from multimeter.result import Result
 from multimeter.storages._line import (
     distinct_timestamps_ns,
@@ -298,12 +300,20 @@ class InfluxDBStorage(Storage):
     ) -> None:
         if token is None or not isinstance(token, str) or not token:
             raise ValueError("token must be set to an InfluxDB API token (a non-empty str)")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
+        if not is_http_url(url):
+            raise ValueError(f"url must be an http(s)://host[:port] URL, got {url!r}")
+        for setting, value in (("org", org), ("bucket", bucket)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{setting} must be a non-empty str, got {value!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
             raise ValueError(f"retries must be an int >= 1, got {retries!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         try:
             import influxdb_client
             from influxdb_client.client.write_api import SYNCHRONOUS
