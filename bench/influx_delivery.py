@@ -63,7 +63,10 @@ def main() -> None:
             thread.join()
         assert multimeter.flush(120)
         ours = THREADS * CALLS / (time.perf_counter() - started)
-        stored = len(server.export("bench_delivery_process.cpu_user")[0]["values"])
+        # One series per lane (the calls in flight at once): count them all.
+        stored = sum(
+            len(series["values"]) for series in server.export("bench_delivery_process.cpu_user")
+        )
 
         # The baseline, with results of the same shape (built here, not timed).
         multimeter.configure(storage=multimeter.DummyStorage())
