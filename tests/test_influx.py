@@ -530,26 +530,11 @@ def test_influxdb_keeps_nanoseconds_and_every_concurrent_call(influxd, spool, mo
     assert 1600 == marks[0]["values"][0][1]  # enter and exit of every call
 
 
-def _measured_results_have_lanes() -> bool:
-    from multimeter.testing import InMemoryStorage
-
-    storage = InMemoryStorage()
-    multimeter.configure(storage=storage)
-    multimeter.measured(lambda: None)()
-    multimeter.flush(10)
-    return "lane" in storage.results[0].meta_data
-
-
 @needs_influxd
 def test_influxdb_keeps_every_point_and_mark_of_1200_calls_in_flight_at_once(influxd, spool):
-    """1,200 overlapping async calls of one function: all on the server, one lane per call.
-
-    Needs the core's ``lane`` meta data on @measured results: until it lands, xfail.
-    """
+    """1,200 overlapping async calls of one function: all on the server, one lane per call."""
     import asyncio
 
-    if not _measured_results_have_lanes():
-        pytest.xfail("the core does not give @measured results `lane` meta data yet")
     multimeter.configure(
         storage=InfluxDBStorage(TOKEN, url=influxd.url, spool_directory=spool), cycle_time=60
     )
