@@ -55,8 +55,8 @@ def flush_at_exit(timeout: float | None = None) -> None:
 
 def _flush_at_exit(timeout: float) -> None:
     writer = _process.state.writer
-    if not writer.started:
-        return
+    if not writer.started or writer.stopped:
+        return  # nothing was queued, or an earlier exit path has given up already
     started = time.monotonic()
     done, _ = writer.flush_status(timeout)
     writer.failures.flush()

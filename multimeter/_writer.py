@@ -151,6 +151,11 @@ class Writer:
             if deadline is not None and time.monotonic() >= deadline:
                 return False, False
 
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called (the process is ending)."""
+        return self._stopping
+
     def stop(self, timeout: float) -> bool:
         """Start no store from now on, and wait at most ``timeout`` seconds for the
         one in progress to end (the process is ending: a store cut off by the
