@@ -9,7 +9,7 @@ from __future__ import annotations
 import pathlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from multimeter import _env, _lifecycle, _process
@@ -228,6 +228,25 @@ def _implicit() -> Config:
 def peek() -> Config | None:
     """The global configuration if there is one; builds nothing."""
     return _current
+
+
+def switch_off_for_exit() -> Config | None:
+    """The process is ending: measure no new call (what is pending gets the writer to
+    itself). Returns the configuration to give back with :func:`switch_back_on`."""
+    global _current
+    with _lock:
+        config = _current
+        if config is not None and config.enabled:
+            _current = replace(config, enabled=False)
+    return config
+
+
+def switch_back_on(config: Config | None) -> None:
+    """Undo :func:`switch_off_for_exit` (the process did not end after all)."""
+    global _current
+    with _lock:
+        if config is not None:
+            _current = config
 
 
 def get_multimeter() -> Multimeter:

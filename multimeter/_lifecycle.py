@@ -31,6 +31,26 @@ from multimeter._writer import keeps_for_later
 
 #: Seconds the exit gives the store in progress to end once the exit timeout has passed.
 _STOP_WAIT = 0.5
+#: The configuration switched off by the exit (given back if the process lives on).
+_switched_off: list[Any] = []
+
+
+#: The GIL switch interval while the exit flushes (see _switch_off).
+_EXIT_SWITCH_INTERVAL = 0.0002
+_switch_interval: list[float] = []
+
+
+def _switch_off() -> None:
+    """Measure no new call, and let the writer have the GIL back soon after each of
+    its system calls: a thread of the application busy in pure Python would
+    otherwise hold it a whole switch interval (5 ms) every time."""
+    from multimeter import _config  # imported here: _config imports this module
+
+    _switched_off.append(_config.switch_off_for_exit())
+    interval = sys.getswitchinterval()
+    if interval > _EXIT_SWITCH_INTERVAL:
+        _switch_interval.append(interval)
+        sys.setswitchinterval(_EXIT_SWITCH_INTERVAL)
 
 
 def _exit_timeout() -> float:
@@ -57,13 +77,16 @@ def _flush_at_exit(timeout: float) -> None:
     writer = _process.state.writer
     if not writer.started or writer.stopped:
         return  # nothing was queued, or an earlier exit path has given up already
+    # Calls that other threads start from now on are not measured: the results
+    # already made get the writer (and the time left) to themselves.
+    _switch_off()
     started = time.monotonic()
-    done, _ = writer.flush_status(timeout)
+    writer.flush_status(timeout)  # everything queued so far, or until the timeout
     writer.failures.flush()
-    if done:
-        return
-    # The store in progress may finish (briefly); then no other starts, so what is
-    # unstored stays so, and no store is cut off halfway by the interpreter's exit.
+    # Other threads may still be making calls (daemon threads; any thread on
+    # SIGTERM). The store in progress may finish (briefly); then no other starts,
+    # so what is unstored stays so, is counted below, and no store is cut off
+    # halfway by the end of the process.
     writer.stop(min(_STOP_WAIT, timeout))
     jobs = writer.unstored()
     lost = 0
@@ -83,6 +106,8 @@ def _flush_at_exit(timeout: float) -> None:
     # Stores still in progress (or started from now on) would leave their
     # temporary files behind.
     _process.state.temporary_files.close()
+    if not jobs:
+        return
     safe_log(
         "warning",
         "results still pending at exit were not stored",
@@ -141,6 +166,24 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     except BaseException:  # noqa: BLE001 - dying of SIGTERM comes first
         pass
     os.kill(os.getpid(), signal.SIGTERM)
+    # Still alive: SIGTERM's default action does nothing here (pid 1 of a container
+    # ignores it). Carry on measuring, as the program carries on.
+    _resume_after_sigterm()
+
+
+def _resume_after_sigterm() -> None:
+    with contextlib.suppress(BaseException):
+        time.sleep(0.05)  # a pending SIGTERM is delivered before this returns
+        from multimeter import _config
+
+        state = _process.state
+        state.writer.resume()
+        state.temporary_files.reopen()
+        while _switched_off:
+            _config.switch_back_on(_switched_off.pop())
+        while _switch_interval:
+            sys.setswitchinterval(_switch_interval.pop())
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def install_sigterm_handler() -> bool:

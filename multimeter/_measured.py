@@ -261,10 +261,24 @@ class _Lanes:
             lane, ended_us = self.free.pop()
         except IndexError:
             return self.new()
-        if ended_us < now_us:
-            return lane
-        self.free.append((lane, ended_us))
-        return self.new()
+        return lane if ended_us < now_us else self.other_than(lane, ended_us, now_us)
+
+    def other_than(self, lane: int, ended_us: int, now_us: int) -> int:
+        """The lane just taken ended in this very microsecond: look a few further
+        down for one that did not, before making a new one; give back the rest."""
+        skipped = [(lane, ended_us)]
+        found = None
+        for _ in range(8):
+            try:
+                candidate = self.free.pop()
+            except IndexError:
+                break
+            if candidate[1] < now_us:
+                found = candidate[0]
+                break
+            skipped.append(candidate)
+        self.free.extend(reversed(skipped))
+        return found if found is not None else self.new()
 
     def give_back(self, lane: int, now_us: int) -> None:
         """The call on ``lane`` ended at ``now_us`` (``_Call`` inlines this)."""
@@ -348,11 +362,11 @@ class _Call:
         try:
             lane, ended_us = free.pop()  # atomic: two threads never get the same lane
             if ended_us >= now_us:
-                free.append((lane, ended_us))
-                lane = spec.lanes.new()
+                lane = spec.lanes.other_than(lane, ended_us, now_us)
         except IndexError:
             lane = spec.lanes.new()
         self.lane = lane
+        self.state = IN_FLIGHT  # until _register() says otherwise
         self.marks = [(now_us, spec.enter)]
         self.stack = stack
         for outer in stack:
@@ -405,7 +419,9 @@ class _Call:
         return session
 
     def end(self, error: BaseException | None) -> None:
-        """Stop measuring and hand the call to the writer; never raises."""
+        """Stop measuring and hand the call to the writer; never raises an error of its
+        own (a ``KeyboardInterrupt`` that lands meanwhile goes on, as it would have
+        in the plain code, and the call is dropped without a trace)."""
         try:
             self._end(error)
         except RecursionError:
@@ -417,6 +433,22 @@ class _Call:
                 function=self.spec.name,
                 error=repr(failure),
             )
+        except BaseException:  # KeyboardInterrupt (a signal) in the middle of our code
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Leave nothing of this call behind: not on the stack of active calls, not
+        with the sampler. Best effort: it runs while a signal's exception is on its way."""
+        self.state = ENDED
+        with contextlib.suppress(BaseException):  # already reset, or another interrupt
+            _active.reset(self.token)
+        with contextlib.suppress(BaseException):
+            process = _process.state
+            if self.pid == process.pid:
+                session = process.sampler.leave(self)  # the call's session, if it has one
+                if session is not None:
+                    process.sampler.finish(session, flush=False)
 
     def _end(self, error: BaseException | None) -> None:
         process = _process.state

@@ -100,6 +100,7 @@ class Writer:
         # Held while a store runs; stop() takes it for good (the process is ending).
         self._storing = threading.Lock()
         self._stopping = False
+        self._stop_holds_lock = False
         # The jobs of the batch being handled; the first `_handled` of them are done.
         self._in_hand: list[Any] = []
         self._handled = 0
@@ -137,6 +138,8 @@ class Writer:
 
     def flush_status(self, timeout: float | None) -> tuple[bool, bool]:
         """(everything handled in time, and stored without error)."""
+        if self._stopping:  # the process is ending: nothing more will be stored
+            return not self.unstored(), False
         marker = _Marker()
         self._queue.append(marker)
         self._ring()
@@ -162,8 +165,19 @@ class Writer:
         interpreter's exit would leave its temporary file behind). Returns whether
         no store is running any more; what was not stored stays in :meth:`unstored`.
         """
-        self._stopping = True
-        return self._storing.acquire(True, timeout)
+        if not self._stopping:
+            self._stopping = True
+            self._stop_holds_lock = self._storing.acquire(True, timeout)
+        return self._stop_holds_lock
+
+    def resume(self) -> None:
+        """Undo :meth:`stop` (the process did not end after all)."""
+        if self._stopping:
+            self._stopping = False
+            if self._stop_holds_lock:
+                self._stop_holds_lock = False
+                self._storing.release()
+            self._ring()
 
     def _ring(self) -> None:
         """Wake the thread; never blocks."""

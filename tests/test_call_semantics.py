@@ -405,3 +405,55 @@ def test_a_measured_coroutine_reads_like_the_plain_one(stored):
     assert (plain.__name__, plain.__qualname__) == (wrapped.__name__, wrapped.__qualname__)
     assert 1 == asyncio.run(wrapped)
     plain.close()
+
+
+def test_a_keyboard_interrupt_inside_multimeter_goes_on_and_leaves_no_trace(stored):
+    """Ctrl-C landing in multimeter's own code propagates; later calls are measured."""
+
+    class InterruptedOnce(ResourceProbe):
+        reads = 0
+
+        def read(self):
+            InterruptedOnce.reads += 1
+            if InterruptedOnce.reads == 2:  # the end reading of the first call
+                raise KeyboardInterrupt
+            return super().read()
+
+    multimeter.configure(storage=stored, probes=[InterruptedOnce()], cycle_time=0.01)
+
+    @measured(name="work")
+    def work():
+        return 1
+
+    with pytest.raises(KeyboardInterrupt):
+        work()
+    for _ in range(100):
+        work()
+        time.sleep(0.0001)  # no shared readings: every call reads its probe twice
+    assert 100 == len(_results(stored))
+
+
+def test_lanes_stay_near_the_peak_concurrency_under_heavy_preemption(stored):
+    """32 threads with a 1 us switch interval: no more lanes than calls in flight at once."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+
+        @measured
+        def work():
+            return None
+
+        def run():
+            for _ in range(300):
+                work()
+
+        threads = [threading.Thread(target=run) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    lanes = {r.meta_data["lane"] for r in _results(stored)}
+    assert 9600 == len(_results(stored))
+    assert len(lanes) <= 32

@@ -635,3 +635,93 @@ def test_an_exit_timeout_during_a_long_queue_leaves_no_temporary_file(tmp_path):
     assert 0 == completed.returncode, completed.stderr
     assert [] == temporary_files(tmp_path)
     assert "results still pending at exit were not stored" in completed.stdout + completed.stderr
+
+
+@posix_only
+def test_caught_keyboard_interrupts_never_switch_measuring_off(tmp_path):
+    """Real SIGINTs hitting a loop of measured calls: every later call is still stored."""
+    code = """
+        import json, os, signal, threading, time
+        import multimeter
+        from multimeter.testing import InMemoryStorage
+        from lifecycle_app import work
+
+        storage = InMemoryStorage()
+        multimeter.configure(storage=storage)
+
+        caught = 0
+
+        def interrupt():  # the next SIGINT only once the last was caught
+            for sent in range(40):
+                while caught < sent:
+                    time.sleep(0.0005)
+                time.sleep(0.001 + 0.002 * (sent % 3))
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def loop():
+            global caught
+            while caught < 40:
+                try:
+                    work(0)
+                except KeyboardInterrupt:
+                    caught += 1
+
+        sender = threading.Thread(target=interrupt)
+        sender.start()
+        while caught < 40:
+            try:
+                loop()
+            except KeyboardInterrupt:  # landed between two calls
+                caught += 1
+        sender.join()
+
+        @multimeter.measured(name="after")
+        def after():
+            return 1
+
+        for _ in range(1000):
+            after()
+        multimeter.flush(30)
+        print(json.dumps([caught, sum(r.identifier.startswith("after-") for r in storage.results)]))
+    """
+    completed = run_app(tmp_path, code)
+    assert 0 == completed.returncode, completed.stderr[-3000:]
+    assert [40, 1000] == json.loads(completed.stdout)
+
+
+@posix_only
+def test_sigterm_while_other_threads_make_calls_stores_what_finished_before_it(tmp_path):
+    """A worker thread in a loop, SIGTERM: -15, every call finished before it stored, no .tmp.
+
+    Calls that start after the signal are not measured: the writer has the time left.
+    """
+    code = """
+        import mmap, struct, sys, threading, time
+        import multimeter
+        from lifecycle_app import work
+
+        multimeter.configure()  # from the main thread: installs the SIGTERM handler
+        with open(sys.argv[1], "r+b") as file:
+            finished = mmap.mmap(file.fileno(), 8)
+
+        def loop():
+            count = 0
+            while True:
+                work(count)
+                count += 1
+                struct.pack_into("Q", finished, 0, count)
+
+        threading.Thread(target=loop, daemon=True).start()
+        while True:
+            time.sleep(1)
+    """
+    counter = tmp_path / "finished"
+    counter.write_bytes(bytes(8))
+    with started_app(tmp_path, code, str(counter), MULTIMETER_EXIT_TIMEOUT="20") as process:
+        wait_until(lambda: struct.unpack("Q", counter.read_bytes())[0] > 2000, process, "calls")
+        before = struct.unpack("Q", counter.read_bytes())[0]
+        process.send_signal(signal.SIGTERM)
+        returncode = wait_for_end(process, 60, tmp_path)
+    assert -signal.SIGTERM == returncode
+    assert before <= stored_count(tmp_path)
+    assert [] == temporary_files(tmp_path)

@@ -54,6 +54,11 @@ class TemporaryFiles:
             self._closed = True
         return self.remove_all()
 
+    def reopen(self) -> None:
+        """Undo :meth:`close` (the process did not end after all)."""
+        with self._lock:
+            self._closed = False
+
     def remove_all(self) -> int:
         """Remove every tracked file; returns how many were removed."""
         with self._lock:
