@@ -103,8 +103,8 @@ def test_plain_line_protocol_unescapes_like_influxdb():
 # identifiers refuse them; line breaks in strings become spaces).
 _text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=12)
 _name = _text.filter(lambda s: not s.startswith("_") and not s.endswith("\\"))
-# A measurement starting with '#' makes its lines comments (for InfluxDB too); the writer
-# does not refuse such identifiers yet, so they are left out here.
+# A measurement starting with "#" makes its lines comments (for InfluxDB too): the line
+# format refuses such identifiers (tested below), so they are left out here.
 _identifier = _name.filter(lambda s: not s.startswith("#"))
 
 
@@ -124,3 +124,9 @@ def test_any_names_tags_and_strings_load_back(identifier, tags, key, text, label
     stream = io.BytesIO()
     LineFormat().save_result_to_stream(result, stream)
     assert result == LineFormat().load_result_from_stream(io.BytesIO(stream.getvalue()))
+
+
+def test_an_identifier_starting_with_a_hash_is_refused_by_the_line_format():
+    """'#x' would make every line a comment, skipped by InfluxDB and by load_result()."""
+    with pytest.raises(ValueError, match="comment"):
+        LineFormat().save_result_to_stream(Result(identifier="#x"), io.BytesIO())

@@ -83,6 +83,11 @@ def format_value(value: Any) -> str | None:
 def series_prefix(measurement: str, tags: dict[str, str]) -> str:
     """``measurement,tag=value,...`` followed by a space, tags sorted as InfluxDB prefers."""
     check_name("identifier", measurement)
+    if measurement.startswith("#"):
+        raise ValueError(
+            f"identifier {measurement!r}: a line starting with '#' is a comment in line"
+            " protocol (InfluxDB would skip it)"
+        )
     parts = [escape_measurement(measurement)]
     for key in sorted(tags):
         value = tags[key]
