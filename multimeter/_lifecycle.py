@@ -97,12 +97,14 @@ def _flush_at_exit(timeout: float) -> None:
         if not keeps_for_later(storage):
             lost += len(group)
             continue
-        results = [r for r in (writer._build(job) for job in group) if r is not None]
+        results = [r for r in (writer.build(job) for job in group) if r is not None]
         try:
             storage.spool_results(results)
         except Exception as error:  # noqa: BLE001 - exit must go on
             lost += len(group)
             safe_log("error", "spooling at exit failed", error=repr(error))
+        else:
+            writer.forget(group)  # kept in the spool: never stored twice
     # Stores still in progress (or started from now on) would leave their
     # temporary files behind.
     _process.state.temporary_files.close()
@@ -147,6 +149,42 @@ def _handles_sigterm() -> bool:
         return False  # configure() names the bad value; until then, stay out
 
 
+class _SigtermExit:
+    """The flush a SIGTERM starts, in a thread of its own, and what follows it.
+
+    Should the process live on after the signal (SIGTERM's default action does
+    nothing to pid 1 in a container), measuring resumes, but only once the flush
+    is over: whichever of the handler and the flush thread comes second resumes.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._lock = threading.Lock()  # new: nobody the signal interrupted holds it
+        self._flushed = False
+        self._survived = False
+        self.done = threading.Event()
+
+    def flush(self) -> None:
+        """The flush thread's work."""
+        try:
+            flush_at_exit(self._timeout)
+        finally:
+            with self._lock:
+                self._flushed = True
+                resume = self._survived
+            self.done.set()
+            if resume:
+                _resume_after_sigterm()
+
+    def survived(self) -> None:
+        """The handler is still running after the kill: resume, now or after the flush."""
+        with self._lock:
+            self._survived = True
+            resume = self._flushed
+        if resume:
+            _resume_after_sigterm()
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Store what is pending (bounded by the exit timeout), then die of SIGTERM.
 
@@ -156,34 +194,42 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     """
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    job = None
     try:
         timeout = _exit_timeout()
-        flusher = threading.Thread(
-            target=flush_at_exit, args=(timeout,), name="multimeter-exit", daemon=True
-        )
+        job = _SigtermExit(timeout)
+        flusher = threading.Thread(target=job.flush, name="multimeter-exit", daemon=True)
         flusher.start()
-        flusher.join(timeout + 1.0)
+        job.done.wait(timeout + 1.0)
     except BaseException:  # noqa: BLE001 - dying of SIGTERM comes first
         pass
     os.kill(os.getpid(), signal.SIGTERM)
     # Still alive: SIGTERM's default action does nothing here (pid 1 of a container
     # ignores it). Carry on measuring, as the program carries on.
-    _resume_after_sigterm()
+    with contextlib.suppress(BaseException):
+        time.sleep(0.05)  # a pending SIGTERM is delivered before this returns
+        if job is not None:
+            job.survived()
 
 
 def _resume_after_sigterm() -> None:
     with contextlib.suppress(BaseException):
-        time.sleep(0.05)  # a pending SIGTERM is delivered before this returns
         from multimeter import _config
 
         state = _process.state
-        state.writer.resume()
         state.temporary_files.reopen()
         while _switched_off:
             _config.switch_back_on(_switched_off.pop())
         while _switch_interval:
             sys.setswitchinterval(_switch_interval.pop())
+        state.writer.resume()
         signal.signal(signal.SIGTERM, _on_sigterm)
+        safe_log(
+            "warning",
+            "SIGTERM did not end the process: measuring resumes, and results counted"
+            " above as not stored are stored now",
+            pending=state.writer.pending(),
+        )
 
 
 def install_sigterm_handler() -> bool:

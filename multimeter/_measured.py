@@ -373,11 +373,12 @@ class _Call:
             if outer.state is not ENDED:  # a task may outlive the call that spawned it
                 outer.marks.append((now_us, spec.enter))
         self.token = _active.set((*stack, self))
-        # Registering with the sampler comes last: nothing after it can fail.
+        # Registering with the sampler comes last: nothing after it can fail (but a
+        # KeyboardInterrupt may land in it: then nothing of the call may stay behind).
         try:
             self._register(process)
         except BaseException:
-            _active.reset(self.token)
+            self.abandon()
             spec.lanes.give_back(self.lane, now_us)
             raise
 
@@ -434,10 +435,10 @@ class _Call:
                 error=repr(failure),
             )
         except BaseException:  # KeyboardInterrupt (a signal) in the middle of our code
-            self._abandon()
+            self.abandon()
             raise
 
-    def _abandon(self) -> None:
+    def abandon(self) -> None:
         """Leave nothing of this call behind: not on the stack of active calls, not
         with the sampler. Best effort: it runs while a signal's exception is on its way."""
         self.state = ENDED
@@ -532,7 +533,11 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         except BaseException as error:
             call.end(error)
             raise
-        call.end(None)
+        try:
+            call.end(None)
+        except BaseException:  # a KeyboardInterrupt at the very start of end()
+            call.abandon()
+            raise
         return value
 
     return wrapper
@@ -552,7 +557,11 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
             except BaseException as error:
                 call.end(error)
                 raise
-            call.end(None)
+            try:
+                call.end(None)
+            except BaseException:  # a KeyboardInterrupt at the very start of end()
+                call.abandon()
+                raise
             return value
 
         outer: Any = measured_call()

@@ -41,6 +41,10 @@ class Job(Protocol):
         """Make the result (called on the writer thread)."""
 
 
+class _Stopped(Exception):
+    """The writer was stopped (the process is ending) before a store began."""
+
+
 class _Marker:
     """Queued by flush(); set once every job before it was handled."""
 
@@ -170,6 +174,16 @@ class Writer:
             self._stop_holds_lock = self._storing.acquire(True, timeout)
         return self._stop_holds_lock
 
+    def forget(self, jobs: Sequence[Any]) -> None:
+        """Drop ``jobs`` (kept elsewhere now, e.g. in a spool) from a stopped writer, so
+        that they are not stored twice should it resume."""
+        gone = {id(job) for job in jobs}
+        kept = [item for item in list(self._queue) if id(item) not in gone]
+        self._queue.clear()
+        self._queue.extend(kept)
+        rest = [job for job in self._in_hand[self._handled :] if id(job) not in gone]
+        self._in_hand, self._handled = rest, 0
+
     def resume(self) -> None:
         """Undo :meth:`stop` (the process did not end after all)."""
         if self._stopping:
@@ -234,7 +248,8 @@ class Writer:
             with self._storing:
                 if self._stopping or not queue:
                     return
-                batch: list[Any] = []
+                # Jobs left in hand by a stop() that the process outlived come first.
+                batch: list[Any] = self._in_hand[self._handled :]
                 while queue and len(batch) < _BATCH:
                     batch.append(queue.popleft())
                 self._handled = 0
@@ -259,6 +274,8 @@ class Writer:
                 else:
                     group.append(item)
             self._store(group)
+        except _Stopped:
+            pass  # the rest of the batch stays in hand (see unstored() and _run_once())
         finally:
             # Whatever happened, no flush() waits for a marker of this batch forever.
             for item in batch:
@@ -276,7 +293,7 @@ class Writer:
             if results and not self._attempt(
                 storage, results, lambda: storage.store_many(results)
             ):
-                return  # stopped: the jobs stay unstored
+                raise _Stopped  # the jobs stay unstored, in hand
             self._handled += len(jobs)
             return
         for job in jobs:
@@ -284,7 +301,7 @@ class Writer:
             if result is not None and not self._attempt(
                 storage, [result], lambda: storage.store(result)  # noqa: B023 - called at once
             ):
-                return
+                raise _Stopped
             self._handled += 1
 
     def _attempt(self, storage: Any, results: Sequence[Result], store: Any) -> bool:
@@ -307,6 +324,10 @@ class Writer:
             storage=describe(storage),
             error=_error_text(error),
         )
+
+    def build(self, job: Any) -> Result | None:
+        """``job``'s result, or ``None`` when building it failed (that is logged)."""
+        return self._build(job)
 
     def _build(self, job: Any) -> Result | None:
         try:

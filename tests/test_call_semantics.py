@@ -308,7 +308,8 @@ def test_a_slow_probe_does_not_hold_up_other_threads_calls(stored):
             gate.wait(10)  # start/end hooks: the plan tracks this probe
 
     meter = multimeter.Multimeter(Slow(), cycle_time=0.01, storage=InMemoryStorage())
-    blocked = threading.Thread(target=lambda: meter.measure("slow").__enter__())
+    slow = meter.measure("slow")
+    blocked = threading.Thread(target=slow.start)
     blocked.start()
     time.sleep(0.1)
 
@@ -322,6 +323,7 @@ def test_a_slow_probe_does_not_hold_up_other_threads_calls(stored):
     elapsed = time.monotonic() - started
     gate.set()
     blocked.join(10)
+    slow.end()
     assert elapsed < 5
     assert 100 == len(_results(stored))
 
@@ -457,3 +459,31 @@ def test_lanes_stay_near_the_peak_concurrency_under_heavy_preemption(stored):
     lanes = {r.meta_data["lane"] for r in _results(stored)}
     assert 9600 == len(_results(stored))
     assert len(lanes) <= 32
+
+
+def test_a_keyboard_interrupt_at_the_start_of_ending_a_call_leaves_nothing_behind(stored):
+    """Ctrl-C landing as the call's end begins: no phantom call on the stack or sampler."""
+    from multimeter import _measured, _process
+
+    @measured(name="work")
+    def work():
+        return 1
+
+    def interrupt_at_end(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_name == "end" and "_measured" in code.co_filename:
+            sys.settrace(None)
+            raise KeyboardInterrupt
+        return None
+
+    sys.settrace(interrupt_at_end)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            work()
+    finally:
+        sys.settrace(None)
+    assert () == _measured._active.get()
+    grids = _process.state.sampler._grids.values()
+    assert [] == [c for g in grids for c in g.calls.values() if c.spec.name == "work"]
+    work()
+    assert ["work:enter", "work:exit"] == [m.label for m in _results(stored)[-1].marks]

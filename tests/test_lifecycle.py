@@ -725,3 +725,41 @@ def test_sigterm_while_other_threads_make_calls_stores_what_finished_before_it(t
     assert -signal.SIGTERM == returncode
     assert before <= stored_count(tmp_path)
     assert [] == temporary_files(tmp_path)
+
+
+@posix_only
+def test_a_process_that_outlives_sigterm_measures_on_once_the_flush_is_over(tmp_path):
+    """pid 1 ignores SIGTERM's default action: after the (slow) exit flush, calls are stored."""
+    code = """
+        import json, os, signal, sys, time
+        import multimeter
+        from multimeter import FileStorage, JsonFormat
+        from lifecycle_app import work
+
+        class SlowSpool(FileStorage):
+            def store(self, result):
+                time.sleep(0.01)
+                super().store(result)
+
+            def spool_results(self, results):  # slower than the handler waits
+                time.sleep(3)
+                for result in results:
+                    super().store(result)
+
+        real_kill = os.kill
+        os.kill = lambda pid, sig: None if sig == signal.SIGTERM else real_kill(pid, sig)
+        multimeter.configure(storage=SlowSpool("results", JsonFormat()))
+        interval = sys.getswitchinterval()
+        for i in range(200):
+            work(i)
+        real_kill(os.getpid(), signal.SIGTERM)  # as pid 1 would see it: it lives on
+        time.sleep(4)  # the flush thread finishes its slow spool meanwhile
+        for i in range(50):
+            work(i)
+        print(json.dumps([multimeter.flush(60), sys.getswitchinterval() == interval]))
+    """
+    completed = run_app(tmp_path, code, MULTIMETER_EXIT_TIMEOUT="1")
+    assert 0 == completed.returncode, completed.stderr[-3000:]
+    assert [True, True] == json.loads(completed.stdout.strip().splitlines()[-1])
+    assert 250 == stored_count(tmp_path)
+    assert [] == temporary_files(tmp_path)
