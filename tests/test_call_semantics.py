@@ -469,10 +469,12 @@ def test_a_keyboard_interrupt_at_the_start_of_ending_a_call_leaves_nothing_behin
     def work():
         return 1
 
+    previous = sys.gettrace()  # coverage's tracer, when the suite runs under it
+
     def interrupt_at_end(frame, event, arg):
         code = frame.f_code
         if event == "call" and code.co_name == "end" and "_measured" in code.co_filename:
-            sys.settrace(None)
+            sys.settrace(previous)
             raise KeyboardInterrupt
         return None
 
@@ -481,7 +483,7 @@ def test_a_keyboard_interrupt_at_the_start_of_ending_a_call_leaves_nothing_behin
         with pytest.raises(KeyboardInterrupt):
             work()
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
     assert () == _measured._active.get()
     grids = _process.state.sampler._grids.values()
     assert [] == [c for g in grids for c in g.calls.values() if c.spec.name == "work"]
