@@ -400,7 +400,7 @@ class _Call:
             self.state = READING
             self.start_readings = read_probes(plan.cumulative)
             self.start_mono = _monotonic()
-        self.state = IN_FLIGHT
+            self.state = IN_FLIGHT
         sampler.enter(self)
 
     @property
