@@ -606,7 +606,11 @@ def _measured_generator(
             item = step(argument)
         except StopIteration as stop:
             _active.reset(token)
-            call.end(None)
+            try:
+                call.end(None)
+            except BaseException:  # a KeyboardInterrupt at the very start of end()
+                call.abandon()
+                raise
             return stop.value
         except BaseException as error:
             _active.reset(token)
