@@ -241,9 +241,10 @@ class _Lanes:
 
     A lane is held by one call at a time, and is handed out again only to a call
     that starts in a later microsecond than the last holder ended: points of
-    calls sharing a lane never share a timestamp. There are as many lanes as
-    the function's peak concurrency (InfluxDB writes the lane as a tag, so the
-    series stay few).
+    calls sharing a lane never share a timestamp. There are about as many lanes
+    as the function's peak concurrency (InfluxDB writes the lane as a tag, so the
+    series stay few). ``_Call`` takes a lane (``free.pop()``, else ``new()``) and
+    gives it back (``free.append()``) inline: that is the per-call path.
     """
 
     __slots__ = ("free", "new")
@@ -254,14 +255,6 @@ class _Lanes:
         self.free: list[tuple[int, int]] = []
         #: A lane never used before.
         self.new = itertools.count().__next__
-
-    def take(self, now_us: int) -> int:
-        """A lane for a call starting at ``now_us`` (``_Call`` inlines this)."""
-        try:
-            lane, ended_us = self.free.pop()
-        except IndexError:
-            return self.new()
-        return lane if ended_us < now_us else self.other_than(lane, ended_us, now_us)
 
     def other_than(self, lane: int, ended_us: int, now_us: int) -> int:
         """The lane just taken ended in this very microsecond: look a few further
@@ -358,7 +351,7 @@ class _Call:
         self.session: Session | None = None
         self.end_readings: dict[int, Any] | None = None
         self.started_us = now_us = _time_ns() // 1000
-        free = spec.lanes.free  # _Lanes.take(), inlined: this is the per-call path
+        free = spec.lanes.free  # taking a lane, inlined: this is the per-call path
         try:
             lane, ended_us = free.pop()  # atomic: two threads never get the same lane
             if ended_us >= now_us:
@@ -475,7 +468,7 @@ class _Call:
         for outer in self.stack:
             if outer.state is not ENDED:
                 outer.marks.append((now_us, label))
-        spec.lanes.free.append((self.lane, now_us))  # _Lanes.give_back(), inlined
+        spec.lanes.free.append((self.lane, now_us))  # giving the lane back, inlined
         self.error = error
         if self.pid != process.pid:
             return  # begun before a fork: the parent stores it
