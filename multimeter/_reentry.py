@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 
 
 class _Busy(threading.local):
@@ -18,6 +19,17 @@ class _Busy(threading.local):
 #: ``BUSY.busy`` is true on multimeter's own threads (sampler, writer) and, on a
 #: user's thread, while multimeter reads the probes there.
 BUSY = _Busy()
+
+
+@contextlib.contextmanager
+def measuring_off() -> Iterator[None]:
+    """Measure no call on this thread meanwhile (probe code, storage code it runs)."""
+    was_busy = BUSY.busy
+    BUSY.busy = True
+    try:
+        yield
+    finally:
+        BUSY.busy = was_busy
 
 
 def own_thread() -> None:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from multimeter._clock import SYSTEM_CLOCK, Clock
 from multimeter._log import warn_once
-from multimeter._reentry import BUSY
+from multimeter._reentry import measuring_off
 from multimeter._session import (
     Session,
     call_hooks,
@@ -349,24 +349,22 @@ class Sampler:
             last = self._last_values
             return {id(p): last[id(p)] for p in probes if id(p) in last}
         legacy_values: dict[int, dict[str, Any]] = {}
-        was_busy = BUSY.busy
-        BUSY.busy = True
         try:
-            for probe in probes:
-                state = self._probes.get(id(probe))
-                now = self._clock.monotonic()
-                elapsed = now - state.last if state is not None else 0.0
-                values: dict[str, Any] = {}
-                try:
-                    probe.sample(values, elapsed)
-                except Exception as error:  # noqa: BLE001
-                    probe_failed(probe, error)
-                    continue
-                if state is not None:
-                    state.last = now
-                legacy_values[id(probe)] = self._last_values[id(probe)] = values
+            with measuring_off():
+                for probe in probes:
+                    state = self._probes.get(id(probe))
+                    now = self._clock.monotonic()
+                    elapsed = now - state.last if state is not None else 0.0
+                    values: dict[str, Any] = {}
+                    try:
+                        probe.sample(values, elapsed)
+                    except Exception as error:  # noqa: BLE001
+                        probe_failed(probe, error)
+                        continue
+                    if state is not None:
+                        state.last = now
+                    legacy_values[id(probe)] = self._last_values[id(probe)] = values
         finally:
-            BUSY.busy = was_busy
             self._legacy_lock.release()
         return legacy_values
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from multimeter._log import warn_once
-from multimeter._reentry import BUSY
+from multimeter._reentry import measuring_off
 from multimeter.probe import CumulativeProbe, Probe
 from multimeter.result import Result, Schema
 
@@ -194,7 +194,7 @@ def read_probes(probes: Iterable[Probe]) -> dict[int, Any]:
     """One reading per cumulative probe, by ``id``; :data:`FAILED` for a probe that raised.
 
     Measured code that a probe calls is not measured (it would feed itself):
-    on multimeter's own threads ``BUSY`` says so; callers on a user's thread
+    on multimeter's own threads ``_reentry.BUSY`` says so; callers on a user's thread
     use :func:`read_probes_guarded`, or (the per-call path) mark their call as
     reading.
     """
@@ -210,12 +210,8 @@ def read_probes(probes: Iterable[Probe]) -> dict[int, Any]:
 
 def read_probes_guarded(probes: Iterable[Probe]) -> dict[int, Any]:
     """:func:`read_probes` on a user's thread, with measuring off meanwhile."""
-    was_busy = BUSY.busy
-    BUSY.busy = True
-    try:
+    with measuring_off():
         return read_probes(probes)
-    finally:
-        BUSY.busy = was_busy
 
 
 _BUILTIN_HOOKS = {"start": CumulativeProbe.start, "end": CumulativeProbe.end}
@@ -240,13 +236,9 @@ def needs_hook(probe: Probe, hook: str) -> bool:
 
 def call_hooks(probes: Iterable[Probe], hook: str) -> None:
     """Call ``hook`` of each probe (never under the sampler's lock: it may be slow)."""
-    was_busy = BUSY.busy
-    BUSY.busy = True
-    try:
+    with measuring_off():
         for probe in probes:
             try:
                 getattr(probe, hook)()
             except Exception as error:  # noqa: BLE001 - a probe must not break the measured code
                 probe_failed(probe, error)
-    finally:
-        BUSY.busy = was_busy

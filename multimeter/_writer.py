@@ -289,7 +289,7 @@ class Writer:
             return
         storage = jobs[0].storage
         if batches_itself(storage):
-            results = [r for r in map(self._build, jobs) if r is not None]
+            results = [r for r in map(self.build, jobs) if r is not None]
             if results and not self._attempt(
                 storage, results, lambda: storage.store_many(results)
             ):
@@ -297,7 +297,7 @@ class Writer:
             self._handled += len(jobs)
             return
         for job in jobs:
-            result = self._build(job)
+            result = self.build(job)
             if result is not None and not self._attempt(
                 storage, [result], lambda: storage.store(result)  # noqa: B023 - called at once
             ):
@@ -327,9 +327,6 @@ class Writer:
 
     def build(self, job: Any) -> Result | None:
         """``job``'s result, or ``None`` when building it failed (that is logged)."""
-        return self._build(job)
-
-    def _build(self, job: Any) -> Result | None:
         try:
             result: Result = job.build()
             return result
