@@ -106,7 +106,6 @@ class Sampler:
         self._clock = clock
         self._linger = linger
         self.tick_hook: _TickHook | None = None
-        self._state = object()  # identifies this sampler (sessions remember their owner)
         self._lock = threading.Lock()
         self._legacy_lock = threading.Lock()
         self._grids: dict[float, _Grid] = {}
@@ -158,7 +157,7 @@ class Sampler:
 
     def _register(self, session: Session, grid: _Grid) -> None:
         """Make ``session`` one the ticks of ``grid`` serve (the lock is held)."""
-        session.owner = self._state
+        session.owner = self
         session.lock = self._lock
         session.pid = os.getpid()
         session.result._sync_hook = session.sync
@@ -181,7 +180,7 @@ class Sampler:
         by whoever first reads the result (the per-call path leaves that to the
         background writer).
         """
-        if not session.active or session.owner is not self._state:
+        if not session.active or session.owner is not self:
             return
         if readings is None or now is None or now_us is None:
             readings = read_probes_guarded(session.plan.cumulative)
@@ -191,7 +190,7 @@ class Sampler:
         legacy_values = self._sample_legacy(legacy, wait=False) if legacy else {}
         ending = []
         with self._lock:
-            if not session.active or session.owner is not self._state:
+            if not session.active or session.owner is not self:
                 return  # lost a race with another finish(), or begun before a fork
             session.record(now, now_us, readings, legacy_values)
             session.lock = None

@@ -85,7 +85,7 @@ class Session:
         self.pending: list[tuple[float, int, dict[int, Any], dict[int, dict[str, Any]]]] = []
         self.last = 0.0
         self.active = False
-        self.owner: object = None  # the sampler state it was begun in
+        self.owner: object = None  # the sampler it was begun in
         self.lock: threading.Lock | None = None  # the sampler's lock, while active
         self.pid = 0
 
