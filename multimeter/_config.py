@@ -269,4 +269,3 @@ def reset() -> None:
     global _current
     with _lock:
         _current = None
-

@@ -20,10 +20,11 @@ from multimeter import _config, _process
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
 from multimeter._reentry import BUSY
-from multimeter._session import ProbePlan, Session, read_probes
+from multimeter._session import FAILED, ProbePlan, Session, read_probes
 from multimeter._tags import normalize_tags
+from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
-from multimeter.result import Result, us_to_datetime
+from multimeter.result import Result, datetime_to_us, us_to_datetime
 from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 
@@ -35,7 +36,8 @@ MAX_TAG_LENGTH = 200
 #: keeps them unique), so identifiers stay valid file names.
 MAX_PREFIX_LENGTH = 100
 
-_active: ContextVar[tuple[_Call, ...]] = ContextVar("multimeter_active", default=())
+#: The innermost measured call running in this context (its ``parent`` the next one out).
+_active: ContextVar[_Call | None] = ContextVar("multimeter_active", default=None)
 _time_ns = time.time_ns
 _monotonic = time.monotonic
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
@@ -113,6 +115,9 @@ class _Spec:
             "module": str(getattr(target, "__module__", "")),
             "qualname": str(getattr(target, "__qualname__", self.name)),
         }
+        self.function = CallFunction(
+            self.name, self.meta["module"], self.meta["qualname"], self.prefix
+        )
         self.arg_tags = self._plan_tag_args(target, tag_args)
         self._setup: _CallSetup | None = None
         self._base_meta: tuple[int, dict[str, str]] | None = None
@@ -159,13 +164,17 @@ class _Spec:
 
     def base_meta(self) -> dict[str, str]:
         """A fresh copy of the process's and this function's meta data."""
+        return dict(self.shared_meta())
+
+    def shared_meta(self) -> dict[str, str]:
+        """The process's and this function's meta data (shared: not to be changed)."""
         cached = self._base_meta
         pid = _process.state.pid
         if cached is None or cached[0] != pid:
             meta = process_meta_data()
             meta.update(self.meta)
             cached = self._base_meta = (pid, meta)
-        return dict(cached[1])
+        return cached[1]
 
     def argument_tags(
         self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -200,15 +209,15 @@ class _Spec:
             return None
         if BUSY.busy:
             return None
-        stack = _active.get()
-        if stack and stack[-1].state is READING:
+        parent = _active.get()
+        if parent is not None and parent.state is READING:
             return None  # called by a probe that the enclosing call is reading
         snapshot = config.multimeter.snapshot
         setup = self._setup
         if setup is None or setup.snapshot is not snapshot:
             setup = self._setup = _CallSetup(snapshot, {**snapshot.tags, **self.tags})
         try:
-            return _Call(self, setup, stack, instance, args, kwargs)
+            return _Call(self, setup, parent, instance, args, kwargs)
         except RecursionError:
             return None  # the stack is nearly full: run the call unmeasured, log nothing
         except Exception as error:  # noqa: BLE001 - measuring must never break the call
@@ -224,7 +233,7 @@ class _Spec:
 class _CallSetup:
     """What the calls of one function under one :class:`Snapshot` share."""
 
-    __slots__ = ("cycle", "plan", "schema", "snapshot", "storage", "stores", "tags")
+    __slots__ = ("cycle", "plan", "records", "schema", "snapshot", "storage", "stores", "tags")
 
     def __init__(self, snapshot: Snapshot, tags: dict[str, str]) -> None:
         self.snapshot = snapshot
@@ -234,6 +243,9 @@ class _CallSetup:
         self.plan: ProbePlan = snapshot.plan
         self.cycle = snapshot.cycle_time
         self.stores = snapshot.stores
+        # A storage of call records links a call to the call it was made in; for
+        # one that stores results, each call keeps the marks of the calls made in it.
+        self.records = isinstance(snapshot.storage, CallStorage)
 
 
 class _Lanes:
@@ -310,14 +322,15 @@ class _Call:
         "end_readings",
         "end_us",
         "error",
+        "label",
         "lane",
-        "marks",
+        "nested",
         "number",
+        "parent",
         "pid",
         "session",
         "setup",
         "spec",
-        "stack",
         "start_mono",
         "start_readings",
         "started_us",
@@ -331,7 +344,7 @@ class _Call:
         self,
         spec: _Spec,
         setup: _CallSetup,
-        stack: tuple[_Call, ...],
+        parent: _Call | None,
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -345,11 +358,14 @@ class _Call:
         self.storage = setup.storage
         self.cycle = setup.cycle  # the cycle time the sampler serves this call at
         process = _process.state
-        self.number = (process.token, next(process.calls))
+        self.number = next(process.calls)
         self.pid = process.pid
         self.error: BaseException | None = None
         self.session: Session | None = None
         self.end_readings: dict[int, Any] | None = None
+        # (enter us, enter label, exit us, exit label, their nested) of the calls made
+        # inside this one; kept only where the storage stores results with their marks.
+        self.nested: list[tuple[int, str, int, str, Any]] | None = None if setup.records else []
         self.started_us = now_us = _time_ns() // 1000
         free = spec.lanes.free  # taking a lane, inlined: this is the per-call path
         try:
@@ -360,12 +376,8 @@ class _Call:
             lane = spec.lanes.new()
         self.lane = lane
         self.state = IN_FLIGHT  # until _register() says otherwise
-        self.marks = [(now_us, spec.enter)]
-        self.stack = stack
-        for outer in stack:
-            if outer.state is not ENDED:  # a task may outlive the call that spawned it
-                outer.marks.append((now_us, spec.enter))
-        self.token = _active.set((*stack, self))
+        self.parent = parent
+        self.token = _active.set(self)
         # Registering with the sampler comes last: nothing after it can fail (but a
         # KeyboardInterrupt may land in it: then nothing of the call may stay behind).
         try:
@@ -399,8 +411,7 @@ class _Call:
     @property
     def identifier(self) -> str:
         """``<name>-<pid>-<random>-<n>``."""
-        token, number = self.number
-        return f"{self.spec.prefix}{token}-{number}"
+        return f"{self.spec.prefix}{_process.state.token}-{self.number}"
 
     def promote(self) -> Session:
         """The session that carries on this call (the sampler calls this under its lock)."""
@@ -456,18 +467,21 @@ class _Call:
         now_us = _time_ns() // 1000
         spec = self.spec
         label = spec.exit if error is None else f"{spec.name}:raise {type(error).__name__}"
-        self.marks.append((now_us, label))
+        self.label = label
+        self.end_us = now_us
         self.state = ENDED
-        # Marks that nested calls add from now on (tasks that outlive this call)
-        # go to the old list; the result gets this copy.
-        self.marks = list(self.marks)
+        nested = self.nested
+        if nested:  # calls still running (tasks) may add to the old list; this one is final
+            self.nested = list(nested)
         try:  # noqa: SIM105 - a try is free, contextlib.suppress() is not
             _active.reset(self.token)
         except (ValueError, RuntimeError):
             pass  # ended in another context, or already reset (generators): nothing to undo
-        for outer in self.stack:
-            if outer.state is not ENDED:
-                outer.marks.append((now_us, label))
+        parent = self.parent
+        if parent is not None and parent.state is not ENDED:  # a task may outlive its caller
+            siblings = parent.nested
+            if siblings is not None:
+                siblings.append((self.started_us, spec.enter, now_us, label, self.nested))
         spec.lanes.free.append((self.lane, now_us))  # giving the lane back, inlined
         self.error = error
         if self.pid != process.pid:
@@ -482,19 +496,28 @@ class _Call:
             else:
                 self.end_readings = readings
                 self.end_mono = end_mono
-                self.end_us = now_us
         if self.setup.stores:
             process.writer.put(self)
 
-    def build(self) -> Result:
-        """The finished result, with its meta data (runs on the writer thread)."""
+    def _session_result(self) -> Result:
         session = self.session
         if session is None:  # never promoted: one point, from the start to the end readings
             session = self.promote()
             session.record(self.end_mono, self.end_us, self.end_readings or {}, {})
-        result = session.detach()
+        return session.detach()
+
+    def build(self) -> Result:
+        """The finished result, with its meta data (runs on the writer thread)."""
+        result = self._session_result()
         result.tags = dict(self.tags)
-        result._marks = self.marks
+        marks = [(self.started_us, self.spec.enter)]
+        if self.nested:
+            _flatten(self.nested, marks)
+            marks.append((self.end_us, self.label))
+            marks.sort(key=_timestamp)
+        else:
+            marks.append((self.end_us, self.label))
+        result._marks = marks
         meta = self.spec.base_meta()
         meta["started"] = us_to_datetime(self.started_us).isoformat()
         meta["lane"] = str(self.lane)
@@ -506,6 +529,79 @@ class _Call:
             meta["exception_module"] = type(self.error).__module__
         result.meta_data = meta
         return result
+
+    def record(self) -> CallRecord:
+        """The finished call as a compact record (runs on the writer thread)."""
+        spec = self.spec
+        setup = self.setup
+        row = None
+        if self.session is None:
+            row = _single_row(
+                setup.plan, self.start_readings, self.end_readings, self.end_mono - self.start_mono
+            )
+        points: Any = ((self.end_us, row),) if row is not None else _rows(self._session_result())
+        error = self.error
+        parent = self.parent
+        return CallRecord(
+            spec.function,
+            setup.schema,
+            _process.state.token,
+            self.number,
+            self.lane,
+            self.started_us,
+            self.end_us,
+            self.tags,
+            None if error is None else (type(error).__module__, type(error).__qualname__),
+            parent.number if parent is not None and parent.pid == self.pid else None,
+            points,
+            spec.shared_meta(),
+        )
+
+
+def _timestamp(mark: tuple[int, str]) -> int:
+    return mark[0]
+
+
+def _flatten(nested: list[tuple[int, str, int, str, Any]], marks: list[tuple[int, str]]) -> None:
+    """The enter and exit marks of calls made inside a call, and of those made in them."""
+    for started_us, enter, ended_us, label, inner in nested:
+        marks.append((started_us, enter))
+        if inner:
+            _flatten(inner, marks)
+        marks.append((ended_us, label))
+
+
+def _single_row(
+    plan: ProbePlan, start: dict[int, Any] | None, end: dict[int, Any] | None, elapsed: float
+) -> list[Any] | None:
+    """The one point of a short call, from its start and end readings, in schema
+    order; ``None`` where the general path must decide."""
+    if not plan.rows or start is None or end is None:
+        return None
+    row: list[Any] = []
+    for probe in plan.cumulative:
+        key = id(probe)
+        current = end.get(key, FAILED)
+        previous = start.get(key, FAILED)
+        if current is FAILED or previous is FAILED:
+            return None
+        try:
+            part = probe.derive_row(current, previous, elapsed)
+        except Exception:  # noqa: BLE001 - the general path logs it
+            return None
+        if part is None:
+            return None
+        row += part
+    return row
+
+
+def _rows(result: Result) -> list[tuple[int, tuple[Any, ...]]]:
+    """The points of ``result`` as rows in schema order (``None`` where missing)."""
+    keys = [m.key for m in result.schema.measures]
+    return [
+        (datetime_to_us(point.datetime), tuple(point.values.get(key) for key in keys))
+        for point in result.points
+    ]
 
 
 #: Readings at most this old (seconds) are shared by the end of one call and the start
@@ -566,9 +662,9 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
     return wrapper
 
 
-def _inside(call: _Call) -> Token[tuple[_Call, ...]]:
+def _inside(call: _Call) -> Token[_Call | None]:
     """Make ``call`` active while its generator runs (its nested calls mark it)."""
-    return _active.set((*_active.get(), call))
+    return _active.set(call)
 
 
 def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:

@@ -31,9 +31,7 @@ class ProbePlan:
         # Probes whose use the sampler must count: those with start/end hooks to
         # call, and plain probes (their last sample time is kept).
         self.tracked = tuple(
-            p
-            for p in probes
-            if p in self.legacy or needs_hook(p, "start") or needs_hook(p, "end")
+            p for p in probes if p in self.legacy or needs_hook(p, "start") or needs_hook(p, "end")
         )
         # The fast path: every probe turns readings straight into a row of values in
         # schema order (derive_row, where it is as current as the probe's derive),

@@ -36,8 +36,7 @@ def normalize_tags(tags: Mapping[Any, Any] | None) -> dict[str, str]:
         return {}
     if not isinstance(tags, Mapping):
         raise ValueError(
-            f"tags must be a mapping of str keys to values such as {{'stage': 'etl'}},"
-            f" got {tags!r}"
+            f"tags must be a mapping of str keys to values such as {{'stage': 'etl'}}, got {tags!r}"
         )
     normalized = {}
     for key, value in tags.items():

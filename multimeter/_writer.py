@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from multimeter._log import RateLimitedLog, describe, safe_log
+from multimeter.calls import CallRecord, CallStorage
 from multimeter.result import Result
 from multimeter.storages.base import Storage
 
@@ -288,23 +289,31 @@ class Writer:
         if not jobs:
             return
         storage = jobs[0].storage
+        if isinstance(storage, CallStorage):
+            records = [r for r in map(self.record, jobs) if r is not None]
+            if records and not self._attempt(
+                storage, records, lambda: storage.store_calls(records)
+            ):
+                raise _Stopped  # the jobs stay unstored, in hand
+            self._handled += len(jobs)
+            return
         if batches_itself(storage):
             results = [r for r in map(self.build, jobs) if r is not None]
-            if results and not self._attempt(
-                storage, results, lambda: storage.store_many(results)
-            ):
+            if results and not self._attempt(storage, results, lambda: storage.store_many(results)):
                 raise _Stopped  # the jobs stay unstored, in hand
             self._handled += len(jobs)
             return
         for job in jobs:
             result = self.build(job)
             if result is not None and not self._attempt(
-                storage, [result], lambda: storage.store(result)  # noqa: B023 - called at once
+                storage,
+                [result],
+                lambda: storage.store(result),  # noqa: B023 - called at once
             ):
                 raise _Stopped
             self._handled += 1
 
-    def _attempt(self, storage: Any, results: Sequence[Result], store: Any) -> bool:
+    def _attempt(self, storage: Any, results: Sequence[Any], store: Any) -> bool:
         """Run ``store``; ``False`` (nothing done) once the writer is stopped."""
         with self._storing:
             if self._stopping:
@@ -315,7 +324,7 @@ class Writer:
                 self._store_failed(storage, results, error)
         return True
 
-    def _store_failed(self, storage: Any, results: Sequence[Result], error: BaseException) -> None:
+    def _store_failed(self, storage: Any, results: Sequence[Any], error: BaseException) -> None:
         self._failed = True
         self.failures.error(
             (id(storage), type(error)),
@@ -324,6 +333,21 @@ class Writer:
             storage=describe(storage),
             error=_error_text(error),
         )
+
+    def record(self, job: Any) -> CallRecord | None:
+        """``job``'s call record, or ``None`` when making it failed (that is logged)."""
+        try:
+            record: CallRecord = job.record()
+            return record
+        except BaseException as error:  # noqa: BLE001 - never let a call stop the writer
+            self._failed = True
+            safe_log(
+                "error",
+                "building a result failed",
+                storage=describe(getattr(job, "storage", None)),
+                error=_error_text(error),
+            )
+            return None
 
     def build(self, job: Any) -> Result | None:
         """``job``'s result, or ``None`` when building it failed (that is logged)."""

@@ -32,8 +32,7 @@ def check_cycle_time(cycle_time: Any) -> float:
         or cycle_time < MIN_CYCLE_TIME
     ):
         raise ValueError(
-            f"cycle_time must be a finite number of seconds >= {MIN_CYCLE_TIME},"
-            f" got {cycle_time!r}"
+            f"cycle_time must be a finite number of seconds >= {MIN_CYCLE_TIME}, got {cycle_time!r}"
         )
     return float(cycle_time)
 
@@ -155,9 +154,7 @@ class Multimeter:
         checked = tuple(_check_probe(p) for p in probes)
         with self._lock:
             now = self.snapshot
-            self.snapshot = Snapshot.of(
-                now.probes + checked, now.cycle_time, now.storage, now.tags
-            )
+            self.snapshot = Snapshot.of(now.probes + checked, now.cycle_time, now.storage, now.tags)
         return self
 
     def set_cycle_time(self, cycle_time: float) -> Multimeter:

@@ -363,7 +363,7 @@ def test_sigterm_stores_every_finished_call_then_the_process_dies_of_sigterm(tmp
 @pytest.mark.parametrize("where", ["before import", "after import", "after the first call"])
 def test_an_applications_own_sigterm_handler_is_kept(tmp_path, where):
     """multimeter never replaces a SIGTERM handler of the application, set before or after."""
-    install = 'signal.signal(signal.SIGTERM, on_sigterm)  # the application\'s handler'
+    install = "signal.signal(signal.SIGTERM, on_sigterm)  # the application's handler"
     code = f"""
         import pathlib
         import signal

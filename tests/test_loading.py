@@ -101,9 +101,7 @@ MALFORMED_IDS = [f"json: {name}" for name in MALFORMED_JSON] + [
 
 
 @pytest.mark.parametrize(("suffix", "content", "reason"), MALFORMED, ids=MALFORMED_IDS)
-def test_malformed_files_raise_result_file_error_naming_the_file(
-    tmp_path, suffix, content, reason
-):
+def test_malformed_files_raise_result_file_error_naming_the_file(tmp_path, suffix, content, reason):
     """Whatever is wrong with a .json or .line file: ResultFileError with file and reason."""
     path = tmp_path / f"bad{suffix}"
     path.write_bytes(content)
