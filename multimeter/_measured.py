@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib
 import inspect
 import itertools
 import random
 import time
+import types
 from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any, TypeVar, overload
 
 import wrapt
 
-from multimeter import _config, _process
+from multimeter import _config, _process, _wrappers
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
 from multimeter._reentry import BUSY
@@ -609,162 +611,6 @@ def _rows(result: Result) -> list[tuple[int, tuple[Any, ...]]]:
 SHARE_READINGS_S = 50e-6
 
 
-def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        try:
-            call = spec.begin(instance, args, kwargs)
-        except RecursionError:  # the stack is full: the call itself will say so, as unmeasured
-            call = None
-        if call is None:
-            return wrapped(*args, **kwargs)
-        try:
-            value = wrapped(*args, **kwargs)
-        except BaseException as error:
-            call.end(error)
-            raise
-        try:
-            call.end(None)
-        except BaseException:  # a KeyboardInterrupt at the very start of end()
-            call.abandon()
-            raise
-        return value
-
-    return wrapper
-
-
-def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # Made at the call, as without measuring: bad arguments raise TypeError here.
-        coroutine = wrapped(*args, **kwargs)
-
-        async def measured_call() -> Any:
-            call = spec.begin(instance, args, kwargs)
-            if call is None:
-                return await coroutine
-            try:
-                value = await coroutine
-            except BaseException as error:
-                call.end(error)
-                raise
-            try:
-                call.end(None)
-            except BaseException:  # a KeyboardInterrupt at the very start of end()
-                call.abandon()
-                raise
-            return value
-
-        outer: Any = measured_call()
-        with contextlib.suppress(AttributeError, TypeError):  # read as the plain coroutine
-            outer.__name__ = coroutine.__name__
-            outer.__qualname__ = coroutine.__qualname__
-        return outer
-
-    return wrapper
-
-
-def _inside(call: _Call) -> Token[_Call | None]:
-    """Make ``call`` active while its generator runs (its nested calls mark it)."""
-    return _active.set(call)
-
-
-def _generator_wrapper(spec: _Spec) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # Made at the call, as without measuring: bad arguments raise TypeError here.
-        generator = wrapped(*args, **kwargs)
-        return _measured_generator(spec, generator, instance, args, kwargs)
-
-    return wrapper
-
-
-def _measured_generator(
-    spec: _Spec, generator: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Runs ``generator`` like ``yield from``; the call is active only while it runs.
-
-    Marks of measured calls the generator makes go to it; those its consumer
-    makes while the generator is suspended do not.
-    """
-    call = spec.begin(instance, args, kwargs)
-    if call is None:
-        return (yield from generator)
-    _active.reset(call.token)  # between items the consumer's context is its own
-    step, argument = generator.send, None
-    while True:
-        token = _inside(call)
-        try:
-            item = step(argument)
-        except StopIteration as stop:
-            _active.reset(token)
-            try:
-                call.end(None)
-            except BaseException:  # a KeyboardInterrupt at the very start of end()
-                call.abandon()
-                raise
-            return stop.value
-        except BaseException as error:
-            _active.reset(token)
-            call.end(error)
-            raise
-        _active.reset(token)
-        try:
-            argument = yield item
-            step = generator.send
-        except GeneratorExit:  # closed by its consumer: a normal end
-            token = _inside(call)
-            try:
-                generator.close()
-            finally:
-                _active.reset(token)
-                call.end(None)
-            raise
-        except BaseException as thrown:  # noqa: BLE001 - forwarded into the generator
-            step, argument = generator.throw, thrown
-
-
-def _async_generator_wrapper(spec: _Spec) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # Made at the call, as without measuring: bad arguments raise TypeError here.
-        generator = wrapped(*args, **kwargs)
-        return _measured_async_generator(spec, generator, instance, args, kwargs)
-
-    return wrapper
-
-
-async def _measured_async_generator(
-    spec: _Spec, generator: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Like :func:`_measured_generator`, for async generators."""
-    call = spec.begin(instance, args, kwargs)
-    if call is not None:
-        _active.reset(call.token)
-    error: BaseException | None = None
-    step, argument = generator.asend, None
-    try:
-        while True:
-            token = _inside(call) if call is not None else None
-            try:
-                item = await step(argument)
-            except StopAsyncIteration:
-                return
-            finally:
-                if token is not None:
-                    _active.reset(token)
-            try:
-                argument = yield item
-                step = generator.asend
-            except GeneratorExit:
-                await generator.aclose()
-                raise
-            except BaseException as thrown:  # noqa: BLE001 - forwarded into the generator
-                step, argument = generator.athrow, thrown
-    except BaseException as raised:
-        error = raised
-        raise
-    finally:
-        if call is not None:
-            call.end(error if not isinstance(error, GeneratorExit) else None)
-
-
 def decorate(
     func: F,
     *,
@@ -776,14 +622,35 @@ def decorate(
     spec = _Spec(func, name, tags, tag_args)
     target = getattr(func, "__func__", func)
     if inspect.isasyncgenfunction(target):
-        wrapper = _async_generator_wrapper(spec)
+        wrapper = _wrappers.async_generator_wrapper(spec, target, _active)
     elif inspect.iscoroutinefunction(target):
-        wrapper = _async_wrapper(spec)
+        wrapper = _wrappers.coroutine_wrapper(spec, target)
     elif inspect.isgeneratorfunction(target):
-        wrapper = _generator_wrapper(spec)
+        wrapper = _wrappers.generator_wrapper(spec, target, _active)
     else:
-        wrapper = _sync_wrapper(spec)
+        return _plain(func, spec)
     return MeasuredFunction(func, wrapper, spec)  # type: ignore[return-value]
+
+
+def _plain(func: Any, spec: _Spec) -> Any:
+    """A plain function that measures each call of ``func``; classmethod and
+    staticmethod objects come back as such, around one."""
+    if isinstance(func, (classmethod, staticmethod)):
+        return type(func)(_plain(func.__func__, spec))
+    measured_function = _wrappers.plain_wrapper(spec, func)
+    functools.update_wrapper(measured_function, func)
+    vars(measured_function)[_SPEC] = spec
+    vars(measured_function)["uninstrument"] = functools.partial(_original, func)
+    return measured_function
+
+
+#: The attribute of a measured plain function that holds its spec.
+_SPEC = "_multimeter_spec"
+
+
+def _original(func: Any) -> Any:
+    """The original function (nothing was patched in place)."""
+    return func
 
 
 def _by_reference(module: str, qualname: str) -> Any:
@@ -857,9 +724,12 @@ class MeasuredFunction(wrapt.FunctionWrapper):
 
 def is_measured(obj: Any) -> bool:
     """Whether ``obj`` (or the function inside a classmethod/staticmethod) is measured."""
-    return isinstance(obj, MeasuredFunction) or isinstance(
-        getattr(obj, "__func__", None), MeasuredFunction
-    )
+    if isinstance(obj, MeasuredFunction):
+        return True
+    inner = getattr(obj, "__func__", obj)
+    if isinstance(inner, MeasuredFunction):
+        return True
+    return isinstance(inner, types.FunctionType) and _SPEC in vars(inner)
 
 
 @overload
