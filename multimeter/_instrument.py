@@ -1,4 +1,4 @@
-"""``instrument()``: measure the functions of a module or class without editing them."""
+"""``instrument()``: measure the functions of a module, package or class without editing them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import inspect
 import sys
 import threading
 import types
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from multimeter._log import logger
+from multimeter._log import safe_log
 from multimeter._measured import decorate, is_measured
 from multimeter._tags import normalize_tags
 
@@ -28,41 +30,90 @@ def _patterns(value: str | Iterable[str] | None, argument: str) -> tuple[str, ..
     return patterns
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """The modules an instrumentation covers: one module, or a package and its submodules."""
+
+    name: str
+    recursive: bool
+
+    def covers(self, module_name: str) -> bool:
+        return module_name == self.name or (
+            self.recursive and module_name.startswith(self.name + ".")
+        )
+
+    def qualify(self, module_name: str, qualname: str) -> str:
+        """``more.chunked`` for ``more_itertools.more.chunked``; ``load`` in the root."""
+        if module_name == self.name or not self.covers(module_name):
+            return qualname
+        return f"{module_name[len(self.name) + 1 :]}.{qualname}"
+
+
 class Instrumentation:
-    """What :func:`instrument` did; :meth:`uninstrument` undoes it."""
+    """What :func:`instrument` did; :meth:`uninstrument` undoes it.
+
+    ``repr()`` counts what was patched:
+    ``<Instrumentation of 'more_itertools': 163 functions patched under 330 names>``
+    (a function re-exported under several names is one function).
+    """
 
     def __init__(
         self,
+        target: str,
+        scope: _Scope,
         include: tuple[str, ...] | None,
         exclude: tuple[str, ...] | None,
         tags: Mapping[str, Any] | None,
     ) -> None:
+        self._target = target
+        self._scope = scope
         self._include = include
         self._exclude = exclude
         self._tags = tags
-        self._patches: list[_Patch] = []
+        self._patches: dict[tuple[int, str], _Patch] = {}  # by (id(owner), name), in order
+        self._measured: dict[int, tuple[Any, Any]] = {}  # id(original): (original, measured)
+        self._originals: dict[int, Any] = {}  # id(measured): original
+        self._failed: set[int] = set()  # id(original) that decorate() refused
+        self._classes: dict[int, type] = {}  # id(cls): cls, each class patched once
+        self._skipped: Counter[str] = Counter()  # why names were left alone
+        self._elsewhere: Counter[str] = Counter()  # the modules defining what is re-exported
         self._hooks: list[_ImportHook] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @property
     def patched(self) -> tuple[str, ...]:
-        """The qualified names of what was replaced, e.g. ``('etl.load', 'etl.Loader.run')``."""
-        return tuple(_qualified(owner, name) for owner, name, _ in self._patches)
+        """The dotted names now measured, one per name (a re-exported function has several):
+        ``('pkg.etl.load', 'pkg.etl.Loader.run', 'pkg.load')``."""
+        return tuple(_qualified(owner, name) for owner, name, _ in self._patches.values())
+
+    def __repr__(self) -> str:
+        functions = len({id(original) for _, _, original in self._patches.values()})
+        names = len(self._patches)
+        return (
+            f"<Instrumentation of {self._target!r}: {_count(functions, 'function')}"
+            f" patched under {_count(names, 'name')}>"
+        )
 
     def uninstrument(self) -> None:
-        """Put back the original objects, exactly, and cancel pending import hooks."""
+        """Put back the original objects under every patched name, exactly, and cancel
+        pending import hooks."""
         with self._lock:
             for hook in self._hooks:
                 hook.cancel()
             self._hooks.clear()
-            for owner, name, original in reversed(self._patches):
+            for owner, name, original in reversed(self._patches.values()):
                 try:
                     setattr(owner, name, original)
                 except (AttributeError, TypeError) as error:
-                    logger.error(
-                        "uninstrument failed", target=_qualified(owner, name), error=repr(error)
+                    safe_log(
+                        "error",
+                        "uninstrument failed",
+                        target=_qualified(owner, name),
+                        error=repr(error),
                     )
             self._patches.clear()
+            self._measured.clear()
+            self._originals.clear()
 
     def _wanted(self, name: str, qualified: str) -> bool:
         names = (name, qualified)
@@ -75,34 +126,149 @@ class Instrumentation:
             and any(fnmatch.fnmatchcase(n, p) for n in names for p in self._exclude)
         )
 
-    def _patch(self, owner: Any, name: str, original: Any, qualified: str) -> None:
-        if is_measured(original) or not self._wanted(name, qualified):
+    def _record(self, owner: Any, name: str, original: Any, *, copied: bool = False) -> None:
+        """Remember to put ``original`` back under ``owner.name``; a name that an import
+        ``copied`` from a patched module may be seen again, a name set anew replaces."""
+        key = (id(owner), name)
+        if copied and key in self._patches:
             return
+        self._patches.pop(key, None)
+        self._patches[key] = (owner, name, original)
+
+    def _measured_for(self, original: Any, qualified: str) -> Any:
+        """The one measured object for ``original`` (made on first use); None if refused."""
+        known = self._measured.get(id(original))
+        if known is not None:
+            return known[1]
+        if id(original) in self._failed:
+            return None
         try:
             measured = decorate(original, tags=self._tags)
-            setattr(owner, name, measured)
         except (AttributeError, TypeError, ValueError) as error:
-            logger.error("instrument failed", target=qualified, error=repr(error))
+            self._failed.add(id(original))
+            self._skipped["failed"] += 1
+            safe_log("error", "instrument failed", target=qualified, error=repr(error))
+            return None
+        self._measured[id(original)] = (original, measured)
+        self._originals[id(measured)] = original
+        return measured
+
+    def _patch(self, owner: Any, name: str, original: Any, short: str, qualified: str) -> None:
+        if is_measured(original):
+            self._skipped["measured"] += 1
             return
-        with self._lock:
-            self._patches.append((owner, name, original))
+        if not self._wanted(short, qualified):
+            self._skipped["excluded"] += 1
+            return
+        measured = self._measured_for(original, qualified)
+        if measured is None:
+            return
+        try:
+            setattr(owner, name, measured)
+        except (AttributeError, TypeError) as error:
+            safe_log("error", "instrument failed", target=qualified, error=repr(error))
+            return
+        self._record(owner, name, original)
 
     def _class(self, cls: type) -> None:
-        for name, attribute in list(vars(cls).items()):
-            if name.startswith("_"):
-                continue
-            function = getattr(attribute, "__func__", attribute)
-            if inspect.isfunction(function):
-                self._patch(cls, name, attribute, f"{cls.__qualname__}.{name}")
+        with self._lock:
+            if id(cls) in self._classes:
+                return
+            self._classes[id(cls)] = cls
+            for name, attribute in list(vars(cls).items()):
+                if name.startswith("_"):
+                    continue
+                function = getattr(attribute, "__func__", attribute)
+                if inspect.isfunction(function):
+                    qualified = self._scope.qualify(cls.__module__, f"{cls.__qualname__}.{name}")
+                    self._patch(cls, name, attribute, name, qualified)
 
     def _module(self, module: types.ModuleType) -> None:
-        for name, attribute in list(vars(module).items()):
-            if name.startswith("_") or getattr(attribute, "__module__", None) != module.__name__:
-                continue
-            if inspect.isclass(attribute):
+        with self._lock:
+            for name, attribute in list(vars(module).items()):
+                try:
+                    self._attribute(module, name, attribute)
+                except Exception as error:  # noqa: BLE001 - never break the caller's import
+                    safe_log(
+                        "error",
+                        "instrument failed",
+                        target=f"{module.__name__}.{name}",
+                        error=repr(error),
+                    )
+
+    def _attribute(self, module: types.ModuleType, name: str, attribute: Any) -> None:
+        original = self._originals.get(id(attribute))
+        if original is not None:  # an import copied a measured object from a patched module
+            self._record(module, name, original, copied=True)
+            return
+        if name.startswith("_"):
+            return
+        if inspect.isclass(attribute):
+            if self._scope.covers(attribute.__module__):
                 self._class(attribute)
-            elif inspect.isfunction(attribute) or is_measured(attribute):
-                self._patch(module, name, attribute, name)
+            else:
+                self._elsewhere[attribute.__module__] += 1
+        elif inspect.isfunction(attribute) or is_measured(attribute):
+            defined_in = getattr(attribute, "__module__", None)
+            if not isinstance(defined_in, str):
+                return
+            if self._scope.covers(defined_in):
+                qualified = self._scope.qualify(defined_in, attribute.__qualname__)
+                self._patch(module, name, attribute, attribute.__name__, qualified)
+            else:
+                self._elsewhere[defined_in] += 1
+
+    def _package(self, package: types.ModuleType) -> None:
+        """The package, and its submodules imported now and later."""
+        self._watch(once=False)
+        self._module(package)
+        prefix = self._scope.name + "."
+        for name, module in sys.modules.copy().items():
+            if name.startswith(prefix) and isinstance(module, types.ModuleType):
+                self._module(module)
+
+    def _watch(self, once: bool) -> None:
+        """Instrument the target (and, for a package, its submodules) when imported."""
+        with self._lock:
+            self._hooks.append(_ImportHook(self._scope, self, once))
+
+    def _imported(self, module: types.ModuleType) -> None:
+        """Called by the import hook right after ``module`` ran."""
+        with self._lock:
+            if not self._hooks:  # uninstrumented meanwhile
+                return
+            self._module(module)
+            if module.__name__ != self._scope.name:
+                return
+            if not hasattr(module, "__path__"):  # a plain module: no submodules to wait for
+                for hook in self._hooks:
+                    hook.cancel()
+        self._warn_if_idle()
+
+    def _warn_if_idle(self) -> None:
+        if not self._patches:
+            reason = self._why()
+            safe_log("warning", "instrument patched nothing", target=self._target, reason=reason)
+
+    def _why(self) -> str:
+        skipped = self._skipped
+        if not skipped:
+            if self._elsewhere:
+                [(module, _)] = self._elsewhere.most_common(1)
+                return f"its functions are defined in another module, such as {module!r}"
+            return "no public functions or methods are defined there"
+        reasons = {
+            "excluded": "excluded by include/exclude",
+            "measured": "already measured",
+            "failed": "could not be measured (see the errors logged)",
+        }
+        return "its functions are " + " or ".join(
+            text for key, text in reasons.items() if skipped[key]
+        )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _qualified(owner: Any, name: str) -> str:
@@ -115,12 +281,14 @@ def _qualified(owner: Any, name: str) -> str:
 
 
 class _ImportHook:
-    """Instruments a module right after it is first imported."""
+    """Instruments the modules of a scope right after each is first imported."""
 
-    def __init__(self, name: str, instrumentation: Instrumentation) -> None:
-        self._name = name
+    def __init__(self, scope: _Scope, instrumentation: Instrumentation, once: bool) -> None:
+        self._scope = scope
         self._instrumentation = instrumentation
+        self._once = once
         self._active = True
+        self._busy = threading.local()  # the names this thread is looking up now
         sys.meta_path.insert(0, self)
 
     def cancel(self) -> None:
@@ -132,28 +300,69 @@ class _ImportHook:
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
     ) -> Any:
         """The meta path finder protocol: a spec whose loader instruments the module."""
-        import importlib.util
-
-        if fullname != self._name or not self._active:
+        if not self._active or not self._scope.covers(fullname):
             return None
-        self.cancel()  # one module, once
-        spec = importlib.util.find_spec(fullname)  # the other finders
+        busy: set[str] = self._busy.__dict__.setdefault("names", set())
+        if fullname in busy:  # a finder further on asked the whole meta path again
+            return None
+        finders = sys.meta_path
+        later = finders[finders.index(self) + 1 :] if self in finders else []
+        if self._once:
+            self.cancel()  # one module, once
+        busy.add(fullname)
+        try:
+            spec = _find_spec(later, fullname, path, target)
+        finally:
+            busy.discard(fullname)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        loader = spec.loader
-        instrumentation = self._instrumentation
-        original_exec = loader.exec_module
-
-        class _InstrumentingLoader:  # the loader protocol: runs the module, then instruments it
-            def create_module(self, spec: Any) -> types.ModuleType | None:
-                return loader.create_module(spec)
-
-            def exec_module(self, module: types.ModuleType) -> None:
-                original_exec(module)
-                instrumentation._module(module)
-
-        spec.loader = _InstrumentingLoader()  # type: ignore[assignment]  # the protocol, not the ABC
+        spec.loader = _InstrumentingLoader(spec.loader, self._instrumentation)
         return spec
+
+
+def _find_spec(
+    finders: Sequence[Any],
+    fullname: str,
+    path: Sequence[str] | None,
+    target: types.ModuleType | None,
+) -> Any:
+    for finder in finders:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is not None:
+            spec = find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+    return None
+
+
+class _InstrumentingLoader:
+    """The loader protocol: runs the module with its own loader, then instruments it."""
+
+    def __init__(self, loader: Any, instrumentation: Instrumentation) -> None:
+        self._loader = loader
+        self._instrumentation = instrumentation
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the loader's interface
+        loader = self.__dict__.get("_loader")
+        if loader is None:
+            raise AttributeError(name)
+        return getattr(loader, name)
+
+    def create_module(self, spec: Any) -> types.ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:  # the module keeps its real loader
+            spec.loader = self._loader
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = self._loader
+        self._loader.exec_module(module)
+        name = module.__name__
+        try:
+            self._instrumentation._imported(sys.modules.get(name, module))
+        except Exception as error:  # noqa: BLE001 - never break the caller's import
+            safe_log("error", "instrument failed", target=name, error=repr(error))
 
 
 def instrument(
@@ -162,6 +371,7 @@ def instrument(
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     tags: Mapping[str, Any] | None = None,
+    recursive: bool = True,
 ) -> Any:
     """Measure every call of a function, a class's methods or a module's functions.
 
@@ -170,13 +380,29 @@ def instrument(
     - a class: its public methods (plain, class and static) are replaced in place;
     - a module object, or a dotted module name: its public functions and the
       public methods of the public classes defined in it are replaced in place;
-      a module not imported yet is instrumented when it is first imported.
+      a module not imported yet is instrumented when it is first imported;
+    - a package (a module with ``__path__``), with ``recursive=True``: the same for
+      the package and every submodule, private ones included, imported now or
+      later (none is imported for it). A function defined anywhere in the package
+      is measured under every public name that reaches it in those modules
+      (``more_itertools.chunked`` and ``more_itertools.more.chunked`` become the
+      same measured object); a class is patched once, under whatever names.
+      Functions and classes that the package imports from elsewhere are left
+      alone. ``recursive=False`` instruments the package's ``__init__`` alone.
 
-    ``include``/``exclude`` are glob patterns matched against the name and the
-    qualified name (``load*``, ``Loader.*``). Instrumenting twice measures each
-    call once. Returns a handle whose ``uninstrument()`` puts back the original
-    objects exactly. Code that imported a function by name before
-    ``instrument()`` keeps calling the original.
+    ``include``/``exclude`` are glob patterns matched against a function's name
+    and its qualified name: its ``__qualname__`` (``Loader.run``) prefixed, in a
+    package's submodule, with the submodule's path relative to the package
+    (``more.chunked``, ``_impl.Loader.run``). Patterns decide per function, so
+    a re-exported function is measured under all its names or none.
+
+    Instrumenting twice measures each call once. Returns a handle: its
+    ``patched`` lists every name now measured, its ``repr()`` counts functions
+    and names, and its ``uninstrument()`` puts back the original objects under
+    every name exactly. When nothing gets patched, a warning is logged with the
+    target and why; for a module not imported yet, when it is imported (later
+    submodules of a package are not waited for). Code that imported a function
+    by name before ``instrument()`` keeps calling the original.
 
     Raises:
         ValueError: for a target that is none of these, or bad patterns or tags.
@@ -188,20 +414,31 @@ def instrument(
         return target if is_measured(target) else decorate(target, tags=tags)
     if is_measured(target):
         return target
-    instrumentation = Instrumentation(include_patterns, exclude_patterns, tags)
+
+    def start(name: str, scope: _Scope) -> Instrumentation:
+        return Instrumentation(name, scope, include_patterns, exclude_patterns, tags)
+
+    if isinstance(target, str) and target:
+        module = sys.modules.get(target)
+        if module is None:
+            instrumentation = start(target, _Scope(target, recursive))
+            instrumentation._watch(once=not recursive)
+            return instrumentation
+        target = module
     if inspect.isclass(target):
+        instrumentation = start(target.__qualname__, _Scope(target.__module__, False))
         instrumentation._class(target)
     elif isinstance(target, types.ModuleType):
-        instrumentation._module(target)
-    elif isinstance(target, str) and target:
-        module = sys.modules.get(target)
-        if module is not None:
-            instrumentation._module(module)
+        package = recursive and hasattr(target, "__path__")
+        instrumentation = start(target.__name__, _Scope(target.__name__, package))
+        if package:
+            instrumentation._package(target)
         else:
-            instrumentation._hooks.append(_ImportHook(target, instrumentation))
+            instrumentation._module(target)
     else:
         raise ValueError(
             f"instrument() takes a function, a class, a module or a dotted module name,"
             f" got {target!r}"
         )
+    instrumentation._warn_if_idle()
     return instrumentation
