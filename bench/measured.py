@@ -10,8 +10,12 @@ function; 9 rounds that interleave the variants, figures are medians over rounds
 - baselines: OpenTelemetry SDK ``@tracer.start_as_current_span()``, prometheus_client
   ``@Histogram.time()``, and a bare wrapt passthrough decorator.
 
+- nested: a chain of 10 measured functions, each calling the next (real code
+  is nested: every call has enclosing calls); its cost per call, against the
+  same chain of plain functions, is compared with a flat call's.
+
 Targets: enabled <= 0.5x OpenTelemetry and <= 5x prometheus_client;
-disabled and not drawn <= 1.5x wrapt passthrough.
+disabled and not drawn <= 1.5x wrapt passthrough; a nested call <= 1.3x a flat one.
 """
 
 from __future__ import annotations
@@ -30,6 +34,23 @@ from multimeter.storages.base import Storage
 CALLS = 20_000
 REPEATS = 1
 ROUNDS = 9
+DEPTH = 10
+
+
+def chain(depth: int, decorate: Callable[[Callable[[], None]], Callable[[], None]]):
+    """``depth`` functions, each (decorated) calling the next; returns the outermost."""
+
+    def leaf() -> None:
+        pass
+
+    function = decorate(leaf)
+    for _ in range(depth - 1):
+
+        def step(inner: Callable[[], None] = function) -> None:
+            inner()
+
+        function = decorate(step)
+    return function
 
 
 class Discard(Storage):
@@ -82,6 +103,9 @@ def main() -> None:
     def with_multimeter() -> None:
         pass
 
+    nested_bare = chain(DEPTH, lambda f: f)
+    nested_measured = chain(DEPTH, multimeter.measured)
+
     enabled_config = {"storage": Discard(), "probes": [multimeter.ResourceProbe()]}
     multimeter.configure(**enabled_config)
     with_multimeter()
@@ -93,6 +117,12 @@ def main() -> None:
         multimeter.flush()
         return cost
 
+    def measure_nested() -> float:
+        multimeter.configure(**enabled_config)
+        cost = per_call(nested_measured) - per_call(nested_bare)
+        multimeter.flush()
+        return cost / DEPTH + medians_bare[-1]  # per call; "bare" is subtracted below
+
     def measure_disabled() -> float:
         multimeter.configure(enabled=False)
         return per_call(with_multimeter)
@@ -103,8 +133,15 @@ def main() -> None:
         del os.environ["MULTIMETER_SAMPLE_RATE"]
         return per_call(with_multimeter)
 
+    medians_bare: list[float] = []
+
+    def measure_bare() -> float:
+        medians_bare.append(per_call(bare))
+        return medians_bare[-1]
+
     variants: dict[str, Callable[[], float]] = {
-        "bare": lambda: per_call(bare),
+        "bare": measure_bare,
+        "nested": measure_nested,
         "enabled": measure_enabled,
         "otel": lambda: per_call(with_otel),
         "prometheus": lambda: per_call(with_prometheus),
@@ -137,6 +174,7 @@ def main() -> None:
     enabled_vs_prometheus = ratio("enabled", "prometheus")
     disabled_vs_wrapt = ratio("disabled", "wrapt")
     not_drawn_vs_wrapt = ratio("not_drawn", "wrapt")
+    nested, nested_vs_flat = figure("nested"), ratio("nested", "enabled")
     us = 1e6
     ok = report(
         "measured",
@@ -148,6 +186,8 @@ def main() -> None:
             "wrapt_passthrough_overhead_us": round(wrapt_cost * us, 3),
             "disabled_overhead_us": round(disabled * us, 3),
             "not_drawn_overhead_us": round(not_drawn * us, 3),
+            "nested_overhead_us": round(nested * us, 2),
+            "nested_vs_flat": round(nested_vs_flat, 3),
             "enabled_vs_opentelemetry": round(enabled_vs_otel, 3),
             "enabled_vs_prometheus": round(enabled_vs_prometheus, 3),
             "disabled_vs_wrapt": round(disabled_vs_wrapt, 3),
@@ -159,6 +199,7 @@ def main() -> None:
             "enabled <= 5x prometheus": enabled_vs_prometheus <= 5,
             "disabled <= 1.5x wrapt": disabled_vs_wrapt <= 1.5,
             "not drawn <= 1.5x wrapt": not_drawn_vs_wrapt <= 1.5,
+            "nested <= 1.3x flat": nested_vs_flat <= 1.3,
         },
     )
     finish(ok)

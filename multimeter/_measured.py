@@ -13,7 +13,7 @@ import random
 import time
 import types
 from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar, overload
 
 import wrapt
@@ -22,7 +22,13 @@ from multimeter import _config, _process, _wrappers
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
 from multimeter._reentry import BUSY
-from multimeter._session import FAILED, ProbePlan, Session, read_probes
+from multimeter._session import (
+    FAILED,
+    ProbePlan,
+    Session,
+    read_probe_tuple,
+    readings_by_probe,
+)
 from multimeter._tags import normalize_tags
 from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
@@ -364,7 +370,7 @@ class _Call:
         self.pid = process.pid
         self.error: BaseException | None = None
         self.session: Session | None = None
-        self.end_readings: dict[int, Any] | None = None
+        self.end_readings: tuple[Any, ...] | None = None
         # (enter us, enter label, exit us, exit label, their nested) of the calls made
         # inside this one; kept only where the storage stores results with their marks.
         self.nested: list[tuple[int, str, int, str, Any]] | None = None if setup.records else []
@@ -379,7 +385,7 @@ class _Call:
         self.lane = lane
         self.state = IN_FLIGHT  # until _register() says otherwise
         self.parent = parent
-        self.token = _active.set(self)
+        self.token: Token[_Call | None] | None = _active.set(self)
         # Registering with the sampler comes last: nothing after it can fail (but a
         # KeyboardInterrupt may land in it: then nothing of the call may stay behind).
         try:
@@ -405,7 +411,7 @@ class _Call:
             self.start_readings, self.start_mono = shared[2], shared[1]
         else:
             self.state = READING
-            self.start_readings = read_probes(plan.cumulative)
+            self.start_readings = read_probe_tuple(plan.cumulative)
             self.start_mono = _monotonic()
             self.state = IN_FLIGHT
         sampler.enter(self)
@@ -421,7 +427,9 @@ class _Call:
         result = Result._prepared(self.identifier, setup.schema, self.tags, {})
         session = Session(result, (), setup.cycle, setup.plan)
         if self.start_readings is not None:
-            session.start_from(self.start_readings, self.start_mono)
+            session.start_from(
+                readings_by_probe(setup.plan.cumulative, self.start_readings), self.start_mono
+            )
         self.session = session
         return session
 
@@ -449,7 +457,7 @@ class _Call:
         with the sampler. Best effort: it runs while a signal's exception is on its way."""
         self.state = ENDED
         with contextlib.suppress(BaseException):  # already reset, or another interrupt
-            _active.reset(self.token)
+            _active.reset(self.token)  # type: ignore[arg-type]  # None: raises, suppressed
         with contextlib.suppress(BaseException):
             process = _process.state
             if self.pid == process.pid:
@@ -463,7 +471,7 @@ class _Call:
         if was is IN_FLIGHT:
             plan = self.setup.plan
             self.state = READING
-            readings = read_probes(plan.cumulative)
+            readings = read_probe_tuple(plan.cumulative)
             end_mono = _monotonic()
             process.last_reading = (plan, end_mono, readings)
         now_us = _time_ns() // 1000
@@ -476,9 +484,10 @@ class _Call:
         if nested:  # calls still running (tasks) may add to the old list; this one is final
             self.nested = list(nested)
         try:  # noqa: SIM105 - a try is free, contextlib.suppress() is not
-            _active.reset(self.token)
+            _active.reset(self.token)  # type: ignore[arg-type]  # set until here
         except (ValueError, RuntimeError):
             pass  # ended in another context, or already reset (generators): nothing to undo
+        self.token = None  # it holds the context's previous state: not needed any more
         parent = self.parent
         if parent is not None and parent.state is not ENDED:  # a task may outlive its caller
             siblings = parent.nested
@@ -494,7 +503,13 @@ class _Call:
         else:
             session = sampler.leave(self)
             if session is not None:
-                sampler.finish(session, flush=False, readings=readings, now=end_mono, now_us=now_us)
+                sampler.finish(
+                    session,
+                    flush=False,
+                    readings=readings_by_probe(self.setup.plan.cumulative, readings),
+                    now=end_mono,
+                    now_us=now_us,
+                )
             else:
                 self.end_readings = readings
                 self.end_mono = end_mono
@@ -505,7 +520,8 @@ class _Call:
         session = self.session
         if session is None:  # never promoted: one point, from the start to the end readings
             session = self.promote()
-            session.record(self.end_mono, self.end_us, self.end_readings or {}, {})
+            readings = readings_by_probe(self.setup.plan.cumulative, self.end_readings or ())
+            session.record(self.end_mono, self.end_us, readings, {})
         return session.detach()
 
     def build(self) -> Result:
@@ -574,17 +590,17 @@ def _flatten(nested: list[tuple[int, str, int, str, Any]], marks: list[tuple[int
 
 
 def _single_row(
-    plan: ProbePlan, start: dict[int, Any] | None, end: dict[int, Any] | None, elapsed: float
+    plan: ProbePlan,
+    start: tuple[Any, ...] | None,
+    end: tuple[Any, ...] | None,
+    elapsed: float,
 ) -> list[Any] | None:
     """The one point of a short call, from its start and end readings, in schema
     order; ``None`` where the general path must decide."""
     if not plan.rows or start is None or end is None:
         return None
     row: list[Any] = []
-    for probe in plan.cumulative:
-        key = id(probe)
-        current = end.get(key, FAILED)
-        previous = start.get(key, FAILED)
+    for probe, previous, current in zip(plan.cumulative, start, end, strict=True):
         if current is FAILED or previous is FAILED:
             return None
         try:

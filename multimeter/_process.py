@@ -59,7 +59,7 @@ class ProcessState:
             on_start=_writer_started, on_thread_start=own_thread, orphaned=_orphaned()
         )
         # (probe plan, monotonic time, readings) of the last end-of-call reading.
-        self.last_reading: tuple[Any, float, dict[int, Any]] = (None, 0.0, {})
+        self.last_reading: tuple[Any, float, tuple[Any, ...]] = (None, 0.0, ())
         self.meta: dict[str, str] | None = None  # the process meta data, made on first use
         self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
 
