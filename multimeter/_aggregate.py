@@ -10,11 +10,13 @@ storage serves (files, InfluxDB, the log).
 A call counts in the cycle it *ended* in (records reach the writer in that
 order): cycle ``k`` holds the calls that ended in ``[k * cycle, (k + 1) * cycle)``
 microseconds after the epoch, and its point is stamped at the cycle's end. A
-cycle is stored once it ended more than :data:`GRACE` seconds ago (calls of it
-still on their way to the writer are then counted in it), and at every
-``flush()`` and at exit, ended or not. A call that reaches the writer after its
-cycle was stored makes another point with the same timestamp, in another
-result: readers sum the points of a timestamp.
+cycle is stored once a call that ended :data:`GRACE` seconds after the cycle's
+end is folded (calls from other threads that ended in the cycle have reached
+the writer by then, even while the writer is behind), or, while the writer has
+nothing else to do, once the cycle ended :data:`GRACE` seconds ago; and at
+every ``flush()`` and at exit, ended or not. A call that reaches the writer
+after its cycle was stored makes another point with the same timestamp, in
+another result: readers sum the points of a timestamp.
 
 Memory: one small accumulator per function, tag set and open cycle, however
 many calls there are. The accumulators belong to the process
@@ -47,7 +49,8 @@ from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
 from multimeter.subject import CALLS
 
-#: Seconds after a cycle's end before its sums are stored (while nothing flushes).
+#: Seconds after a cycle's end before its sums are stored (while nothing flushes):
+#: by the calls' own end times while calls come, by the clock while the writer idles.
 GRACE = 0.25
 
 _METRICS = (
@@ -147,12 +150,13 @@ class _Series:
 class _OpenCycles:
     """What one aggregating storage has folded in this process and not stored yet."""
 
-    __slots__ = ("lock", "oldest", "series")
+    __slots__ = ("lock", "newest", "oldest", "series")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # the writer's thread, or close() from another
         self.series: dict[tuple[CallFunction, frozenset[tuple[str, str]]], _Series] = {}
         self.oldest = _NO_CYCLE  # the lowest open cycle index, or _NO_CYCLE
+        self.newest = 0  # the latest end of a folded call (microseconds since the epoch)
 
 
 def _cpu_seconds(record: CallRecord, column: int) -> float:
@@ -203,16 +207,18 @@ class AggregatingStorage(CallStorage):
         open_cycles = self._open_cycles()
         with open_cycles.lock:
             self._fold(open_cycles, records)
-            self._store_due(open_cycles)
+            # The writer may be behind the calls: they, not the clock, say what is due.
+            self._store_due(open_cycles, open_cycles.newest)
 
     def flush_buffers(self, *, due_only: bool = False) -> None:
-        """Store the sums of the cycles that are due (``due_only``), else of every cycle."""
+        """Store the sums of every cycle, or with ``due_only`` (the writer has stored
+        everything handed over) of those that ended the grace time ago."""
         open_cycles = _process.state.aggregates.get(self)
         if open_cycles is None:
             return
         with open_cycles.lock:
             if due_only:
-                self._store_due(open_cycles)
+                self._store_due(open_cycles, self._clock())
             else:
                 self._store_until(open_cycles, None)
 
@@ -248,6 +254,7 @@ class AggregatingStorage(CallStorage):
         last_tags: Any = None
         tags_key: frozenset[tuple[str, str]] = frozenset()
         schema, user, system = self._columns
+        newest = open_cycles.newest
         for record in records:
             tags = record.tags
             if tags is not last_tags:  # the calls of a function share one dict
@@ -256,13 +263,16 @@ class AggregatingStorage(CallStorage):
             series = series_of.get(key)
             if series is None:
                 series = series_of[key] = _Series(record)
-            index = record.ended_us // cycle_us
+            ended_us = record.ended_us
+            if ended_us > newest:
+                newest = ended_us
+            index = ended_us // cycle_us
             cycle = series.cycles.get(index)
             if cycle is None:
                 cycle = series.cycles[index] = _Cycle()
                 if index < open_cycles.oldest:
                     open_cycles.oldest = index
-            duration = max(record.ended_us - record.started_us, 0)
+            duration = max(ended_us - record.started_us, 0)
             cycle.count += 1
             if record.exception is not None:
                 cycle.errors += 1
@@ -276,10 +286,11 @@ class AggregatingStorage(CallStorage):
                 cycle.cpu_user = (cycle.cpu_user or 0.0) + _cpu_seconds(record, user)
             if system is not None:
                 cycle.cpu_system = (cycle.cpu_system or 0.0) + _cpu_seconds(record, system)
+        open_cycles.newest = newest
 
-    def _store_due(self, open_cycles: _OpenCycles) -> None:
-        """Store the cycles that ended more than the grace time ago."""
-        last_due = (self._clock() - self._grace_us) // self._cycle_us - 1
+    def _store_due(self, open_cycles: _OpenCycles, now_us: int) -> None:
+        """Store the cycles that ended at least the grace time before ``now_us``."""
+        last_due = (now_us - self._grace_us) // self._cycle_us - 1
         if open_cycles.oldest <= last_due:
             self._store_until(open_cycles, last_due)
 

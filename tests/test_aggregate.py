@@ -230,13 +230,14 @@ def test_a_cycle_is_stored_unasked_once_it_ended_more_than_the_grace_time_ago():
     assert [T0 + CYCLE_US, T0 + 2 * CYCLE_US] == [t for t, _ in points(inner.results)]
 
 
-def test_new_calls_store_the_cycles_that_are_due():
-    """While calls keep coming (the writer never idles), their arrival stores the due cycles."""
+def test_while_calls_come_a_call_ending_the_grace_time_after_a_cycle_stores_it():
+    """While the writer is busy, the calls' own end times (not the clock) say what is due."""
     storage, inner, clock = aggregating()
-    storage.store_calls([record(T0 + 100)])
-    clock.now_us = T0 + 5 * CYCLE_US
-    storage.store_calls([record(T0 + 5 * CYCLE_US)])
-    assert [(T0 + CYCLE_US, 1)] == [(t, v["calls.count"]) for t, v in points(inner.results)]
+    clock.now_us = T0 + 60 * CYCLE_US  # the writer is far behind the clock
+    storage.store_calls([record(T0 + 100), record(T0 + CYCLE_US + 200_000)])
+    assert [] == inner.results  # calls that ended in the first cycle may still come
+    storage.store_calls([record(T0 + 300), record(T0 + CYCLE_US + 250_000)])
+    assert [(T0 + CYCLE_US, 2)] == [(t, v["calls.count"]) for t, v in points(inner.results)]
 
 
 def test_a_call_that_arrives_after_its_cycle_was_stored_makes_another_point_for_it():
