@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from multimeter import _env, _lifecycle, _process
+from multimeter._aggregate import check_calls, storage_for_calls
 from multimeter._log import logger
 from multimeter._tags import normalize_tags
 from multimeter._url import is_http_url
@@ -41,6 +42,8 @@ class Config:
     sample_rate: float = 1.0
     exit_timeout: float = _env.DEFAULT_EXIT_TIMEOUT
     handle_sigterm: bool = True
+    #: ``each`` (one result per ``@measured`` call) or ``aggregate`` (sums per cycle).
+    calls: str = "each"
 
 
 _current: Config | None = None
@@ -111,6 +114,7 @@ def build(
     cycle_time: float | None = None,
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
+    calls: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """A configuration from the arguments, the environment and the defaults.
@@ -141,12 +145,18 @@ def build(
     )
     text = _env.get(_env.HANDLE_SIGTERM, environ)
     handle_sigterm = True if text is None else _env.parse_bool(_env.HANDLE_SIGTERM, text)
+    if calls is None:
+        text = _env.get(_env.CALLS, environ)
+        calls = "each" if text is None else _env.parse_choice(_env.CALLS, text, _env.CALLS_CHOICES)
+    else:
+        calls = check_calls(calls)
     if storage is None:
         storage = _storage_from_env(environ)
+    storage = storage_for_calls(storage, calls, cycle_time)
     probe_list = _probes_from_env(environ) if probes is None else _probe_list(probes)
     meter = Multimeter(*probe_list, cycle_time=cycle_time, storage=storage)
     meter.set_tags(global_tags)
-    return Config(meter, enabled, global_tags, sample_rate, exit_timeout, handle_sigterm)
+    return Config(meter, enabled, global_tags, sample_rate, exit_timeout, handle_sigterm, calls)
 
 
 def _probe_list(probes: Any) -> list[Probe]:
@@ -175,20 +185,29 @@ def configure(
     cycle_time: float | None = None,
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
+    calls: str | None = None,
 ) -> Multimeter:
     """Build (or replace) the process-global multimeter and return it.
 
     Arguments left out come from the environment variables (see the README),
     then from the defaults: the ``resource`` probe, a one-second cycle, JSON
     files under ``./multimeter-results/``, measuring enabled. ``tags`` are
-    added to every measurement, merged over ``MULTIMETER_TAGS``.
+    added to every measurement, merged over ``MULTIMETER_TAGS``. ``calls``:
+    ``"each"`` stores one result per ``@measured`` call, ``"aggregate"`` per
+    function and cycle the count, errors, duration and CPU sums and a duration
+    histogram (see the README, "Many calls: aggregate mode").
 
     Raises:
         ValueError: naming the bad argument or environment variable and the allowed values.
     """
     global _current
     config = build(
-        storage=storage, probes=probes, cycle_time=cycle_time, tags=tags, enabled=enabled
+        storage=storage,
+        probes=probes,
+        cycle_time=cycle_time,
+        tags=tags,
+        enabled=enabled,
+        calls=calls,
     )
     with _lock:
         _current = config

@@ -21,6 +21,7 @@ SAMPLE_RATE = "MULTIMETER_SAMPLE_RATE"
 EXIT_TIMEOUT = "MULTIMETER_EXIT_TIMEOUT"
 SPOOL_DIR = "MULTIMETER_SPOOL_DIR"
 HANDLE_SIGTERM = "MULTIMETER_HANDLE_SIGTERM"
+CALLS = "MULTIMETER_CALLS"
 INFLUXDB_URL = "MULTIMETER_INFLUXDB_URL"
 INFLUXDB_TOKEN = "MULTIMETER_INFLUXDB_TOKEN"
 INFLUXDB_ORG = "MULTIMETER_INFLUXDB_ORG"
@@ -39,6 +40,8 @@ DEFAULT_EXIT_TIMEOUT = 5.0
 MIN_CYCLE_TIME = 0.001
 STORAGE_CHOICES = ("none", "file", "log", "influxdb")
 FORMAT_CHOICES = ("json", "line")
+#: ``each``: one result per ``@measured`` call; ``aggregate``: sums per function and cycle.
+CALLS_CHOICES = ("each", "aggregate")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")

@@ -1,8 +1,8 @@
 """Everything that belongs to one process and must not survive ``fork()``.
 
 One :class:`ProcessState` holds it: the pid, the random token in identifiers,
-the call counter, the sampler, the writer, the last shared probe reading and
-the temporary files being written.
+the call counter, the sampler, the writer, the last shared probe reading, the
+temporary files being written and the open cycles of aggregate mode.
 A single fork hook replaces the whole object in the child, so nothing of the
 parent's threads, queues or locks is used there. Code reads ``_process.state``
 each time (never keeps it), so after a fork it sees the child's state.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ class ProcessState:
     """The state of the current process; replaced as a whole in a forked child."""
 
     __slots__ = (
+        "aggregates",
         "calls",
         "last_reading",
         "meta",
@@ -62,6 +64,8 @@ class ProcessState:
         self.last_reading: tuple[Any, float, tuple[Any, ...]] = (None, 0.0, ())
         self.meta: dict[str, str] | None = None  # the process meta data, made on first use
         self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
+        # The calls folded but not stored yet, per aggregating storage (see _aggregate).
+        self.aggregates: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def _orphaned() -> Callable[[], bool] | None:

@@ -62,6 +62,12 @@ def batches_itself(storage: Any) -> bool:
     return method is not None and method is not Storage.store_many
 
 
+def holds_back(storage: Any) -> bool:
+    """Whether ``storage`` overrides :meth:`Storage.flush_buffers` (it holds results back)."""
+    method = getattr(type(storage), "flush_buffers", None)
+    return method is not None and method is not Storage.flush_buffers
+
+
 def keeps_for_later(storage: Any) -> bool:
     """Whether ``storage`` overrides :meth:`Storage.spool_results` (it has a spool)."""
     method = getattr(type(storage), "spool_results", None)
@@ -109,6 +115,9 @@ class Writer:
         # The jobs of the batch being handled; the first `_handled` of them are done.
         self._in_hand: list[Any] = []
         self._handled = 0
+        # Storages given jobs that hold results back (see Storage.flush_buffers), by id;
+        # forgotten once a flush has had them store everything.
+        self._holding: dict[int, Any] = {}
         self.failures = RateLimitedLog("storing the result failed")
 
     def put(self, job: Job) -> None:
@@ -238,6 +247,8 @@ class Writer:
             except BaseException as error:  # noqa: BLE001 - the writer survives anything
                 safe_log("error", "multimeter writer error; it goes on", error=repr(error))
             if orphaned is not None and not self._queue and orphaned():
+                with contextlib.suppress(_Stopped):
+                    self._release(due_only=False)  # the thread ends: store what is held back
                 return
 
     def _run_once(self) -> None:
@@ -248,7 +259,7 @@ class Writer:
             # under the store lock, so stop() sees every job in one place or the other.
             with self._storing:
                 if self._stopping or not queue:
-                    return
+                    break
                 # Jobs left in hand by a stop() that the process outlived come first.
                 batch: list[Any] = self._in_hand[self._handled :]
                 while queue and len(batch) < _BATCH:
@@ -258,6 +269,9 @@ class Writer:
             with self._room:
                 self._room.notify_all()
             self._handle(batch)
+        if self._holding and not self._stopping:
+            with contextlib.suppress(_Stopped):
+                self._release(due_only=True)
 
     def _handle(self, batch: list[Any]) -> None:
         group: list[Any] = []
@@ -266,6 +280,7 @@ class Writer:
                 if isinstance(item, _Marker):
                     self._store(group)
                     group = []
+                    self._release(due_only=False)
                     item.ok = not self._failed
                     self._failed = False
                     item.done.set()
@@ -289,6 +304,8 @@ class Writer:
         if not jobs:
             return
         storage = jobs[0].storage
+        if id(storage) not in self._holding and holds_back(storage):
+            self._holding[id(storage)] = storage
         if isinstance(storage, CallStorage):
             records = [r for r in map(self.record, jobs) if r is not None]
             if records and not self._attempt(
@@ -312,6 +329,18 @@ class Writer:
             ):
                 raise _Stopped
             self._handled += 1
+
+    def _release(self, *, due_only: bool) -> None:
+        """Have the storages that hold results back store them: all, or what is due."""
+        for storage in list(self._holding.values()):
+            if not self._attempt(
+                storage,
+                (),
+                lambda: storage.flush_buffers(due_only=due_only),  # noqa: B023 - called at once
+            ):
+                raise _Stopped
+        if not due_only:
+            self._holding.clear()
 
     def _attempt(self, storage: Any, results: Sequence[Any], store: Any) -> bool:
         """Run ``store``; ``False`` (nothing done) once the writer is stopped."""

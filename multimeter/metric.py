@@ -7,10 +7,17 @@ from typing import Any
 
 __all__ = [
     "BYTES",
+    "CALL_COUNT",
     "CONTEXT_SWITCH_INVOLUNTARY_RATE",
     "CONTEXT_SWITCH_VOLUNTARY_RATE",
     "CPU_SYSTEM_RATE",
+    "CPU_SYSTEM_TIME",
     "CPU_USER_RATE",
+    "CPU_USER_TIME",
+    "DURATION_BUCKETS",
+    "DURATION_MAX",
+    "DURATION_TOTAL",
+    "ERROR_COUNT",
     "FAULT_MAJOR_RATE",
     "FAULT_MINOR_RATE",
     "INPUT_BLOCK_RATE",
@@ -79,4 +86,53 @@ CONTEXT_SWITCH_INVOLUNTARY_RATE = Metric(
     "context_switches_involuntary",
     "Involuntary context switches (preempted by the scheduler), per second",
     "1/s",
+)
+
+# -- aggregate mode: the calls of a function that ended in one cycle ----------------
+
+CALL_COUNT = Metric("count", "Calls that ended in the cycle", "1", int)
+ERROR_COUNT = Metric("errors", "Calls that ended in the cycle by raising an exception", "1", int)
+DURATION_TOTAL = Metric("duration", "The calls' durations (enter to exit), summed", "s")
+DURATION_MAX = Metric("duration_max", "The longest call's duration", "s")
+CPU_USER_TIME = Metric(
+    "cpu_user_time",
+    "CPU time of the process in user mode while the calls ran (each call's"
+    " process.cpu_user rate times its duration), summed",
+    "s",
+)
+CPU_SYSTEM_TIME = Metric(
+    "cpu_system_time",
+    "CPU time of the process in system mode while the calls ran (each call's"
+    " process.cpu_system rate times its duration), summed",
+    "s",
+)
+
+
+def _bucket(bound_s: float, name: str) -> tuple[float, Metric]:
+    text = "any time" if bound_s == float("inf") else f"at most {name}"
+    return bound_s, Metric(
+        f"duration_le_{name}",
+        f"Calls that took {text} (cumulative, as Prometheus buckets)",
+        "1",
+        int,
+    )
+
+
+#: The duration histogram of aggregate mode: (upper bound in seconds, metric),
+#: one bucket per decade from 1 us to 10 s and one for any duration. Counts are
+#: cumulative (a call of 3 ms counts in ``duration_le_10ms``, ``duration_le_100ms``
+#: and every bucket above), so the last bucket equals :data:`CALL_COUNT`.
+DURATION_BUCKETS: tuple[tuple[float, Metric], ...] = tuple(
+    _bucket(bound, name)
+    for bound, name in (
+        (1e-6, "1us"),
+        (1e-5, "10us"),
+        (1e-4, "100us"),
+        (1e-3, "1ms"),
+        (1e-2, "10ms"),
+        (1e-1, "100ms"),
+        (1.0, "1s"),
+        (10.0, "10s"),
+        (float("inf"), "inf"),
+    )
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CHILDREN", "PROCESS", "Subject"]
+__all__ = ["CALLS", "CHILDREN", "PROCESS", "Subject"]
 
 
 @dataclass(frozen=True)
@@ -24,3 +24,4 @@ CHILDREN = Subject(
     "children",
     "All child processes of the current process that have ended and been waited for",
 )
+CALLS = Subject("calls", "The calls of one measured function (and tag set) that ended in one cycle")

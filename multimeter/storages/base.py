@@ -17,10 +17,12 @@ class Storage(abc.ABC):
     Implement :meth:`store`; override :meth:`close` when the storage holds
     resources. A storage is a context manager that closes itself.
 
-    Two optional capabilities are used by the background writer of
+    Three optional capabilities are used by the background writer of
     ``@measured`` when a subclass overrides them: :meth:`store_many` (store a
-    batch in one go, e.g. one request) and :meth:`spool_results` (keep results
-    on disk for a later delivery, used for what is still pending at exit).
+    batch in one go, e.g. one request), :meth:`spool_results` (keep results
+    on disk for a later delivery, used for what is still pending at exit) and
+    :meth:`flush_buffers` (store what the storage holds back, e.g. sums of
+    calls not yet written).
     """
 
     @abc.abstractmethod
@@ -43,6 +45,17 @@ class Storage(abc.ABC):
             NotImplementedError: the default: this storage has no spool.
         """
         raise NotImplementedError(f"{type(self).__name__} has no spool")
+
+    def flush_buffers(self, *, due_only: bool = False) -> None:  # noqa: B027 - optional hook
+        """Store what this storage holds back instead of storing it at once.
+
+        The background writer calls it on its own thread, one store at a time:
+        with ``due_only=False`` when it handles a ``flush()`` (also the one flush
+        at exit), after everything handed over before it; with ``due_only=True``
+        whenever it has nothing else to do (about every 0.1 s): store only what
+        is due by the storage's own rule. The default holds nothing back.
+        Raise if something could not be stored.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release what the storage holds (connections, files)."""
