@@ -115,6 +115,10 @@ class Writer:
         # The jobs of the batch being handled; the first `_handled` of them are done.
         self._in_hand: list[Any] = []
         self._handled = 0
+        # Counts stop()s: a batch taken before a stop is not stored after it, even if
+        # the writer resumes (what was in hand then may have been spooled and forgotten).
+        self._stops = 0
+        self._batch_stops = 0
         # Storages given jobs that hold results back (see Storage.flush_buffers), by id;
         # forgotten once a flush has had them store everything.
         self._holding: dict[int, Any] = {}
@@ -181,6 +185,7 @@ class Writer:
         """
         if not self._stopping:
             self._stopping = True
+            self._stops += 1
             self._stop_holds_lock = self._storing.acquire(True, timeout)
         return self._stop_holds_lock
 
@@ -258,7 +263,7 @@ class Writer:
             # Taking jobs from the queue and noting them as in hand is one step
             # under the store lock, so stop() sees every job in one place or the other.
             with self._storing:
-                if self._stopping or not queue:
+                if self._stopping or (not queue and self._handled >= len(self._in_hand)):
                     break
                 # Jobs left in hand by a stop() that the process outlived come first.
                 batch: list[Any] = self._in_hand[self._handled :]
@@ -266,6 +271,7 @@ class Writer:
                     batch.append(queue.popleft())
                 self._handled = 0
                 self._in_hand = [item for item in batch if not isinstance(item, _Marker)]
+                self._batch_stops = self._stops
             with self._room:
                 self._room.notify_all()
             self._handle(batch)
@@ -345,8 +351,8 @@ class Writer:
     def _attempt(self, storage: Any, results: Sequence[Any], store: Any) -> bool:
         """Run ``store``; ``False`` (nothing done) once the writer is stopped."""
         with self._storing:
-            if self._stopping:
-                return False
+            if self._stopping or self._stops != self._batch_stops:
+                return False  # stopped, or stopped and resumed since the batch was taken
             try:
                 store()
             except BaseException as error:  # noqa: BLE001 - never let a storage stop the writer
