@@ -38,7 +38,7 @@ DEFAULT_EXIT_TIMEOUT = 5.0
 #: more than they tell.
 MIN_CYCLE_TIME = 0.001
 STORAGE_CHOICES = ("none", "file", "log", "influxdb")
-FORMAT_CHOICES = ("json", "line")
+FORMAT_CHOICES = ("jsonl", "json", "line")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
