@@ -14,7 +14,8 @@ uses is defined on an earlier line of the same file.
   differs from the header's, and the header's keys they lack; ``unset`` only when
   there are any), ``{"def":"exception","id":1,"module":...,"qualname":...}`` and
   ``{"def":"group","id":1,"function":1,"schema":1,"meta":1,"tags":1}``: what the
-  calls of a group share.
+  calls of a group share (and ``"token"``, for calls of a token other than the
+  header's).
 - A call: ``[group, number, lane, started_us, duration_us, parent, exception,
   offset_us, value, ..., offset_us, value, ...]``: ``parent`` is the ``number`` of
   the call it was made in, or ``null``; ``exception`` is 0 for a call that
@@ -44,6 +45,7 @@ from multimeter.storages._format import (
     decode_number,
     encode_number,
     expect,
+    member,
     required,
     result_from_header,
     schema_document,
@@ -69,7 +71,10 @@ class _FloatTexts(dict[Any, str]):
     def __missing__(self, value: Any) -> str:
         if len(self) >= 4 * _CACHE_LIMIT:
             self.clear()
-        text: str = _dumps(encode_number(value))
+        if type(value) is float and value - value == 0.0:  # finite: JSON writes repr()
+            text = float.__repr__(value)
+        else:
+            text = _dumps(encode_number(value))
         self[value] = text
         return text
 
@@ -89,9 +94,10 @@ class Encoder:
         self._metas: dict[int, tuple[Mapping[str, str], int]] = {}
         self._tags: dict[tuple[tuple[str, str], ...], int] = {}
         self._exceptions: dict[tuple[str, str], int] = {}
-        self._groups: dict[tuple[int, int, int, int], int] = {}
-        # (function, schema, meta, tags) objects -> (group id, width, fast) by identity.
-        self._known: dict[tuple[int, int, int, int], tuple[int, int, bool, tuple[Any, ...]]] = {}
+        self._token = token
+        self._groups: dict[tuple[int, int, int, int, str], int] = {}
+        # (function, schema, meta, tags, token) objects -> (group id, width, fast), by identity.
+        self._known: dict[tuple[int, ...], tuple[int, int, bool, tuple[Any, ...]]] = {}
         self._texts = _FloatTexts()
 
     def calls(self, records: Sequence[CallRecord], out: list[str]) -> None:
@@ -100,19 +106,18 @@ class Encoder:
         last: tuple[Any, ...] = ()
         gid, width, fast = 0, 0, False
         for record in records:
-            function, schema, _, number, lane, started, ended, tags, error, parent, points, meta = (
-                record
-            )
+            func, schema, token, number, lane, start, end, tags, err, parent, points, meta = record
             if (
                 not last
-                or function is not last[0]
+                or func is not last[0]
                 or schema is not last[1]
                 or meta is not last[2]
                 or tags is not last[3]
+                or token is not last[4]
             ):
-                last = (function, schema, meta, tags)
+                last = (func, schema, meta, tags, token)
                 gid, width, fast = self._group(last, out)
-            exception = 0 if error is None else self._exception(error, out)
+            exception = 0 if err is None else self._exception(err, out)
             if fast and len(points) == 1:
                 time_us, row = points[0]
                 if len(row) == width:
@@ -122,21 +127,17 @@ class Encoder:
                         pass
                     else:
                         out.append(
-                            f"[{gid},{number},{lane},{started},{ended - started},"
+                            f"[{gid},{number},{lane},{start},{end - start},"
                             f"{'null' if parent is None else parent},{exception},"
-                            f"{time_us - ended},{values}]"
+                            f"{time_us - end},{values}]"
                         )
                         continue
-            line: list[Any] = [gid, number, lane, started, ended - started, parent, exception]
-            floats = [m.metric.value_type is float for m in schema.measures]
+            line: list[Any] = [gid, number, lane, start, end - start, parent, exception]
             for time_us, row in points:
                 if len(row) != width:
                     raise ValueError(f"a point has {len(row)} values, the schema {width} measures")
-                line.append(time_us - ended)
-                line.extend(
-                    encode_number(v) if is_float else v
-                    for v, is_float in zip(row, floats, strict=True)
-                )
+                line.append(time_us - end)
+                line.extend(map(encode_number, row))  # as .json files: NaN as "NaN"
             out.append(_dumps(line))
 
     def result(self, result: Result, out: list[str]) -> None:
@@ -145,22 +146,20 @@ class Encoder:
 
     def _group(self, objects: tuple[Any, ...], out: list[str]) -> tuple[int, int, bool]:
         """(group id, values per point, fast path applies) of a call's shared objects."""
-        key = (id(objects[0]), id(objects[1]), id(objects[2]), id(objects[3]))
+        key = tuple(map(id, objects))
         known = self._known.get(key)
         if known is None:
-            function, schema, meta, tags = objects
-            ids = (
-                self._function(function, out),
-                self._schema(schema, out),
-                self._meta(meta, out),
-                self._tag_set(tags, out),
-            )
-            gid = self._groups.get(ids)
+            function, schema, meta, tags, token = objects
+            fid, sid = self._function(function, out), self._schema(schema, out)
+            mid, tid = self._meta(meta, out), self._tag_set(tags, out)
+            gid = self._groups.get((fid, sid, mid, tid, token))
             if gid is None:
-                gid = self._groups[ids] = len(self._groups) + 1
-                fid, sid, mid, tid = ids
-                line = {"def": "group", "id": gid, "function": fid, "schema": sid}
-                out.append(_dumps({**line, "meta": mid, "tags": tid}))
+                gid = self._groups[(fid, sid, mid, tid, token)] = len(self._groups) + 1
+                line = {"def": "group", "id": gid, "function": fid, "schema": sid, "meta": mid}
+                line["tags"] = tid
+                if token != self._token:
+                    line["token"] = token
+                out.append(_dumps(line))
             measures = schema.measures
             fast = bool(measures) and all(m.metric.value_type is float for m in measures)
             if len(self._known) >= _CACHE_LIMIT:
@@ -241,11 +240,17 @@ def _defined(line: dict[str, Any], name: str, table: dict[int, Any]) -> Any:
 class _Group:
     """What the calls of one group share, as read back."""
 
-    __slots__ = ("floats", "function", "meta", "schema", "tags", "width")
+    __slots__ = ("floats", "function", "meta", "schema", "tags", "token", "width")
 
     def __init__(
-        self, function: CallFunction, schema: Schema, meta: dict[str, str], tags: dict[str, str]
+        self,
+        function: CallFunction,
+        schema: Schema,
+        meta: dict[str, str],
+        tags: dict[str, str],
+        token: str,
     ) -> None:
+        self.token = token
         self.function = function
         self.schema = schema
         self.meta = meta
@@ -343,6 +348,7 @@ class Decoder:
             _defined(line, "schema", self._schemas),
             _defined(line, "meta", self._metas),
             _defined(line, "tags", self._tags),
+            member(line, "token", str, "group.token", self.token),
         )
 
     def _call(self, line: list[Any]) -> Result:
@@ -383,7 +389,7 @@ class Decoder:
         record = CallRecord(
             group.function,
             group.schema,
-            self.token,
+            group.token,
             number,
             lane,
             started,
