@@ -178,7 +178,9 @@ def test_a_short_call_takes_less_than_300_bytes(tmp_path):
         12.0,
         math.inf,
         -math.inf,
+        math.nan,
         3,
+        True,
     ],
 )
 def test_float_values_round_trip_exactly(tmp_path, value):
@@ -190,7 +192,8 @@ def test_float_values_round_trip_exactly(tmp_path, value):
     (loaded,) = load_results(tmp_path)
 
     assert record.to_result() == loaded
-    assert value == next(loaded.values("process.cpu_user"))
+    read = next(loaded.values("process.cpu_user"))
+    assert math.isnan(read) if value != value else value == read
 
 
 def test_nan_missing_values_and_values_of_other_types_round_trip(tmp_path):

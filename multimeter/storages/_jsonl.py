@@ -62,21 +62,17 @@ _CACHE_LIMIT = 1024
 
 
 class _FloatTexts(dict[Any, str]):
-    """The JSON text of values of float measures, each formatted once (most repeat).
+    """The JSON text of a float: zero from the table (most values of a short call are
+    zero), any other float from ``float.__repr__``, which is what JSON writes; both in
+    C, with no Python code per value.
 
-    Keys compare by value, so ``1``, ``1.0`` and ``True`` share a text, and
-    ``-0.0`` may get ``0.0``'s: equal numbers, which a float column stores alike.
+    Raises ``TypeError`` for a value that is not a float (``int``, ``bool``, ``None``,
+    ``str``: the caller then encodes the row the general way), and writes NaN and the
+    infinities as ``nan``, ``inf``, ``-inf`` (not JSON: the caller checks for an ``n``).
+    ``-0.0`` gets zero's text: an equal number, which a float column stores alike.
     """
 
-    def __missing__(self, value: Any) -> str:
-        if len(self) >= 4 * _CACHE_LIMIT:
-            self.clear()
-        if type(value) is float and value - value == 0.0:  # finite: JSON writes repr()
-            text = float.__repr__(value)
-        else:
-            text = _dumps(encode_number(value))
-        self[value] = text
-        return text
+    __missing__ = staticmethod(float.__repr__)
 
 
 class Encoder:
@@ -98,7 +94,7 @@ class Encoder:
         self._groups: dict[tuple[int, int, int, int, str], int] = {}
         # (function, schema, meta, tags, token) objects -> (group id, width, fast), by identity.
         self._known: dict[tuple[int, ...], tuple[int, int, bool, tuple[Any, ...]]] = {}
-        self._texts = _FloatTexts()
+        self._texts = _FloatTexts({0.0: "0.0"})
 
     def calls(self, records: Sequence[CallRecord], out: list[str]) -> None:
         """Append the lines of ``records`` (and the definitions they need) to ``out``."""
@@ -123,9 +119,9 @@ class Encoder:
                 if len(row) == width:
                     try:
                         values = ",".join(map(get_text, row))
-                    except TypeError:  # an unhashable value: the general path
-                        pass
-                    else:
+                    except TypeError:  # a value that is no float: the general path
+                        values = "n"
+                    if "n" not in values:  # no NaN, no infinity
                         out.append(
                             f"[{gid},{number},{lane},{start},{end - start},"
                             f"{'null' if parent is None else parent},{exception},"
