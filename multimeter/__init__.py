@@ -2,18 +2,20 @@
 
 from multimeter._config import configure, flush, get_multimeter
 from multimeter._instrument import instrument
-from multimeter._loading import load_result
+from multimeter._loading import load_result, load_results
 from multimeter._measured import measured
 from multimeter._version import __version__
 from multimeter.multimeter import Multimeter
 from multimeter.probe import ResourceProbe
 from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.file import FileStorage, JsonFormat, LineFormat, ResultFileError
+from multimeter.storages.jsonl import JsonLinesStorage
 
 __all__ = [
     "DummyStorage",
     "FileStorage",
     "JsonFormat",
+    "JsonLinesStorage",
     "LineFormat",
     "Multimeter",
     "ResourceProbe",
@@ -24,5 +26,6 @@ __all__ = [
     "get_multimeter",
     "instrument",
     "load_result",
+    "load_results",
     "measured",
 ]

@@ -23,6 +23,7 @@ from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
+from multimeter.storages.jsonl import JsonLinesStorage
 from multimeter.storages.log import LogStorage
 
 if TYPE_CHECKING:
@@ -61,9 +62,11 @@ def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
         return influxdb_storage_from_env(environ)
     text = _env.get(_env.FORMAT, environ)
     file_format = (
-        "json" if text is None else _env.parse_choice(_env.FORMAT, text, _env.FORMAT_CHOICES)
+        "jsonl" if text is None else _env.parse_choice(_env.FORMAT, text, _env.FORMAT_CHOICES)
     )
     directory = _env.get(_env.DIR, environ) or _env.DEFAULT_DIR
+    if file_format == "jsonl":
+        return JsonLinesStorage(directory)
     return FileStorage(directory, JsonFormat() if file_format == "json" else LineFormat())
 
 
@@ -191,11 +194,11 @@ def configure(
 
     Arguments left out come from the environment variables (see the README),
     then from the defaults: the ``resource`` probe, a one-second cycle, JSON
-    files under ``./multimeter-results/``, measuring enabled. ``tags`` are
-    added to every measurement, merged over ``MULTIMETER_TAGS``. ``calls``:
-    ``"each"`` stores one result per ``@measured`` call, ``"aggregate"`` per
-    function and cycle the count, errors, duration and CPU sums and a duration
-    histogram (see the README, "Many calls: aggregate mode").
+    Lines batch files under ``./multimeter-results/``, measuring enabled.
+    ``tags`` are added to every measurement, merged over ``MULTIMETER_TAGS``.
+    ``calls``: ``"each"`` stores one result per ``@measured`` call,
+    ``"aggregate"`` per function and cycle the count, errors, duration and CPU
+    sums and a duration histogram (see the README, "Many calls: aggregate mode").
 
     Raises:
         ValueError: naming the bad argument or environment variable and the allowed values.

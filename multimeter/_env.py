@@ -39,7 +39,7 @@ DEFAULT_EXIT_TIMEOUT = 5.0
 #: more than they tell.
 MIN_CYCLE_TIME = 0.001
 STORAGE_CHOICES = ("none", "file", "log", "influxdb")
-FORMAT_CHOICES = ("json", "line")
+FORMAT_CHOICES = ("jsonl", "json", "line")
 #: ``each``: one result per ``@measured`` call; ``aggregate``: sums per function and cycle.
 CALLS_CHOICES = ("each", "aggregate")
 

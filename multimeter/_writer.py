@@ -210,8 +210,11 @@ class Writer:
 
     def _ring(self) -> None:
         """Wake the thread; never blocks."""
-        with contextlib.suppress(RuntimeError):  # rung already
-            self._bell.release()
+        # Rung already (the usual case in a sustained loop, which rings at every put):
+        # nothing to do, and no RuntimeError to raise and catch (about 1.3 us).
+        if self._bell.locked():
+            with contextlib.suppress(RuntimeError):  # rung in the meantime
+                self._bell.release()
 
     def _wait_for_room(self) -> None:
         self._ring()

@@ -7,7 +7,6 @@ claim is about processes: an exit without ``flush()``, ``multiprocessing`` worke
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import subprocess
@@ -438,7 +437,7 @@ def test_storage_for_calls_wraps_for_aggregate_unwraps_for_each_and_never_wraps_
 
 
 def run_program(tmp_path: pathlib.Path, code: str, **env: str) -> dict[str, int]:
-    """Run ``code`` with aggregate mode and JSON files; the stored ``calls.count`` per pid."""
+    """Run ``code`` in aggregate mode, default files; the stored ``calls.count`` per pid."""
     (tmp_path / "app.py").write_text(textwrap.dedent(code))
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -460,10 +459,8 @@ def run_program(tmp_path: pathlib.Path, code: str, **env: str) -> dict[str, int]
     )
     assert 0 == done.returncode, done.stderr
     counts: dict[str, int] = {}
-    for path in (tmp_path / "results").glob("*.json"):
-        document = json.loads(path.read_text())
-        result = multimeter.load_result(path)
-        assert "aggregate" == result.meta_data["calls"], document
+    for result in multimeter.load_results(tmp_path / "results"):
+        assert "aggregate" == result.meta_data["calls"], result.meta_data
         pid = result.meta_data["pid"]
         counts[pid] = counts.get(pid, 0) + sum(result.values("calls.count"))
     return counts

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import multimeter
-from multimeter import FileStorage, JsonFormat, LineFormat, _config, _process
+from multimeter import FileStorage, JsonFormat, JsonLinesStorage, LineFormat, _config, _process
 from multimeter.probe import ResourceProbe
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
@@ -21,13 +21,21 @@ from multimeter.testing import InMemoryStorage
 
 
 def test_defaults_without_any_configuration():
-    """Resource probe, one-second cycle, JSON files under ./multimeter-results/."""
+    """Resource probe, one-second cycle, JSON Lines batch files under ./multimeter-results/."""
     meter = multimeter.get_multimeter()
     assert 1.0 == meter.cycle_time
     assert ["ResourceProbe"] == [type(p).__name__ for p in meter.probes]
-    assert isinstance(meter.storage, FileStorage)
-    assert "multimeter-results" == str(meter.storage.save_directory)
-    assert isinstance(meter.storage.file_format, JsonFormat)
+    assert isinstance(meter.storage, JsonLinesStorage)
+    assert "multimeter-results" == str(meter.storage.directory)
+
+
+@pytest.mark.parametrize(("value", "file_format"), [("json", JsonFormat), ("LINE", LineFormat)])
+def test_the_json_and_line_formats_store_one_file_per_result(monkeypatch, value, file_format):
+    """MULTIMETER_FORMAT=json or line keeps FileStorage, one file per result."""
+    monkeypatch.setenv("MULTIMETER_FORMAT", value)
+    storage = multimeter.configure().storage
+    assert isinstance(storage, FileStorage)
+    assert isinstance(storage.file_format, file_format)
 
 
 def test_configure_returns_and_installs_the_global_multimeter():
@@ -61,7 +69,7 @@ def test_an_explicit_argument_beats_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("value", "kind"), [("none", DummyStorage), ("log", LogStorage), ("FILE", FileStorage)]
+    ("value", "kind"), [("none", DummyStorage), ("log", LogStorage), ("FILE", JsonLinesStorage)]
 )
 def test_storage_kinds_from_the_environment(monkeypatch, value, kind):
     """MULTIMETER_STORAGE picks none, log or file (case does not matter)."""
@@ -74,7 +82,7 @@ def test_storage_kinds_from_the_environment(monkeypatch, value, kind):
     [
         ("MULTIMETER_ENABLED", "maybe", "true, false"),
         ("MULTIMETER_STORAGE", "s3", "none, file, log"),
-        ("MULTIMETER_FORMAT", "csv", "json, line"),
+        ("MULTIMETER_FORMAT", "csv", "jsonl, json, line"),
         ("MULTIMETER_CYCLE_TIME", "-1", "seconds >= 0.001"),
         ("MULTIMETER_PROBES", "resource,gpu", "resource"),
         ("MULTIMETER_TAGS", "novalue", "key=value"),
@@ -189,7 +197,9 @@ def test_exit_stores_pending_results_within_the_exit_timeout(tmp_path):
     """
     completed = _run(code, tmp_path, MULTIMETER_EXIT_TIMEOUT="30")
     assert 0 == completed.returncode, completed.stderr
-    assert 2000 == len(list((tmp_path / "multimeter-results").glob("work-*.json")))
+    results = list(multimeter.load_results(tmp_path / "multimeter-results"))
+    assert 2000 == len(results)
+    assert {"work"} == {r.meta_data["function"] for r in results}
 
 
 def test_a_slow_storage_does_not_hold_exit_beyond_the_timeout(tmp_path):

@@ -207,8 +207,8 @@ def test_constructor_refuses_missing_directory_or_wrong_format():
 
 
 def test_load_result_refuses_unknown_extensions(tmp_path):
-    """Only .json and .line files are known."""
-    with pytest.raises(ValueError, match=r"\.json and \.line"):
+    """Only .json, .line and .jsonl files are known."""
+    with pytest.raises(ValueError, match=r"\.json, \.line and \.jsonl"):
         load_result(tmp_path / "result.csv")
 
 

@@ -3,10 +3,10 @@
 See DESIGN-NOTES, "Process lifecycles".
 
 The user's programs run as real subprocesses: ``app.py`` in ``tmp_path``, importing the
-measured code from ``tests/lifecycle_app.py`` by module name, storing one JSON file per
-call under ``MULTIMETER_DIR=tmp_path/results``. They never call ``multimeter.flush()``
-unless the test says so. A program that hangs is stopped with SIGABRT, so that
-faulthandler (``PYTHONFAULTHANDLER=1``) shows where each thread waited.
+measured code from ``tests/lifecycle_app.py`` by module name, storing the calls in the
+default batch files under ``MULTIMETER_DIR=tmp_path/results``. They never call
+``multimeter.flush()`` unless the test says so. A program that hangs is stopped with
+SIGABRT, so that faulthandler (``PYTHONFAULTHANDLER=1``) shows where each thread waited.
 """
 
 from __future__ import annotations
@@ -184,13 +184,12 @@ def stored_meta_data(tmp_path: pathlib.Path) -> list[dict[str, str]]:
     directory = tmp_path / "results"
     if not directory.exists():
         return []
-    return [json.loads(p.read_text())["meta_data"] for p in sorted(directory.glob("*.json"))]
+    return [result.meta_data for result in multimeter.load_results(directory)]
 
 
 def stored_count(tmp_path: pathlib.Path) -> int:
-    """How many results are stored under ``tmp_path/results`` (one JSON file each)."""
-    directory = tmp_path / "results"
-    return len(list(directory.glob("*.json"))) if directory.exists() else 0
+    """How many results are stored under ``tmp_path/results`` (whole lines of batch files)."""
+    return len(stored_meta_data(tmp_path))
 
 
 def temporary_files(tmp_path: pathlib.Path) -> list[str]:
@@ -624,14 +623,15 @@ def test_a_child_forked_from_a_thread_ends_when_that_thread_ends(tmp_path):
 
 
 def test_an_exit_timeout_during_a_long_queue_leaves_no_temporary_file(tmp_path):
-    """5,000 queued calls and a 0.3 s exit timeout: some are lost (logged), no .tmp is left."""
+    """5,000 queued calls into one JSON file each and a 0.3 s exit timeout: some are lost
+    (logged), no .tmp is left."""
     code = """
         from lifecycle_app import work
 
         for i in range(5000):
             work(i)
     """
-    completed = run_app(tmp_path, code, MULTIMETER_EXIT_TIMEOUT="0.3")
+    completed = run_app(tmp_path, code, MULTIMETER_EXIT_TIMEOUT="0.3", MULTIMETER_FORMAT="json")
     assert 0 == completed.returncode, completed.stderr
     assert [] == temporary_files(tmp_path)
     assert "results still pending at exit were not stored" in completed.stdout + completed.stderr

@@ -17,6 +17,7 @@ def test_top_level_exports_exactly_the_public_names():
         "DummyStorage",
         "FileStorage",
         "JsonFormat",
+        "JsonLinesStorage",
         "LineFormat",
         "Multimeter",
         "ResourceProbe",
@@ -27,6 +28,7 @@ def test_top_level_exports_exactly_the_public_names():
         "get_multimeter",
         "instrument",
         "load_result",
+        "load_results",
         "measured",
     ]
     assert expected == multimeter.__all__
@@ -56,6 +58,7 @@ def test_top_level_exports_exactly_the_public_names():
         ("multimeter.storages.file", "JsonFormat"),
         ("multimeter.storages.file", "LineFormat"),
         ("multimeter.storages.file", "ResultFileError"),
+        ("multimeter.storages.jsonl", "JsonLinesStorage"),
     ],
 )
 def test_documented_names_live_at_their_documented_module_paths(module, name):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import IO
+from typing import IO, Any
 
 from multimeter.result import Result, datetime_to_us, us_to_datetime
 from multimeter.storages._format import (
@@ -41,28 +41,7 @@ class JsonFormat(FileFormat):
 
     def save_result_to_stream(self, result: Result, stream: IO[bytes]) -> None:
         """Write ``result`` as UTF-8 JSON to the binary ``stream``."""
-        dumps = _dumps
-        times = result._times
-        columns = result._column_items()
-        points = []
-        for index, row in enumerate(zip(*(data for _, data, _ in columns), strict=True)):
-            total = sum(v for v in row if isinstance(v, float))
-            plain = total - total == 0.0
-            values = {
-                key: value if plain else encode_number(value)
-                for (key, _, missing), value in zip(columns, row, strict=True)
-                if index not in missing
-            }
-            points.append({"datetime": _iso(times[index]), "values": values})
-        if not columns:
-            points = [{"datetime": _iso(t), "values": {}} for t in times]
-        marks = [{"datetime": _iso(t), "label": label} for t, label in result._marks]
-        text = (
-            f'{{"identifier":{dumps(result.identifier)},"tags":{dumps(result.tags)},'
-            f'"meta_data":{dumps(result.meta_data)},"schema":{schema_json(result.schema)},'
-            f'"points":{dumps(points)},"marks":{dumps(marks)}}}'
-        )
-        stream.write(text.encode("utf-8"))
+        stream.write(result_text(result).encode("utf-8"))
 
     def load_result_from_stream(self, stream: IO[bytes]) -> Result:
         """Read a result written by :meth:`save_result_to_stream`.
@@ -72,24 +51,58 @@ class JsonFormat(FileFormat):
         """
         data = stream.read()
         with reading():
-            document = json.loads(data.decode("utf-8"))
-            result = result_from_header(document)
-            floats = float_keys(result)
-            for index, item in enumerate(member(document, "points", list, "points", ())):
-                where = f"points[{index}]"
-                point = expect(item, dict, where)
-                timestamp_us = _parse(required(point, "datetime", str, f"{where}.datetime"), where)
-                values = {
-                    key: decode_number(v) if key in floats else v
-                    for key, v in required(point, "values", dict, f"{where}.values").items()
-                }
-                result._append_us(timestamp_us, values)
-            for index, item in enumerate(member(document, "marks", list, "marks", ())):
-                where = f"marks[{index}]"
-                mark = expect(item, dict, where)
-                timestamp_us = _parse(required(mark, "datetime", str, f"{where}.datetime"), where)
-                result._add_mark_us(timestamp_us, required(mark, "label", str, f"{where}.label"))
-        return result
+            return result_from_document(json.loads(data.decode("utf-8")))
+
+
+def result_text(result: Result) -> str:
+    """``result`` as one JSON document on one line (JSON escapes every line break)."""
+    dumps = _dumps
+    times = result._times
+    columns = result._column_items()
+    points = []
+    for index, row in enumerate(zip(*(data for _, data, _ in columns), strict=True)):
+        total = sum(v for v in row if isinstance(v, float))
+        plain = total - total == 0.0
+        values = {
+            key: value if plain else encode_number(value)
+            for (key, _, missing), value in zip(columns, row, strict=True)
+            if index not in missing
+        }
+        points.append({"datetime": _iso(times[index]), "values": values})
+    if not columns:
+        points = [{"datetime": _iso(t), "values": {}} for t in times]
+    marks = [{"datetime": _iso(t), "label": label} for t, label in result._marks]
+    return (
+        f'{{"identifier":{dumps(result.identifier)},"tags":{dumps(result.tags)},'
+        f'"meta_data":{dumps(result.meta_data)},"schema":{schema_json(result.schema)},'
+        f'"points":{dumps(points)},"marks":{dumps(marks)}}}'
+    )
+
+
+def result_from_document(document: Any) -> Result:
+    """The result of a decoded JSON document written by :func:`result_text`.
+
+    Raises:
+        ResultFileError: for data that is not such a result; call it inside
+            :func:`~multimeter.storages._format.reading` for malformed values too.
+    """
+    result = result_from_header(document)
+    floats = float_keys(result)
+    for index, item in enumerate(member(document, "points", list, "points", ())):
+        where = f"points[{index}]"
+        point = expect(item, dict, where)
+        timestamp_us = _parse(required(point, "datetime", str, f"{where}.datetime"), where)
+        values = {
+            key: decode_number(v) if key in floats else v
+            for key, v in required(point, "values", dict, f"{where}.values").items()
+        }
+        result._append_us(timestamp_us, values)
+    for index, item in enumerate(member(document, "marks", list, "marks", ())):
+        where = f"marks[{index}]"
+        mark = expect(item, dict, where)
+        timestamp_us = _parse(required(mark, "datetime", str, f"{where}.datetime"), where)
+        result._add_mark_us(timestamp_us, required(mark, "label", str, f"{where}.label"))
+    return result
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
