@@ -73,7 +73,9 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
     of a write leaves) is passed over. Anything else that cannot be read raises
     :class:`~multimeter.ResultFileError` naming the file (and the line), unless
     ``skip_damaged`` is true: then the damaged lines (or files) are passed over
-    and one warning per file says how many and why.
+    and one warning per file says how many and why. The batches of an InfluxDB spool
+    (``<20-digit time>-<pid>-<n>.line``, for ``multimeter push``) are not results
+    and are passed over.
 
     >>> for result in multimeter.load_results("multimeter-results"):  # doctest: +SKIP
     ...     print(result.identifier, result.duration)
@@ -149,12 +151,21 @@ def _batch_file(path: pathlib.Path, pending: _Pending, skip_damaged: bool) -> It
         )
 
 
+#: An InfluxDB spool batch (``storages/_spool.py``): many results in line protocol, for
+#: ``multimeter push``, not a result file.
+_SPOOL_BATCH = re.compile(r"\d{20}-\d+-\d+\.line")
+
+
 def _result_files(directory: pathlib.Path) -> Iterator[pathlib.Path]:
     """The result files under ``directory``, in reading order."""
     for root, folders, names in os.walk(directory, onerror=_raise):
         folders.sort()
         for name in sorted(names, key=_order):
-            if pathlib.PurePath(name).suffix in (EXTENSION, *_FORMATS) and not name.startswith("."):
+            if (
+                pathlib.PurePath(name).suffix in (EXTENSION, *_FORMATS)
+                and not name.startswith(".")
+                and not _SPOOL_BATCH.fullmatch(name)
+            ):
                 yield pathlib.Path(root, name)
 
 

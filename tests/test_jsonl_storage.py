@@ -655,3 +655,16 @@ def test_sigkill_while_a_child_writes_never_damages_earlier_lines(tmp_path):
 
 def _size(directory: pathlib.Path) -> int:
     return sum(p.stat().st_size for p in directory.glob("*.jsonl")) if directory.exists() else 0
+
+
+def test_load_results_passes_over_an_influxdb_spool_under_the_directory(tmp_path):
+    """The spool of MULTIMETER_STORAGE=influxdb lives under MULTIMETER_DIR by default."""
+    from multimeter.result import Result
+    from multimeter.storages._spool import Spool
+
+    storage = multimeter.FileStorage(tmp_path, multimeter.LineFormat())
+    result = Result(identifier="run-1")
+    storage.store(result)
+    spool = Spool(tmp_path / "spool")
+    spool.put("m,lane=0 x=1 1\nm,lane=0 x=2 2\n")
+    assert ["run-1"] == [r.identifier for r in multimeter.load_results(tmp_path)]
