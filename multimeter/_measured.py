@@ -217,9 +217,15 @@ class _Spec:
             return None
         if BUSY.busy:
             return None
+        if _UNFINISHED:
+            _clean_up_unfinished()
         parent = _active.get()
-        if parent is not None and parent.state is READING:
-            return None  # called by a probe that the enclosing call is reading
+        if parent is not None:
+            state = parent.state
+            if state is READING:
+                return None  # called by a probe that the enclosing call is reading
+            if state is ENDED:  # a task that outlived its caller, or a call the stack
+                parent = None  # cut short: either way, not a call to link to
         snapshot = config.multimeter.snapshot
         setup = self._setup
         if setup is None or setup.snapshot is not snapshot:
@@ -298,6 +304,34 @@ class _Lanes:
         self.free.append((lane, now_us))
 
 
+#: Calls that a full stack cut short while they started (see ``_Call.__init__``); the
+#: next call that begins cleans them up (a dict: adding to it is not a call).
+_UNFINISHED: dict[_Call, None] = {}
+
+
+def _clean_up_unfinished() -> None:
+    """Give back what calls cut short by a full stack held (lanes, the sampler's
+    tracking). Their context keeps them as active until their caller's call ends
+    (``begin()`` does not link to an ended call meanwhile)."""
+    while _UNFINISHED:
+        try:
+            call, _ = _UNFINISHED.popitem()
+        except KeyError:  # another thread took the last one
+            return
+        try:
+            if _active.get() is call:  # this context still has it as the active call
+                try:
+                    _active.reset(call.token)  # type: ignore[arg-type]
+                except (ValueError, RuntimeError, TypeError):  # a copy of that context
+                    _active.set(None)
+            call._release()
+        except RecursionError:  # no room here either: a later call will do it
+            _UNFINISHED[call] = None
+            return
+        except Exception as error:  # noqa: BLE001 - measuring must never break the call
+            warn_once(("release", type(error)), "cleaning up a call failed", error=repr(error))
+
+
 # The states of a call (see _Call).
 IN_FLIGHT = "in flight"  # tracked by the sampler without a session; may be promoted
 READING = "reading"  # reading its probes: measured code they call is not measured
@@ -357,6 +391,31 @@ class _Call:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
+        # Until registered, the call counts as ended; should the stack fill up
+        # anywhere below, nothing here can call anything to undo what was done (that
+        # needs the stack too): the call is left for the next begin() to clean up.
+        self.state = ENDED
+        self.token: Token[_Call | None] | None = None
+        self.pid = 0
+        try:
+            self._start(spec, setup, parent, instance, args, kwargs)
+        except RecursionError:
+            self.state = ENDED  # stores, not calls: they cannot overflow
+            _UNFINISHED[self] = None
+            raise
+        except BaseException:  # a KeyboardInterrupt (a signal) in the middle of our code
+            self.abandon()
+            raise
+
+    def _start(
+        self,
+        spec: _Spec,
+        setup: _CallSetup,
+        parent: _Call | None,
+        instance: Any,
+        args: Any,
+        kwargs: Any,
+    ) -> None:
         tags = setup.tags
         if spec.arg_tags:
             tags = {**tags, **spec.argument_tags(instance, args, kwargs)}
@@ -378,22 +437,17 @@ class _Call:
         free = spec.lanes.free  # taking a lane, inlined: this is the per-call path
         try:
             lane, ended_us = free.pop()  # atomic: two threads never get the same lane
+            self.lane = lane  # held from here: abandon() gives it back
             if ended_us >= now_us:
-                lane = spec.lanes.other_than(lane, ended_us, now_us)
+                self.lane = lane = spec.lanes.other_than(lane, ended_us, now_us)
         except IndexError:
-            lane = spec.lanes.new()
-        self.lane = lane
-        self.state = IN_FLIGHT  # until _register() says otherwise
+            self.lane = lane = spec.lanes.new()
         self.parent = parent
-        self.token: Token[_Call | None] | None = _active.set(self)
+        self.token = _active.set(self)
         # Registering with the sampler comes last: nothing after it can fail (but a
         # KeyboardInterrupt may land in it: then nothing of the call may stay behind).
-        try:
-            self._register(process)
-        except BaseException:
-            self.abandon()
-            spec.lanes.give_back(self.lane, now_us)
-            raise
+        self.state = IN_FLIGHT  # until _register() says otherwise
+        self._register(process)
 
     def _register(self, process: _process.ProcessState) -> None:
         plan = self.setup.plan
@@ -454,16 +508,30 @@ class _Call:
 
     def abandon(self) -> None:
         """Leave nothing of this call behind: not on the stack of active calls, not
-        with the sampler. Best effort: it runs while a signal's exception is on its way."""
+        with the sampler, not holding a lane. Best effort: it runs while a signal's
+        exception is on its way."""
         self.state = ENDED
         with contextlib.suppress(BaseException):  # already reset, or another interrupt
             _active.reset(self.token)  # type: ignore[arg-type]  # None: raises, suppressed
         with contextlib.suppress(BaseException):
-            process = _process.state
-            if self.pid == process.pid:
-                session = process.sampler.leave(self)  # the call's session, if it has one
-                if session is not None:
-                    process.sampler.finish(session, flush=False)
+            self._release()
+
+    def _release(self) -> None:
+        """Give the call's lane back and stop tracking it with the sampler. Each step
+        is done once, so that it can be tried again after a ``RecursionError``."""
+        try:
+            lane = self.lane
+        except AttributeError:
+            pass  # it never took one, or gave it back already
+        else:
+            self.spec.lanes.give_back(lane, _time_ns() // 1000)
+            del self.lane
+        process = _process.state
+        if self.pid == process.pid:
+            session = process.sampler.leave(self)  # the call's session, if it has one
+            self.pid = 0  # left
+            if session is not None:
+                process.sampler.finish(session, flush=False)
 
     def _end(self, error: BaseException | None) -> None:
         process = _process.state

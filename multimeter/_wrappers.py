@@ -62,6 +62,7 @@ def plain_wrapper(spec: Any, wrapped: Any) -> Callable[..., Any]:
 def coroutine_wrapper(spec: Any, target: Any) -> Callable[..., Any]:
     """The wrapper of an ``async def`` function: measures from the first step to the end."""
     begin = spec.begin
+    recursion_error = RecursionError
     base_exception = BaseException
     attribute_error = AttributeError
     type_error = TypeError
@@ -71,7 +72,10 @@ def coroutine_wrapper(spec: Any, target: Any) -> Callable[..., Any]:
         coroutine = wrapped(*args, **kwargs)
 
         async def measured_call() -> Any:
-            call = begin(instance, args, kwargs)
+            try:
+                call = begin(instance, args, kwargs)
+            except recursion_error:  # the stack is full: run it unmeasured
+                call = None
             if call is None:
                 return await coroutine
             try:
@@ -112,6 +116,7 @@ def generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> Callab
     exhaustion or close; the call is active only while the generator runs, so
     marks of measured calls its consumer makes meanwhile do not go to it."""
     begin = spec.begin
+    recursion_error = RecursionError
     set_active = active.set
     reset_active = active.reset
     stop_iteration = StopIteration
@@ -120,7 +125,10 @@ def generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> Callab
     named_like = _named_like
 
     def run(generator: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        call = begin(instance, args, kwargs)
+        try:
+            call = begin(instance, args, kwargs)
+        except recursion_error:  # the stack is full: run it unmeasured
+            call = None
         if call is None:
             return (yield from generator)
         reset_active(call.token)  # between items the consumer's context is its own
@@ -169,6 +177,7 @@ def generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> Callab
 def async_generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> Callable[..., Any]:
     """Like :func:`generator_wrapper`, for async generator functions."""
     begin = spec.begin
+    recursion_error = RecursionError
     set_active = active.set
     reset_active = active.reset
     stop_async_iteration = StopAsyncIteration
@@ -178,7 +187,10 @@ def async_generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> 
     named_like = _named_like
 
     async def run(generator: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        call = begin(instance, args, kwargs)
+        try:
+            call = begin(instance, args, kwargs)
+        except recursion_error:  # the stack is full: run it unmeasured
+            call = None
         if call is not None:
             reset_active(call.token)
         error = None

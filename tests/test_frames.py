@@ -262,3 +262,47 @@ def test_recursion_error_never_comes_from_multimeter_code():
         innermost = raised.traceback[-1]
         assert "multimeter" not in str(innermost.path), innermost
         assert __file__ == str(innermost.path)
+
+
+def test_overflowing_the_stack_again_and_again_leaks_nothing():
+    """Each RecursionError cut a call short while it started: its lane (an InfluxDB
+    tag) and its place as the active call must come back, or they pile up."""
+    from multimeter import _measured
+
+    multimeter.configure(storage=multimeter.DummyStorage())
+
+    @multimeter.measured
+    def down(n: int) -> int:
+        return down(n + 1)
+
+    lanes = down._multimeter_spec.lanes
+    for _ in range(50):
+        with pytest.raises(RecursionError):
+            down(0)
+        assert _measured._active.get() is None
+    multimeter.flush(10)
+    made = lanes.new()
+    assert made - len(lanes.free) <= 2, (made, len(lanes.free))
+
+
+@multimeter.measured
+async def async_down(n: int) -> int:
+    return await async_down(n + 1)
+
+
+@multimeter.measured
+def generator_down(n: int) -> typing.Iterator[int]:
+    yield from generator_down(n + 1)
+
+
+def test_recursion_errors_of_coroutines_and_generators_come_from_user_code():
+    for run in (lambda: asyncio.run(async_down(0)), lambda: list(generator_down(0))):
+        for limit in range(150, 162):
+            sys.setrecursionlimit(limit)
+            try:
+                with pytest.raises(RecursionError) as raised:
+                    run()
+            finally:
+                sys.setrecursionlimit(1000)
+            innermost = raised.traceback[-1]
+            assert "multimeter" not in str(innermost.path), innermost
