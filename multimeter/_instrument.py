@@ -19,6 +19,14 @@ from multimeter._tags import normalize_tags
 _Patch = tuple[Any, str, Any]  # (owner, attribute name, original object)
 
 
+def _function_in(attribute: Any) -> Any:
+    """The function a class attribute holds: itself, or the one in a staticmethod or
+    classmethod; None for anything else."""
+    if isinstance(attribute, (staticmethod, classmethod)):
+        attribute = attribute.__func__
+    return attribute if inspect.isfunction(attribute) else None
+
+
 def _patterns(value: str | Iterable[str] | None, argument: str) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -71,11 +79,11 @@ class Instrumentation:
         self._exclude = exclude
         self._tags = tags
         self._patches: dict[tuple[int, str], _Patch] = {}  # by (id(owner), name), in order
-        self._measured: dict[int, tuple[Any, Any]] = {}  # id(original): (original, measured)
-        self._originals: dict[int, Any] = {}  # id(measured): original
-        self._failed: set[int] = set()  # id(original) that decorate() refused
+        self._measured: dict[int, tuple[Any, Any]] = {}  # id(function): (function, measured)
+        self._originals: dict[int, Any] = {}  # id(measured): function
+        self._skipped: dict[int, tuple[Any, str, str]] = {}  # id(function): (function, name, why)
         self._classes: dict[int, type] = {}  # id(cls): cls, each class patched once
-        self._skipped: Counter[str] = Counter()  # why names were left alone
+        self._reasons: Counter[str] = Counter()  # why names were left alone
         self._elsewhere: Counter[str] = Counter()  # the modules defining what is re-exported
         self._hooks: list[_ImportHook] = []
         self._lock = threading.RLock()
@@ -87,7 +95,12 @@ class Instrumentation:
         return tuple(_qualified(owner, name) for owner, name, _ in self._patches.values())
 
     def __repr__(self) -> str:
-        functions = len({id(original) for _, _, original in self._patches.values()})
+        functions = len(
+            {
+                id(getattr(original, "__func__", original))
+                for _, _, original in self._patches.values()
+            }
+        )
         names = len(self._patches)
         return (
             f"<Instrumentation of {self._target!r}: {_count(functions, 'function')}"
@@ -115,8 +128,7 @@ class Instrumentation:
             self._measured.clear()
             self._originals.clear()
 
-    def _wanted(self, name: str, qualified: str) -> bool:
-        names = (name, qualified)
+    def _wanted(self, names: tuple[str, ...]) -> bool:
         if self._include is not None and not any(
             fnmatch.fnmatchcase(n, p) for n in names for p in self._include
         ):
@@ -135,42 +147,53 @@ class Instrumentation:
         self._patches.pop(key, None)
         self._patches[key] = (owner, name, original)
 
-    def _measured_for(self, original: Any, qualified: str) -> Any:
-        """The one measured object for ``original`` (made on first use); None if refused."""
-        known = self._measured.get(id(original))
+    def _measured_for(self, function: Any) -> Any:
+        """The one measured function for ``function`` (made on first use); None for a
+        function skipped."""
+        known = self._measured.get(id(function))
         if known is not None:
             return known[1]
-        if id(original) in self._failed:
+        if id(function) in self._skipped:
             return None
+        name = f"{function.__module__}.{function.__qualname__}"
         try:
-            measured = decorate(original, tags=self._tags)
+            measured = decorate(function, tags=self._tags)
         except (AttributeError, TypeError, ValueError) as error:
-            self._failed.add(id(original))
-            self._skipped["failed"] += 1
-            safe_log("error", "instrument failed", target=qualified, error=repr(error))
+            self._skip(function, name, f"could not be measured: {error!r}", "failed")
+            safe_log("error", "instrument failed", target=name, error=repr(error))
             return None
-        self._measured[id(original)] = (original, measured)
-        self._originals[id(measured)] = original
+        self._measured[id(function)] = (function, measured)
+        self._originals[id(measured)] = function
         return measured
 
-    def _patch(self, owner: Any, name: str, original: Any, short: str, qualified: str) -> None:
-        if is_measured(original):
-            self._skipped["measured"] += 1
+    def _skip(self, function: Any, name: str, why: str, reason: str) -> None:
+        self._skipped[id(function)] = (function, name, why)
+        self._reasons[reason] += 1
+
+    def _patch(self, owner: Any, name: str, attribute: Any, function: Any) -> None:
+        """Measure ``function`` under ``owner.name``, where ``attribute`` holds it (itself,
+        or a staticmethod or classmethod of it): one measured function for every name."""
+        if is_measured(attribute):
+            self._reasons["measured"] += 1
             return
-        if not self._wanted(short, qualified):
-            self._skipped["excluded"] += 1
+        qualname = function.__qualname__
+        relative = self._scope.qualify(function.__module__, qualname)
+        if not self._wanted((function.__name__, qualname, relative)):
+            self._reasons["excluded"] += 1
             return
-        measured = self._measured_for(original, qualified)
+        measured = self._measured_for(function)
         if measured is None:
             return
         try:
-            setattr(owner, name, measured)
+            setattr(owner, name, measured if attribute is function else type(attribute)(measured))
         except (AttributeError, TypeError) as error:
-            safe_log("error", "instrument failed", target=qualified, error=repr(error))
+            safe_log("error", "instrument failed", target=relative, error=repr(error))
             return
-        self._record(owner, name, original)
+        self._record(owner, name, attribute)
 
     def _class(self, cls: type) -> None:
+        """The public methods of ``cls`` defined in the scope (functions of other modules
+        kept on it, such as ``staticmethod(json.dumps)``, are left alone)."""
         with self._lock:
             if id(cls) in self._classes:
                 return
@@ -178,10 +201,14 @@ class Instrumentation:
             for name, attribute in list(vars(cls).items()):
                 if name.startswith("_"):
                     continue
-                function = getattr(attribute, "__func__", attribute)
-                if inspect.isfunction(function):
-                    qualified = self._scope.qualify(cls.__module__, f"{cls.__qualname__}.{name}")
-                    self._patch(cls, name, attribute, name, qualified)
+                function = _function_in(attribute)
+                if function is None:
+                    continue
+                defined_in = getattr(function, "__module__", None)
+                if isinstance(defined_in, str) and self._scope.covers(defined_in):
+                    self._patch(cls, name, attribute, function)
+                else:
+                    self._elsewhere[str(defined_in)] += 1
 
     def _module(self, module: types.ModuleType) -> None:
         with self._lock:
@@ -213,8 +240,7 @@ class Instrumentation:
             if not isinstance(defined_in, str):
                 return
             if self._scope.covers(defined_in):
-                qualified = self._scope.qualify(defined_in, attribute.__qualname__)
-                self._patch(module, name, attribute, attribute.__name__, qualified)
+                self._patch(module, name, attribute, attribute)
             else:
                 self._elsewhere[defined_in] += 1
 
@@ -251,19 +277,19 @@ class Instrumentation:
             safe_log("warning", "instrument patched nothing", target=self._target, reason=reason)
 
     def _why(self) -> str:
-        skipped = self._skipped
-        if not skipped:
+        reasons = self._reasons
+        if not reasons:
             if self._elsewhere:
                 [(module, _)] = self._elsewhere.most_common(1)
                 return f"its functions are defined in another module, such as {module!r}"
             return "no public functions or methods are defined there"
-        reasons = {
+        texts = {
             "excluded": "excluded by include/exclude",
             "measured": "already measured",
             "failed": "could not be measured (see the errors logged)",
         }
         return "its functions are " + " or ".join(
-            text for key, text in reasons.items() if skipped[key]
+            text for key, text in texts.items() if reasons[key]
         )
 
 
@@ -390,11 +416,17 @@ def instrument(
       Functions and classes that the package imports from elsewhere are left
       alone. ``recursive=False`` instruments the package's ``__init__`` alone.
 
-    ``include``/``exclude`` are glob patterns matched against a function's name
-    and its qualified name: its ``__qualname__`` (``Loader.run``) prefixed, in a
-    package's submodule, with the submodule's path relative to the package
-    (``more.chunked``, ``_impl.Loader.run``). Patterns decide per function, so
-    a re-exported function is measured under all its names or none.
+    Only functions defined in the module or package (by their ``__module__``) are
+    measured, also among a class's attributes (``staticmethod(json.dumps)`` kept on
+    a class is left alone). One function is one measured object under all its
+    names, a ``staticmethod`` or ``classmethod`` of it included
+    (``class Parser: parse = staticmethod(parse)``), so it pickles by its name.
+
+    ``include``/``exclude`` are glob patterns matched against a function's
+    ``__name__``, its ``__qualname__`` (``Loader.run``) and its qualified name
+    relative to the package: the ``__qualname__`` prefixed, in a submodule, with
+    the submodule's path (``more.chunked``, ``_impl.Loader.run``). Patterns decide
+    per function, so a function is measured under all its names or none.
 
     Instrumenting twice measures each call once. Returns a handle: its
     ``patched`` lists every name now measured, its ``repr()`` counts functions

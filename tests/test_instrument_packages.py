@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import pickle
+import subprocess
 import sys
+import textwrap
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,13 @@ import multimeter
 from multimeter._measured import is_measured
 
 SHOP = "tests.pkg_for_instrument.shop"
+LOOKBACK = "tests.pkg_for_instrument.lookback"
+ALIASES = "tests.pkg_for_instrument.aliases"
+HOLLOW = "tests.pkg_for_instrument.hollow"
+SELFISH = "tests.pkg_for_instrument.selfish"
+RACY = "tests.pkg_for_instrument.racy"
+LAZY = "tests.pkg_for_instrument.lazy"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _names(storage: Any) -> list[str]:
@@ -199,6 +210,14 @@ def test_patterns_decide_per_function_so_an_alias_follows_its_function(shop, ins
     assert not is_measured(shop.total)
 
 
+def test_patterns_also_match_the_plain_qualified_name(shop, instrumented):
+    """``Cart.*`` matches ``Cart.add`` of ``_impl``, as ``_impl.Cart.*`` does."""
+    handle = instrumented(shop, include="Cart.*")
+    assert {f"{SHOP}._impl.Cart.{name}" for name in ("add", "empty", "currency")} == set(
+        handle.patched
+    )
+
+
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
@@ -247,6 +266,59 @@ def test_a_package_not_imported_yet_warns_when_imported_if_nothing_was_patched(
     assert [shop_not_imported] == [
         entry["target"] for entry in logs if entry["log_level"] == "warning"
     ]
+
+
+@pytest.fixture
+def aliases() -> Iterator[types.ModuleType]:
+    """A module function also kept as a staticmethod, and other modules' functions on a class."""
+    _forget(ALIASES)
+    yield importlib.import_module(ALIASES)
+    _forget(ALIASES)
+
+
+def test_a_function_also_kept_as_a_staticmethod_is_one_measured_object(
+    stored, aliases, instrumented
+):
+    """``Parser.parse is aliases.parse``: one function, one measured object, pickled by name."""
+    handle = instrumented(aliases)
+    parser = aliases.Parser
+    assert parser.parse is aliases.parse
+    assert is_measured(aliases.parse)
+    assert vars(parser)["from_text"].__func__ is aliases.from_text
+    assert is_measured(aliases.from_text)
+    for function in (parser.parse, parser().parse):
+        assert function is pickle.loads(pickle.dumps(function))
+    assert ["a", "b"] == parser.parse("a b")
+    assert isinstance(parser.from_text("a"), parser)
+    assert ["a", "b"] == list(parser.tokens("a b"))
+    assert ["parse", "from_text", "Parser.tokens"] == _names(stored)
+    assert repr(handle).endswith("3 functions patched under 5 names>")
+
+
+def test_a_function_kept_as_a_staticmethod_goes_through_a_spawned_pool():
+    """``Pool.map(Parser.parse, ...)`` pickles the measured function by its module name."""
+    code = textwrap.dedent(
+        f"""
+        import importlib, multiprocessing, multimeter
+        aliases = importlib.import_module("{ALIASES}")
+        multimeter.configure(storage=multimeter.DummyStorage())
+        multimeter.instrument(aliases)
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            print(pool.map(aliases.Parser.parse, ["a b", "c"]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert "[['a', 'b'], ['c']]" == done.stdout.strip(), done.stderr
+
+
+def test_class_attributes_defined_outside_the_package_are_left_alone(aliases, instrumented):
+    """``staticmethod(textwrap.dedent)`` and ``json.loads`` on a class stay as they were."""
+    before = dict(vars(aliases.Parser))
+    instrumented(aliases)
+    assert all(before[name] is vars(aliases.Parser)[name] for name in ("dedent", "dumps", "loads"))
+    assert json.dumps is pickle.loads(pickle.dumps(aliases.Parser.dumps))
 
 
 @pytest.fixture
