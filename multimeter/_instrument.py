@@ -18,6 +18,44 @@ from multimeter._tags import normalize_tags
 
 _Patch = tuple[Any, str, Any]  # (owner, attribute name, original object)
 
+#: Names whose reading shows a function looking at the frames of its callers.
+_FRAME_NAMES = frozenset(
+    {"_getframe", "_getframemodulename", "currentframe", "f_back", "getouterframes", "getframeinfo"}
+)
+
+
+def inspects_its_caller(function: Any) -> str | None:
+    """Why ``function`` looks at its caller's frame, or None where its code shows no sign.
+
+    Measured, such a function would see multimeter's wrapper, whose frame carries the
+    function's own module (globals, file, line): ``namedtuple()`` and
+    ``attr.make_class()`` would make classes of their own module, a deprecation
+    warning would blame the library itself. The signs, in the function's own code
+    object (not in functions nested in it): it reads ``_getframe``,
+    ``_getframemodulename``, ``currentframe``, ``f_back``, ``getouterframes``,
+    ``getframeinfo``, or ``stack`` together with ``inspect``; or it passes a
+    ``stacklevel=`` keyword (``warnings.warn()``, ``logging``), whose name the
+    compiler keeps in a tuple of keyword names among the constants. A helper that
+    reads frames on behalf of its caller's caller goes unseen.
+    """
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return None
+    names = set(code.co_names)
+    found = sorted(names & _FRAME_NAMES)
+    if {"inspect", "stack"} <= names:
+        found.append("inspect.stack")
+    if found:
+        return f"reads its caller's frame ({', '.join(found)})"
+    for constant in code.co_consts:
+        if (
+            isinstance(constant, tuple)
+            and "stacklevel" in constant
+            and all(isinstance(item, str) for item in constant)
+        ):
+            return "passes stacklevel= to point at its caller"
+    return None
+
 
 def _function_in(attribute: Any) -> Any:
     """The function a class attribute holds: itself, or the one in a staticmethod or
@@ -62,7 +100,8 @@ class Instrumentation:
 
     ``repr()`` counts what was patched:
     ``<Instrumentation of 'more_itertools': 163 functions patched under 330 names>``
-    (a function re-exported under several names is one function).
+    (a function re-exported under several names is one function), and the functions
+    skipped, if any (``...; 2 functions skipped>``).
     """
 
     def __init__(
@@ -94,6 +133,14 @@ class Instrumentation:
         ``('pkg.etl.load', 'pkg.etl.Loader.run', 'pkg.load')``."""
         return tuple(_qualified(owner, name) for owner, name, _ in self._patches.values())
 
+    @property
+    def skipped(self) -> tuple[tuple[str, str], ...]:
+        """The functions left unmeasured although wanted, one entry per function, as
+        ``(dotted name, reason)``: those that read their caller's frame
+        (``('attr._make.make_class', "reads its caller's frame (_getframe)")``), and
+        those that could not be measured."""
+        return tuple((name, why) for _, name, why in self._skipped.values())
+
     def __repr__(self) -> str:
         functions = len(
             {
@@ -102,9 +149,10 @@ class Instrumentation:
             }
         )
         names = len(self._patches)
+        skipped = f"; {_count(len(self._skipped), 'function')} skipped" if self._skipped else ""
         return (
             f"<Instrumentation of {self._target!r}: {_count(functions, 'function')}"
-            f" patched under {_count(names, 'name')}>"
+            f" patched under {_count(names, 'name')}{skipped}>"
         )
 
     def uninstrument(self) -> None:
@@ -156,6 +204,11 @@ class Instrumentation:
         if id(function) in self._skipped:
             return None
         name = f"{function.__module__}.{function.__qualname__}"
+        why = inspects_its_caller(function)
+        if why is not None:
+            self._skip(function, name, why, "frames")
+            safe_log("info", "instrument skipped", target=name, reason=why)
+            return None
         try:
             measured = decorate(function, tags=self._tags)
         except (AttributeError, TypeError, ValueError) as error:
@@ -286,6 +339,7 @@ class Instrumentation:
         texts = {
             "excluded": "excluded by include/exclude",
             "measured": "already measured",
+            "frames": "skipped because they inspect their caller's frame",
             "failed": "could not be measured (see the errors logged)",
         }
         return "its functions are " + " or ".join(
@@ -402,7 +456,9 @@ def instrument(
     """Measure every call of a function, a class's methods or a module's functions.
 
     - a function: returns the measured function (``uninstrument()`` on it
-      returns the original);
+      returns the original), measured even if it inspects its caller's frame
+      (you asked for it): the frame it then sees is multimeter's wrapper, which
+      carries the function's own module, file and line;
     - a class: its public methods (plain, class and static) are replaced in place;
     - a module object, or a dotted module name: its public functions and the
       public methods of the public classes defined in it are replaced in place;
@@ -421,6 +477,11 @@ def instrument(
     a class is left alone). One function is one measured object under all its
     names, a ``staticmethod`` or ``classmethod`` of it included
     (``class Parser: parse = staticmethod(parse)``), so it pickles by its name.
+    Functions whose own code inspects their caller's frame (see
+    :func:`inspects_its_caller`: ``namedtuple()``, ``attr.make_class()``, a
+    ``warnings.warn(..., stacklevel=2)``) are left unmeasured, so that they still
+    see their real caller; the handle's ``skipped`` lists them, and each is logged
+    (``instrument skipped``, at info level).
 
     ``include``/``exclude`` are glob patterns matched against a function's
     ``__name__``, its ``__qualname__`` (``Loader.run``) and its qualified name
@@ -429,8 +490,9 @@ def instrument(
     per function, so a function is measured under all its names or none.
 
     Instrumenting twice measures each call once. Returns a handle: its
-    ``patched`` lists every name now measured, its ``repr()`` counts functions
-    and names, and its ``uninstrument()`` puts back the original objects under
+    ``patched`` lists every name now measured, its ``skipped`` the functions left
+    unmeasured and why, its ``repr()`` counts functions, names and skipped
+    functions, and its ``uninstrument()`` puts back the original objects under
     every name exactly. When nothing gets patched, a warning is logged with the
     target and why; for a module not imported yet, when it is imported (later
     submodules of a package are not waited for). Code that imported a function

@@ -322,6 +322,77 @@ def test_class_attributes_defined_outside_the_package_are_left_alone(aliases, in
 
 
 @pytest.fixture
+def lookback() -> Iterator[types.ModuleType]:
+    """Functions that read their caller's frame, freshly imported."""
+    _forget(LOOKBACK)
+    yield importlib.import_module(LOOKBACK)
+    _forget(LOOKBACK)
+
+
+def test_functions_that_inspect_their_caller_are_left_unmeasured_and_listed(lookback, instrumented):
+    """The handle's ``skipped`` names each with the reason; its ``repr()`` counts them."""
+    handle = instrumented(lookback)
+    assert not is_measured(lookback.make_record)
+    assert not is_measured(lookback.old_api)
+    assert not is_measured(vars(lookback.Factory)["build"])
+    assert is_measured(lookback.new_api)
+    assert is_measured(lookback.with_helper)
+    assert is_measured(vars(lookback.Factory)["size"])
+    assert {
+        (f"{LOOKBACK}.make_record", "reads its caller's frame (_getframe)"),
+        (f"{LOOKBACK}.old_api", "passes stacklevel= to point at its caller"),
+        (f"{LOOKBACK}.Factory.build", "reads its caller's frame (currentframe, f_back)"),
+    } == set(handle.skipped)
+    assert repr(handle).endswith("3 functions patched under 3 names; 3 functions skipped>")
+
+
+def test_a_factory_left_unmeasured_makes_classes_of_its_callers_module(lookback, instrumented):
+    """As ``namedtuple()`` and ``attr.make_class()`` do: the caller is this test module."""
+    instrumented(lookback)
+    assert __name__ == lookback.make_record("Record").__module__
+    assert __name__ == lookback.Factory().build("Built").__module__
+
+
+def test_a_deprecation_warning_left_unmeasured_points_at_its_caller(lookback, instrumented):
+    """``stacklevel=2`` names this file, not the library's."""
+    instrumented(lookback)
+    with pytest.warns(DeprecationWarning) as caught:
+        assert 2 == lookback.old_api()
+    assert [__file__] == [warning.filename for warning in caught]
+
+
+def test_each_function_left_unmeasured_is_logged_at_info_level(lookback, instrumented, logs):
+    """One line per function, no warning."""
+    instrumented(lookback)
+    skipped = [entry for entry in logs if entry["event"] == "instrument skipped"]
+    assert {"info"} == {entry["log_level"] for entry in skipped}
+    assert [f"{LOOKBACK}.Factory.build", f"{LOOKBACK}.make_record", f"{LOOKBACK}.old_api"] == (
+        sorted(entry["target"] for entry in skipped)
+    )
+
+
+def test_a_function_instrumented_by_itself_is_measured_and_its_caller_is_the_wrapper(lookback):
+    """Asked for by name, it is measured; the frame it reads is its own module's."""
+    measured = multimeter.instrument(lookback.make_record)
+    assert is_measured(measured)
+    assert LOOKBACK == measured("Record").__module__
+
+
+def test_attrs_make_class_makes_a_class_of_the_calling_module_that_pickles(
+    instrumented, monkeypatch
+):
+    """``instrument("attr")`` leaves ``attr.make_class`` (it reads ``sys._getframe(1)``) alone."""
+    attr = pytest.importorskip("attr")
+    handle = instrumented("attr")
+    assert 10 < len(handle.patched)
+    assert "attr._make.make_class" in {name for name, _ in handle.skipped}
+    point = attr.make_class("Point", ["a"])
+    assert __name__ == point.__module__
+    monkeypatch.setattr(sys.modules[__name__], "Point", point, raising=False)
+    assert point(1) == pickle.loads(pickle.dumps(point(1)))
+
+
+@pytest.fixture
 def more_itertools() -> types.ModuleType:
     """A real package: defined in ``more`` and ``recipes``, re-exported by ``__init__``."""
     return importlib.import_module("more_itertools")
