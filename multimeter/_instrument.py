@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 import sys
 import threading
@@ -125,6 +126,7 @@ class Instrumentation:
         self._reasons: Counter[str] = Counter()  # why names were left alone
         self._elsewhere: Counter[str] = Counter()  # the modules defining what is re-exported
         self._hooks: list[_ImportHook] = []
+        self._closed = False
         self._lock = threading.RLock()
 
     @property
@@ -159,6 +161,7 @@ class Instrumentation:
         """Put back the original objects under every patched name, exactly, and cancel
         pending import hooks."""
         with self._lock:
+            self._closed = True
             for hook in self._hooks:
                 hook.cancel()
             self._hooks.clear()
@@ -297,14 +300,23 @@ class Instrumentation:
             else:
                 self._elsewhere[defined_in] += 1
 
-    def _package(self, package: types.ModuleType) -> None:
-        """The package, and its submodules imported now and later."""
+    def _package(self, package: types.ModuleType) -> bool:
+        """The package, and its submodules imported now and later; True while the
+        package's own import is in progress."""
         self._watch(once=False)
-        self._module(package)
+        importing = self._follow(package)
         prefix = self._scope.name + "."
         for name, module in sys.modules.copy().items():
             if name.startswith(prefix) and isinstance(module, types.ModuleType):
-                self._module(module)
+                self._follow(module)
+        return importing
+
+    def _follow(self, module: types.ModuleType) -> bool:
+        """Instrument ``module`` now and, while its import is in progress (its code
+        has not all run yet), again when that import ends; True in that case."""
+        importing = _importing(module) and _when_imported(module, self._imported)
+        self._module(module)
+        return importing
 
     def _watch(self, once: bool) -> None:
         """Instrument the target (and, for a package, its submodules) when imported."""
@@ -312,16 +324,18 @@ class Instrumentation:
             self._hooks.append(_ImportHook(self._scope, self, once))
 
     def _imported(self, module: types.ModuleType) -> None:
-        """Called by the import hook right after ``module`` ran."""
+        """Called right after ``module`` ran: by the import hook, or at the end of an
+        import that was in progress at ``instrument()``."""
         with self._lock:
-            if not self._hooks:  # uninstrumented meanwhile
+            if self._closed:
                 return
             self._module(module)
             if module.__name__ != self._scope.name:
                 return
-            if not hasattr(module, "__path__"):  # a plain module: no submodules to wait for
-                for hook in self._hooks:
-                    hook.cancel()
+            if self._scope.recursive and hasattr(module, "__path__"):
+                return  # its submodules may come at any time: no warning
+            for hook in self._hooks:  # a plain module: no submodules to wait for
+                hook.cancel()
         self._warn_if_idle()
 
     def _warn_if_idle(self) -> None:
@@ -358,6 +372,77 @@ def _qualified(owner: Any, name: str) -> str:
         else f"{owner.__module__}.{owner.__qualname__}"
     )
     return f"{prefix}.{name}"
+
+
+def _importing(module: types.ModuleType) -> bool:
+    """Whether the import of ``module`` is in progress: importlib sets
+    ``__spec__._initializing`` while the module's code runs."""
+    return getattr(getattr(module, "__spec__", None), "_initializing", False) is True
+
+
+#: The attribute of a module spec that holds the calls due when its import ends.
+_WHEN_IMPORTED = "_multimeter_when_imported"
+_listeners: dict[type, type] = {}  # the spec class: its subclass that hears the import end
+_listeners_lock = threading.Lock()
+
+
+def _when_imported(module: types.ModuleType, callback: Any) -> bool:
+    """Call ``callback(module)`` in the importing thread when the import of ``module``,
+    in progress now, ends; False where it has ended or cannot be heard.
+
+    importlib sets ``module.__spec__._initializing`` to False once the module's code
+    has run (or failed); until then the spec's class is a subclass that hears it and
+    puts the class back.
+    """
+    spec = module.__spec__
+    if not hasattr(spec, "__dict__"):
+        return False
+    with _listeners_lock:
+        calls = vars(spec).get(_WHEN_IMPORTED)
+        if calls is None:
+            base = type(spec)
+            listener = _listeners.get(base)
+            if listener is None:
+                listener = _listeners[base] = _listener(base)
+            calls = vars(spec)[_WHEN_IMPORTED] = []
+            try:
+                spec.__class__ = listener
+            except TypeError:  # a spec class of another layout
+                del vars(spec)[_WHEN_IMPORTED]
+                return False
+        calls.append(functools.partial(callback, module))
+    if _importing(module):
+        return True
+    with _listeners_lock:  # the import ended meanwhile, perhaps unheard
+        vars(spec).pop(_WHEN_IMPORTED, None)
+        if isinstance(spec, _Listener):
+            spec.__class__ = spec._spec_class
+    return False
+
+
+class _Listener:
+    """Mixed into a module spec's class: hears ``_initializing`` set to False."""
+
+    _spec_class: type  # the class the spec had, and gets back
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "_initializing" and not value:
+            with _listeners_lock:
+                calls = vars(self).pop(_WHEN_IMPORTED, [])
+                self.__class__ = self._spec_class
+            for call in calls:
+                try:
+                    call()
+                except Exception as error:  # noqa: BLE001 - never break the caller's import
+                    target = getattr(self, "name", None)
+                    safe_log("error", "instrument failed", target=target, error=repr(error))
+
+
+def _listener(base: type) -> type:
+    """The subclass of a spec class ``base`` that hears the end of an import."""
+    namespace = {"__qualname__": base.__qualname__, "_spec_class": base}
+    return type(base.__name__, (_Listener, base), namespace)
 
 
 class _ImportHook:
@@ -489,14 +574,20 @@ def instrument(
     the submodule's path (``more.chunked``, ``_impl.Loader.run``). Patterns decide
     per function, so a function is measured under all its names or none.
 
+    A module whose import is in progress (a package's ``__init__`` that calls
+    ``instrument(__name__)``, another thread importing a submodule) is
+    instrumented now and again, in the importing thread, when its import ends:
+    what it defines or imports after this call is measured too.
+
     Instrumenting twice measures each call once. Returns a handle: its
     ``patched`` lists every name now measured, its ``skipped`` the functions left
     unmeasured and why, its ``repr()`` counts functions, names and skipped
     functions, and its ``uninstrument()`` puts back the original objects under
     every name exactly. When nothing gets patched, a warning is logged with the
-    target and why; for a module not imported yet, when it is imported (later
-    submodules of a package are not waited for). Code that imported a function
-    by name before ``instrument()`` keeps calling the original.
+    target and why; for a module not imported yet (or still importing), when its
+    import ends; for a package not imported yet (or still importing), never: its
+    submodules may come at any time (see ``patched``). Code that imported a
+    function by name before ``instrument()`` keeps calling the original.
 
     Raises:
         ValueError: for a target that is none of these, or bad patterns or tags.
@@ -525,10 +616,9 @@ def instrument(
     elif isinstance(target, types.ModuleType):
         package = recursive and hasattr(target, "__path__")
         instrumentation = start(target.__name__, _Scope(target.__name__, package))
-        if package:
-            instrumentation._package(target)
-        else:
-            instrumentation._module(target)
+        importing = instrumentation._package(target) if package else instrumentation._follow(target)
+        if importing:  # the rest comes, and the warning if any, when the import ends
+            return instrumentation
     else:
         raise ValueError(
             f"instrument() takes a function, a class, a module or a dotted module name,"

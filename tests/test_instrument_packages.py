@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -256,18 +257,6 @@ def test_a_class_without_public_methods_warns_that_nothing_is_defined(instrument
     ]
 
 
-def test_a_package_not_imported_yet_warns_when_imported_if_nothing_was_patched(
-    shop_not_imported, instrumented, logs
-):
-    """No warning at instrument() time: it comes with the import."""
-    instrumented(shop_not_imported, include="nothing*")
-    assert [] == logs
-    importlib.import_module(shop_not_imported)
-    assert [shop_not_imported] == [
-        entry["target"] for entry in logs if entry["log_level"] == "warning"
-    ]
-
-
 @pytest.fixture
 def aliases() -> Iterator[types.ModuleType]:
     """A module function also kept as a staticmethod, and other modules' functions on a class."""
@@ -390,6 +379,82 @@ def test_attrs_make_class_makes_a_class_of_the_calling_module_that_pickles(
     assert __name__ == point.__module__
     monkeypatch.setattr(sys.modules[__name__], "Point", point, raising=False)
     assert point(1) == pickle.loads(pickle.dumps(point(1)))
+
+
+def test_a_module_not_imported_yet_warns_when_imported_if_nothing_was_patched(instrumented, logs):
+    """No warning at instrument() time: it comes with the import."""
+    _forget(LAZY)
+    instrumented(LAZY, include="nothing*")
+    assert [] == logs
+    importlib.import_module(LAZY)
+    _forget(LAZY)
+    assert [LAZY] == [entry["target"] for entry in logs if entry["log_level"] == "warning"]
+
+
+def test_a_package_not_imported_yet_never_warns_that_nothing_was_patched(instrumented, logs):
+    """Its submodules may come at any time: ``hollow.parsing``, imported later, is measured."""
+    _forget(HOLLOW)
+    handle = instrumented(HOLLOW)
+    importlib.import_module(HOLLOW)
+    assert [] == [entry for entry in logs if entry["log_level"] == "warning"]
+    parsing = importlib.import_module(f"{HOLLOW}.parsing")
+    assert is_measured(parsing.parse)
+    assert (f"{HOLLOW}.parsing.parse",) == handle.patched
+    _forget(HOLLOW)
+
+
+def test_a_package_that_instruments_itself_while_imported_is_measured_whole(logs):
+    """Functions defined after its ``instrument(__name__)`` and names imported after it too."""
+    _forget(SELFISH)
+    selfish = importlib.import_module(SELFISH)
+    handle = selfish.handle
+    try:
+        assert is_measured(selfish.late)
+        assert selfish.helper is selfish.util.helper
+        assert is_measured(selfish.helper)
+        assert {f"{SELFISH}.late", f"{SELFISH}.helper", f"{SELFISH}.util.helper"} == set(
+            handle.patched
+        )
+        assert [] == [entry for entry in logs if entry["log_level"] == "warning"]
+        handle.uninstrument()
+        assert not is_measured(selfish.late)
+        assert not is_measured(selfish.helper)
+        assert not is_measured(selfish.util.helper)
+    finally:
+        handle.uninstrument()
+        _forget(SELFISH)
+
+
+def test_a_submodule_half_imported_by_another_thread_is_instrumented_when_its_import_ends(
+    instrumented, logs
+):
+    """``slow`` pauses after ``a``: ``c`` and the measured ``b`` it imports come later."""
+    _forget(RACY)
+    racy = importlib.import_module(RACY)
+    other = importlib.import_module(f"{RACY}.other")
+    started, proceed = threading.Event(), threading.Event()
+    racy.gate = (started, proceed)
+    importer = threading.Thread(target=importlib.import_module, args=(f"{RACY}.slow",))
+    importer.start()
+    try:
+        assert started.wait(10)
+        handle = instrumented(racy)
+    finally:
+        proceed.set()
+        importer.join(10)
+    slow = sys.modules[f"{RACY}.slow"]
+    try:
+        assert {"a": True, "b": True, "c": True} == {
+            name: is_measured(getattr(slow, name)) for name in "abc"
+        }
+        assert {f"{RACY}.slow.{name}" for name in "abc"} <= set(handle.patched)
+        handle.uninstrument()
+        assert {"a": False, "b": False, "c": False} == {
+            name: is_measured(getattr(slow, name)) for name in "abc"
+        }
+        assert not is_measured(other.b)
+    finally:
+        _forget(RACY)
 
 
 @pytest.fixture
