@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 import sys
 import threading
@@ -17,6 +18,52 @@ from multimeter._measured import decorate, is_measured
 from multimeter._tags import normalize_tags
 
 _Patch = tuple[Any, str, Any]  # (owner, attribute name, original object)
+
+#: Names whose reading shows a function looking at the frames of its callers.
+_FRAME_NAMES = frozenset(
+    {"_getframe", "_getframemodulename", "currentframe", "f_back", "getouterframes", "getframeinfo"}
+)
+
+
+def inspects_its_caller(function: Any) -> str | None:
+    """Why ``function`` looks at its caller's frame, or None where its code shows no sign.
+
+    Measured, such a function would see multimeter's wrapper, whose frame carries the
+    function's own module (globals, file, line): ``namedtuple()`` and
+    ``attr.make_class()`` would make classes of their own module, a deprecation
+    warning would blame the library itself. The signs, in the function's own code
+    object (not in functions nested in it): it reads ``_getframe``,
+    ``_getframemodulename``, ``currentframe``, ``f_back``, ``getouterframes``,
+    ``getframeinfo``, or ``stack`` together with ``inspect``; or it passes a
+    ``stacklevel=`` keyword (``warnings.warn()``, ``logging``), whose name the
+    compiler keeps in a tuple of keyword names among the constants. A helper that
+    reads frames on behalf of its caller's caller goes unseen.
+    """
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return None
+    names = set(code.co_names)
+    found = sorted(names & _FRAME_NAMES)
+    if {"inspect", "stack"} <= names:
+        found.append("inspect.stack")
+    if found:
+        return f"reads its caller's frame ({', '.join(found)})"
+    for constant in code.co_consts:
+        if (
+            isinstance(constant, tuple)
+            and "stacklevel" in constant
+            and all(isinstance(item, str) for item in constant)
+        ):
+            return "passes stacklevel= to point at its caller"
+    return None
+
+
+def _function_in(attribute: Any) -> Any:
+    """The function a class attribute holds: itself, or the one in a staticmethod or
+    classmethod; None for anything else."""
+    if isinstance(attribute, (staticmethod, classmethod)):
+        attribute = attribute.__func__
+    return attribute if inspect.isfunction(attribute) else None
 
 
 def _patterns(value: str | Iterable[str] | None, argument: str) -> tuple[str, ...] | None:
@@ -54,7 +101,8 @@ class Instrumentation:
 
     ``repr()`` counts what was patched:
     ``<Instrumentation of 'more_itertools': 163 functions patched under 330 names>``
-    (a function re-exported under several names is one function).
+    (a function re-exported under several names is one function), and the functions
+    skipped, if any (``...; 2 functions skipped>``).
     """
 
     def __init__(
@@ -71,13 +119,14 @@ class Instrumentation:
         self._exclude = exclude
         self._tags = tags
         self._patches: dict[tuple[int, str], _Patch] = {}  # by (id(owner), name), in order
-        self._measured: dict[int, tuple[Any, Any]] = {}  # id(original): (original, measured)
-        self._originals: dict[int, Any] = {}  # id(measured): original
-        self._failed: set[int] = set()  # id(original) that decorate() refused
+        self._measured: dict[int, tuple[Any, Any]] = {}  # id(function): (function, measured)
+        self._originals: dict[int, Any] = {}  # id(measured): function
+        self._skipped: dict[int, tuple[Any, str, str]] = {}  # id(function): (function, name, why)
         self._classes: dict[int, type] = {}  # id(cls): cls, each class patched once
-        self._skipped: Counter[str] = Counter()  # why names were left alone
+        self._reasons: Counter[str] = Counter()  # why names were left alone
         self._elsewhere: Counter[str] = Counter()  # the modules defining what is re-exported
         self._hooks: list[_ImportHook] = []
+        self._closed = False
         self._lock = threading.RLock()
 
     @property
@@ -86,18 +135,33 @@ class Instrumentation:
         ``('pkg.etl.load', 'pkg.etl.Loader.run', 'pkg.load')``."""
         return tuple(_qualified(owner, name) for owner, name, _ in self._patches.values())
 
+    @property
+    def skipped(self) -> tuple[tuple[str, str], ...]:
+        """The functions left unmeasured although wanted, one entry per function, as
+        ``(dotted name, reason)``: those that read their caller's frame
+        (``('attr._make.make_class', "reads its caller's frame (_getframe)")``), and
+        those that could not be measured."""
+        return tuple((name, why) for _, name, why in self._skipped.values())
+
     def __repr__(self) -> str:
-        functions = len({id(original) for _, _, original in self._patches.values()})
+        functions = len(
+            {
+                id(getattr(original, "__func__", original))
+                for _, _, original in self._patches.values()
+            }
+        )
         names = len(self._patches)
+        skipped = f"; {_count(len(self._skipped), 'function')} skipped" if self._skipped else ""
         return (
             f"<Instrumentation of {self._target!r}: {_count(functions, 'function')}"
-            f" patched under {_count(names, 'name')}>"
+            f" patched under {_count(names, 'name')}{skipped}>"
         )
 
     def uninstrument(self) -> None:
         """Put back the original objects under every patched name, exactly, and cancel
         pending import hooks."""
         with self._lock:
+            self._closed = True
             for hook in self._hooks:
                 hook.cancel()
             self._hooks.clear()
@@ -115,8 +179,7 @@ class Instrumentation:
             self._measured.clear()
             self._originals.clear()
 
-    def _wanted(self, name: str, qualified: str) -> bool:
-        names = (name, qualified)
+    def _wanted(self, names: tuple[str, ...]) -> bool:
         if self._include is not None and not any(
             fnmatch.fnmatchcase(n, p) for n in names for p in self._include
         ):
@@ -135,42 +198,58 @@ class Instrumentation:
         self._patches.pop(key, None)
         self._patches[key] = (owner, name, original)
 
-    def _measured_for(self, original: Any, qualified: str) -> Any:
-        """The one measured object for ``original`` (made on first use); None if refused."""
-        known = self._measured.get(id(original))
+    def _measured_for(self, function: Any) -> Any:
+        """The one measured function for ``function`` (made on first use); None for a
+        function skipped."""
+        known = self._measured.get(id(function))
         if known is not None:
             return known[1]
-        if id(original) in self._failed:
+        if id(function) in self._skipped:
+            return None
+        name = f"{function.__module__}.{function.__qualname__}"
+        why = inspects_its_caller(function)
+        if why is not None:
+            self._skip(function, name, why, "frames")
+            safe_log("info", "instrument skipped", target=name, reason=why)
             return None
         try:
-            measured = decorate(original, tags=self._tags)
+            measured = decorate(function, tags=self._tags)
         except (AttributeError, TypeError, ValueError) as error:
-            self._failed.add(id(original))
-            self._skipped["failed"] += 1
-            safe_log("error", "instrument failed", target=qualified, error=repr(error))
+            self._skip(function, name, f"could not be measured: {error!r}", "failed")
+            safe_log("error", "instrument failed", target=name, error=repr(error))
             return None
-        self._measured[id(original)] = (original, measured)
-        self._originals[id(measured)] = original
+        self._measured[id(function)] = (function, measured)
+        self._originals[id(measured)] = function
         return measured
 
-    def _patch(self, owner: Any, name: str, original: Any, short: str, qualified: str) -> None:
-        if is_measured(original):
-            self._skipped["measured"] += 1
+    def _skip(self, function: Any, name: str, why: str, reason: str) -> None:
+        self._skipped[id(function)] = (function, name, why)
+        self._reasons[reason] += 1
+
+    def _patch(self, owner: Any, name: str, attribute: Any, function: Any) -> None:
+        """Measure ``function`` under ``owner.name``, where ``attribute`` holds it (itself,
+        or a staticmethod or classmethod of it): one measured function for every name."""
+        if is_measured(attribute):
+            self._reasons["measured"] += 1
             return
-        if not self._wanted(short, qualified):
-            self._skipped["excluded"] += 1
+        qualname = function.__qualname__
+        relative = self._scope.qualify(function.__module__, qualname)
+        if not self._wanted((function.__name__, qualname, relative)):
+            self._reasons["excluded"] += 1
             return
-        measured = self._measured_for(original, qualified)
+        measured = self._measured_for(function)
         if measured is None:
             return
         try:
-            setattr(owner, name, measured)
+            setattr(owner, name, measured if attribute is function else type(attribute)(measured))
         except (AttributeError, TypeError) as error:
-            safe_log("error", "instrument failed", target=qualified, error=repr(error))
+            safe_log("error", "instrument failed", target=relative, error=repr(error))
             return
-        self._record(owner, name, original)
+        self._record(owner, name, attribute)
 
     def _class(self, cls: type) -> None:
+        """The public methods of ``cls`` defined in the scope (functions of other modules
+        kept on it, such as ``staticmethod(json.dumps)``, are left alone)."""
         with self._lock:
             if id(cls) in self._classes:
                 return
@@ -178,10 +257,14 @@ class Instrumentation:
             for name, attribute in list(vars(cls).items()):
                 if name.startswith("_"):
                     continue
-                function = getattr(attribute, "__func__", attribute)
-                if inspect.isfunction(function):
-                    qualified = self._scope.qualify(cls.__module__, f"{cls.__qualname__}.{name}")
-                    self._patch(cls, name, attribute, name, qualified)
+                function = _function_in(attribute)
+                if function is None:
+                    continue
+                defined_in = getattr(function, "__module__", None)
+                if isinstance(defined_in, str) and self._scope.covers(defined_in):
+                    self._patch(cls, name, attribute, function)
+                else:
+                    self._elsewhere[str(defined_in)] += 1
 
     def _module(self, module: types.ModuleType) -> None:
         with self._lock:
@@ -213,19 +296,27 @@ class Instrumentation:
             if not isinstance(defined_in, str):
                 return
             if self._scope.covers(defined_in):
-                qualified = self._scope.qualify(defined_in, attribute.__qualname__)
-                self._patch(module, name, attribute, attribute.__name__, qualified)
+                self._patch(module, name, attribute, attribute)
             else:
                 self._elsewhere[defined_in] += 1
 
-    def _package(self, package: types.ModuleType) -> None:
-        """The package, and its submodules imported now and later."""
+    def _package(self, package: types.ModuleType) -> bool:
+        """The package, and its submodules imported now and later; True while the
+        package's own import is in progress."""
         self._watch(once=False)
-        self._module(package)
+        importing = self._follow(package)
         prefix = self._scope.name + "."
         for name, module in sys.modules.copy().items():
             if name.startswith(prefix) and isinstance(module, types.ModuleType):
-                self._module(module)
+                self._follow(module)
+        return importing
+
+    def _follow(self, module: types.ModuleType) -> bool:
+        """Instrument ``module`` now and, while its import is in progress (its code
+        has not all run yet), again when that import ends; True in that case."""
+        importing = _importing(module) and _when_imported(module, self._imported)
+        self._module(module)
+        return importing
 
     def _watch(self, once: bool) -> None:
         """Instrument the target (and, for a package, its submodules) when imported."""
@@ -233,16 +324,18 @@ class Instrumentation:
             self._hooks.append(_ImportHook(self._scope, self, once))
 
     def _imported(self, module: types.ModuleType) -> None:
-        """Called by the import hook right after ``module`` ran."""
+        """Called right after ``module`` ran: by the import hook, or at the end of an
+        import that was in progress at ``instrument()``."""
         with self._lock:
-            if not self._hooks:  # uninstrumented meanwhile
+            if self._closed:
                 return
             self._module(module)
             if module.__name__ != self._scope.name:
                 return
-            if not hasattr(module, "__path__"):  # a plain module: no submodules to wait for
-                for hook in self._hooks:
-                    hook.cancel()
+            if self._scope.recursive and hasattr(module, "__path__"):
+                return  # its submodules may come at any time: no warning
+            for hook in self._hooks:  # a plain module: no submodules to wait for
+                hook.cancel()
         self._warn_if_idle()
 
     def _warn_if_idle(self) -> None:
@@ -251,19 +344,20 @@ class Instrumentation:
             safe_log("warning", "instrument patched nothing", target=self._target, reason=reason)
 
     def _why(self) -> str:
-        skipped = self._skipped
-        if not skipped:
+        reasons = self._reasons
+        if not reasons:
             if self._elsewhere:
                 [(module, _)] = self._elsewhere.most_common(1)
                 return f"its functions are defined in another module, such as {module!r}"
             return "no public functions or methods are defined there"
-        reasons = {
+        texts = {
             "excluded": "excluded by include/exclude",
             "measured": "already measured",
+            "frames": "skipped because they inspect their caller's frame",
             "failed": "could not be measured (see the errors logged)",
         }
         return "its functions are " + " or ".join(
-            text for key, text in reasons.items() if skipped[key]
+            text for key, text in texts.items() if reasons[key]
         )
 
 
@@ -278,6 +372,77 @@ def _qualified(owner: Any, name: str) -> str:
         else f"{owner.__module__}.{owner.__qualname__}"
     )
     return f"{prefix}.{name}"
+
+
+def _importing(module: types.ModuleType) -> bool:
+    """Whether the import of ``module`` is in progress: importlib sets
+    ``__spec__._initializing`` while the module's code runs."""
+    return getattr(getattr(module, "__spec__", None), "_initializing", False) is True
+
+
+#: The attribute of a module spec that holds the calls due when its import ends.
+_WHEN_IMPORTED = "_multimeter_when_imported"
+_listeners: dict[type, type] = {}  # the spec class: its subclass that hears the import end
+_listeners_lock = threading.Lock()
+
+
+def _when_imported(module: types.ModuleType, callback: Any) -> bool:
+    """Call ``callback(module)`` in the importing thread when the import of ``module``,
+    in progress now, ends; False where it has ended or cannot be heard.
+
+    importlib sets ``module.__spec__._initializing`` to False once the module's code
+    has run (or failed); until then the spec's class is a subclass that hears it and
+    puts the class back.
+    """
+    spec = module.__spec__
+    if not hasattr(spec, "__dict__"):
+        return False
+    with _listeners_lock:
+        calls = vars(spec).get(_WHEN_IMPORTED)
+        if calls is None:
+            base = type(spec)
+            listener = _listeners.get(base)
+            if listener is None:
+                listener = _listeners[base] = _listener(base)
+            calls = vars(spec)[_WHEN_IMPORTED] = []
+            try:
+                spec.__class__ = listener
+            except TypeError:  # a spec class of another layout
+                del vars(spec)[_WHEN_IMPORTED]
+                return False
+        calls.append(functools.partial(callback, module))
+    if _importing(module):
+        return True
+    with _listeners_lock:  # the import ended meanwhile, perhaps unheard
+        vars(spec).pop(_WHEN_IMPORTED, None)
+        if isinstance(spec, _Listener):
+            spec.__class__ = spec._spec_class
+    return False
+
+
+class _Listener:
+    """Mixed into a module spec's class: hears ``_initializing`` set to False."""
+
+    _spec_class: type  # the class the spec had, and gets back
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "_initializing" and not value:
+            with _listeners_lock:
+                calls = vars(self).pop(_WHEN_IMPORTED, [])
+                self.__class__ = self._spec_class
+            for call in calls:
+                try:
+                    call()
+                except Exception as error:  # noqa: BLE001 - never break the caller's import
+                    target = getattr(self, "name", None)
+                    safe_log("error", "instrument failed", target=target, error=repr(error))
+
+
+def _listener(base: type) -> type:
+    """The subclass of a spec class ``base`` that hears the end of an import."""
+    namespace = {"__qualname__": base.__qualname__, "_spec_class": base}
+    return type(base.__name__, (_Listener, base), namespace)
 
 
 class _ImportHook:
@@ -376,7 +541,9 @@ def instrument(
     """Measure every call of a function, a class's methods or a module's functions.
 
     - a function: returns the measured function (``uninstrument()`` on it
-      returns the original);
+      returns the original), measured even if it inspects its caller's frame
+      (you asked for it): the frame it then sees is multimeter's wrapper, which
+      carries the function's own module, file and line;
     - a class: its public methods (plain, class and static) are replaced in place;
     - a module object, or a dotted module name: its public functions and the
       public methods of the public classes defined in it are replaced in place;
@@ -390,19 +557,37 @@ def instrument(
       Functions and classes that the package imports from elsewhere are left
       alone. ``recursive=False`` instruments the package's ``__init__`` alone.
 
-    ``include``/``exclude`` are glob patterns matched against a function's name
-    and its qualified name: its ``__qualname__`` (``Loader.run``) prefixed, in a
-    package's submodule, with the submodule's path relative to the package
-    (``more.chunked``, ``_impl.Loader.run``). Patterns decide per function, so
-    a re-exported function is measured under all its names or none.
+    Only functions defined in the module or package (by their ``__module__``) are
+    measured, also among a class's attributes (``staticmethod(json.dumps)`` kept on
+    a class is left alone). One function is one measured object under all its
+    names, a ``staticmethod`` or ``classmethod`` of it included
+    (``class Parser: parse = staticmethod(parse)``), so it pickles by its name.
+    Functions whose own code inspects their caller's frame (see
+    :func:`inspects_its_caller`: ``namedtuple()``, ``attr.make_class()``, a
+    ``warnings.warn(..., stacklevel=2)``) are left unmeasured, so that they still
+    see their real caller; the handle's ``skipped`` lists them, and each is logged
+    (``instrument skipped``, at info level).
+
+    ``include``/``exclude`` are glob patterns matched against a function's
+    ``__name__``, its ``__qualname__`` (``Loader.run``) and its qualified name
+    relative to the package: the ``__qualname__`` prefixed, in a submodule, with
+    the submodule's path (``more.chunked``, ``_impl.Loader.run``). Patterns decide
+    per function, so a function is measured under all its names or none.
+
+    A module whose import is in progress (a package's ``__init__`` that calls
+    ``instrument(__name__)``, another thread importing a submodule) is
+    instrumented now and again, in the importing thread, when its import ends:
+    what it defines or imports after this call is measured too.
 
     Instrumenting twice measures each call once. Returns a handle: its
-    ``patched`` lists every name now measured, its ``repr()`` counts functions
-    and names, and its ``uninstrument()`` puts back the original objects under
+    ``patched`` lists every name now measured, its ``skipped`` the functions left
+    unmeasured and why, its ``repr()`` counts functions, names and skipped
+    functions, and its ``uninstrument()`` puts back the original objects under
     every name exactly. When nothing gets patched, a warning is logged with the
-    target and why; for a module not imported yet, when it is imported (later
-    submodules of a package are not waited for). Code that imported a function
-    by name before ``instrument()`` keeps calling the original.
+    target and why; for a module not imported yet (or still importing), when its
+    import ends; for a package not imported yet (or still importing), never: its
+    submodules may come at any time (see ``patched``). Code that imported a
+    function by name before ``instrument()`` keeps calling the original.
 
     Raises:
         ValueError: for a target that is none of these, or bad patterns or tags.
@@ -431,10 +616,9 @@ def instrument(
     elif isinstance(target, types.ModuleType):
         package = recursive and hasattr(target, "__path__")
         instrumentation = start(target.__name__, _Scope(target.__name__, package))
-        if package:
-            instrumentation._package(target)
-        else:
-            instrumentation._module(target)
+        importing = instrumentation._package(target) if package else instrumentation._follow(target)
+        if importing:  # the rest comes, and the warning if any, when the import ends
+            return instrumentation
     else:
         raise ValueError(
             f"instrument() takes a function, a class, a module or a dotted module name,"

@@ -12,6 +12,10 @@ from multimeter import _log
 from multimeter._sampler import Sampler
 from multimeter.testing import FakeClock
 
+# The packages for instrument() tests are imported by the tests, when they choose (one
+# instruments itself while it is imported, one pauses in the middle of its import).
+collect_ignore = ["pkg_for_instrument"]
+
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings() -> Iterator[None]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
+import warnings
 
 import pytest
 
 import multimeter
+from multimeter._instrument import inspects_its_caller
 from multimeter._measured import is_measured
 
 
@@ -115,6 +118,56 @@ def test_a_module_not_yet_imported_is_instrumented_on_import(stored):
     finally:
         handle.uninstrument()
         sys.modules.pop(name, None)
+
+
+def _nested_reader():
+    def inner():
+        return sys._getframe(1)
+
+    return inner
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        lambda: sys._getframe(1),
+        lambda: sys._getframemodulename(1),
+        lambda: inspect.currentframe(),
+        lambda frame: frame.f_back,
+        lambda frame: inspect.getouterframes(frame),
+        lambda frame: inspect.getframeinfo(frame),
+        lambda: inspect.stack(),
+        lambda: warnings.warn("old", DeprecationWarning, stacklevel=2),
+    ],
+    ids=[
+        "_getframe",
+        "_getframemodulename",
+        "currentframe",
+        "f_back",
+        "getouterframes",
+        "getframeinfo",
+        "inspect.stack",
+        "stacklevel",
+    ],
+)
+def test_reading_frames_or_passing_stacklevel_inspects_the_caller(function):
+    """The signs in a function's own code: frame-reading names, a ``stacklevel=`` keyword."""
+    assert inspects_its_caller(function) is not None
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        lambda stack: stack.pop(),
+        lambda: warnings.warn("old"),  # noqa: B028 - a warning without stacklevel, on purpose
+        _nested_reader,
+        len,
+    ],
+    ids=["stack-without-inspect", "warn-without-stacklevel", "nested-code", "builtin"],
+)
+def test_other_functions_do_not_inspect_the_caller(function):
+    """A ``stack`` that is not ``inspect.stack``, or frames read by nested code only."""
+    assert None is inspects_its_caller(function)
 
 
 def test_a_bad_target_raises_value_error():

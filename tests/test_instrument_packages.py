@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import pickle
+import subprocess
 import sys
+import textwrap
+import threading
 import types
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +20,13 @@ import multimeter
 from multimeter._measured import is_measured
 
 SHOP = "tests.pkg_for_instrument.shop"
+LOOKBACK = "tests.pkg_for_instrument.lookback"
+ALIASES = "tests.pkg_for_instrument.aliases"
+HOLLOW = "tests.pkg_for_instrument.hollow"
+SELFISH = "tests.pkg_for_instrument.selfish"
+RACY = "tests.pkg_for_instrument.racy"
+LAZY = "tests.pkg_for_instrument.lazy"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _names(storage: Any) -> list[str]:
@@ -199,6 +211,14 @@ def test_patterns_decide_per_function_so_an_alias_follows_its_function(shop, ins
     assert not is_measured(shop.total)
 
 
+def test_patterns_also_match_the_plain_qualified_name(shop, instrumented):
+    """``Cart.*`` matches ``Cart.add`` of ``_impl``, as ``_impl.Cart.*`` does."""
+    handle = instrumented(shop, include="Cart.*")
+    assert {f"{SHOP}._impl.Cart.{name}" for name in ("add", "empty", "currency")} == set(
+        handle.patched
+    )
+
+
 @pytest.mark.parametrize(
     ("options", "reason"),
     [
@@ -237,16 +257,204 @@ def test_a_class_without_public_methods_warns_that_nothing_is_defined(instrument
     ]
 
 
-def test_a_package_not_imported_yet_warns_when_imported_if_nothing_was_patched(
-    shop_not_imported, instrumented, logs
+@pytest.fixture
+def aliases() -> Iterator[types.ModuleType]:
+    """A module function also kept as a staticmethod, and other modules' functions on a class."""
+    _forget(ALIASES)
+    yield importlib.import_module(ALIASES)
+    _forget(ALIASES)
+
+
+def test_a_function_also_kept_as_a_staticmethod_is_one_measured_object(
+    stored, aliases, instrumented
 ):
+    """``Parser.parse is aliases.parse``: one function, one measured object, pickled by name."""
+    handle = instrumented(aliases)
+    parser = aliases.Parser
+    assert parser.parse is aliases.parse
+    assert is_measured(aliases.parse)
+    assert vars(parser)["from_text"].__func__ is aliases.from_text
+    assert is_measured(aliases.from_text)
+    for function in (parser.parse, parser().parse):
+        assert function is pickle.loads(pickle.dumps(function))
+    assert ["a", "b"] == parser.parse("a b")
+    assert isinstance(parser.from_text("a"), parser)
+    assert ["a", "b"] == list(parser.tokens("a b"))
+    assert ["parse", "from_text", "Parser.tokens"] == _names(stored)
+    assert repr(handle).endswith("3 functions patched under 5 names>")
+
+
+def test_a_function_kept_as_a_staticmethod_goes_through_a_spawned_pool():
+    """``Pool.map(Parser.parse, ...)`` pickles the measured function by its module name."""
+    code = textwrap.dedent(
+        f"""
+        import importlib, multiprocessing, multimeter
+        aliases = importlib.import_module("{ALIASES}")
+        multimeter.configure(storage=multimeter.DummyStorage())
+        multimeter.instrument(aliases)
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            print(pool.map(aliases.Parser.parse, ["a b", "c"]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert "[['a', 'b'], ['c']]" == done.stdout.strip(), done.stderr
+
+
+def test_class_attributes_defined_outside_the_package_are_left_alone(aliases, instrumented):
+    """``staticmethod(textwrap.dedent)`` and ``json.loads`` on a class stay as they were."""
+    before = dict(vars(aliases.Parser))
+    instrumented(aliases)
+    assert all(before[name] is vars(aliases.Parser)[name] for name in ("dedent", "dumps", "loads"))
+    assert json.dumps is pickle.loads(pickle.dumps(aliases.Parser.dumps))
+
+
+@pytest.fixture
+def lookback() -> Iterator[types.ModuleType]:
+    """Functions that read their caller's frame, freshly imported."""
+    _forget(LOOKBACK)
+    yield importlib.import_module(LOOKBACK)
+    _forget(LOOKBACK)
+
+
+def test_functions_that_inspect_their_caller_are_left_unmeasured_and_listed(lookback, instrumented):
+    """The handle's ``skipped`` names each with the reason; its ``repr()`` counts them."""
+    handle = instrumented(lookback)
+    assert not is_measured(lookback.make_record)
+    assert not is_measured(lookback.old_api)
+    assert not is_measured(vars(lookback.Factory)["build"])
+    assert is_measured(lookback.new_api)
+    assert is_measured(lookback.with_helper)
+    assert is_measured(vars(lookback.Factory)["size"])
+    assert {
+        (f"{LOOKBACK}.make_record", "reads its caller's frame (_getframe)"),
+        (f"{LOOKBACK}.old_api", "passes stacklevel= to point at its caller"),
+        (f"{LOOKBACK}.Factory.build", "reads its caller's frame (currentframe, f_back)"),
+    } == set(handle.skipped)
+    assert repr(handle).endswith("3 functions patched under 3 names; 3 functions skipped>")
+
+
+def test_a_factory_left_unmeasured_makes_classes_of_its_callers_module(lookback, instrumented):
+    """As ``namedtuple()`` and ``attr.make_class()`` do: the caller is this test module."""
+    instrumented(lookback)
+    assert __name__ == lookback.make_record("Record").__module__
+    assert __name__ == lookback.Factory().build("Built").__module__
+
+
+def test_a_deprecation_warning_left_unmeasured_points_at_its_caller(lookback, instrumented):
+    """``stacklevel=2`` names this file, not the library's."""
+    instrumented(lookback)
+    with pytest.warns(DeprecationWarning) as caught:
+        assert 2 == lookback.old_api()
+    assert [__file__] == [warning.filename for warning in caught]
+
+
+def test_each_function_left_unmeasured_is_logged_at_info_level(lookback, instrumented, logs):
+    """One line per function, no warning."""
+    instrumented(lookback)
+    skipped = [entry for entry in logs if entry["event"] == "instrument skipped"]
+    assert {"info"} == {entry["log_level"] for entry in skipped}
+    assert [f"{LOOKBACK}.Factory.build", f"{LOOKBACK}.make_record", f"{LOOKBACK}.old_api"] == (
+        sorted(entry["target"] for entry in skipped)
+    )
+
+
+def test_a_function_instrumented_by_itself_is_measured_and_its_caller_is_the_wrapper(lookback):
+    """Asked for by name, it is measured; the frame it reads is its own module's."""
+    measured = multimeter.instrument(lookback.make_record)
+    assert is_measured(measured)
+    assert LOOKBACK == measured("Record").__module__
+
+
+def test_attrs_make_class_makes_a_class_of_the_calling_module_that_pickles(
+    instrumented, monkeypatch
+):
+    """``instrument("attr")`` leaves ``attr.make_class`` (it reads ``sys._getframe(1)``) alone."""
+    attr = pytest.importorskip("attr")
+    handle = instrumented("attr")
+    assert 10 < len(handle.patched)
+    assert "attr._make.make_class" in {name for name, _ in handle.skipped}
+    point = attr.make_class("Point", ["a"])
+    assert __name__ == point.__module__
+    monkeypatch.setattr(sys.modules[__name__], "Point", point, raising=False)
+    assert point(1) == pickle.loads(pickle.dumps(point(1)))
+
+
+def test_a_module_not_imported_yet_warns_when_imported_if_nothing_was_patched(instrumented, logs):
     """No warning at instrument() time: it comes with the import."""
-    instrumented(shop_not_imported, include="nothing*")
+    _forget(LAZY)
+    instrumented(LAZY, include="nothing*")
     assert [] == logs
-    importlib.import_module(shop_not_imported)
-    assert [shop_not_imported] == [
-        entry["target"] for entry in logs if entry["log_level"] == "warning"
-    ]
+    importlib.import_module(LAZY)
+    _forget(LAZY)
+    assert [LAZY] == [entry["target"] for entry in logs if entry["log_level"] == "warning"]
+
+
+def test_a_package_not_imported_yet_never_warns_that_nothing_was_patched(instrumented, logs):
+    """Its submodules may come at any time: ``hollow.parsing``, imported later, is measured."""
+    _forget(HOLLOW)
+    handle = instrumented(HOLLOW)
+    importlib.import_module(HOLLOW)
+    assert [] == [entry for entry in logs if entry["log_level"] == "warning"]
+    parsing = importlib.import_module(f"{HOLLOW}.parsing")
+    assert is_measured(parsing.parse)
+    assert (f"{HOLLOW}.parsing.parse",) == handle.patched
+    _forget(HOLLOW)
+
+
+def test_a_package_that_instruments_itself_while_imported_is_measured_whole(logs):
+    """Functions defined after its ``instrument(__name__)`` and names imported after it too."""
+    _forget(SELFISH)
+    selfish = importlib.import_module(SELFISH)
+    handle = selfish.handle
+    try:
+        assert is_measured(selfish.late)
+        assert selfish.helper is selfish.util.helper
+        assert is_measured(selfish.helper)
+        assert {f"{SELFISH}.late", f"{SELFISH}.helper", f"{SELFISH}.util.helper"} == set(
+            handle.patched
+        )
+        assert [] == [entry for entry in logs if entry["log_level"] == "warning"]
+        handle.uninstrument()
+        assert not is_measured(selfish.late)
+        assert not is_measured(selfish.helper)
+        assert not is_measured(selfish.util.helper)
+    finally:
+        handle.uninstrument()
+        _forget(SELFISH)
+
+
+def test_a_submodule_half_imported_by_another_thread_is_instrumented_when_its_import_ends(
+    instrumented, logs
+):
+    """``slow`` pauses after ``a``: ``c`` and the measured ``b`` it imports come later."""
+    _forget(RACY)
+    racy = importlib.import_module(RACY)
+    other = importlib.import_module(f"{RACY}.other")
+    started, proceed = threading.Event(), threading.Event()
+    racy.gate = (started, proceed)
+    importer = threading.Thread(target=importlib.import_module, args=(f"{RACY}.slow",))
+    importer.start()
+    try:
+        assert started.wait(10)
+        handle = instrumented(racy)
+    finally:
+        proceed.set()
+        importer.join(10)
+    slow = sys.modules[f"{RACY}.slow"]
+    try:
+        assert {"a": True, "b": True, "c": True} == {
+            name: is_measured(getattr(slow, name)) for name in "abc"
+        }
+        assert {f"{RACY}.slow.{name}" for name in "abc"} <= set(handle.patched)
+        handle.uninstrument()
+        assert {"a": False, "b": False, "c": False} == {
+            name: is_measured(getattr(slow, name)) for name in "abc"
+        }
+        assert not is_measured(other.b)
+    finally:
+        _forget(RACY)
 
 
 @pytest.fixture

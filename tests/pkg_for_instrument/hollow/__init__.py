@@ -1,0 +1,1 @@
+"""A package whose ``__init__`` defines nothing (as python-dateutil's)."""
