@@ -373,7 +373,13 @@ def count_stored(directory: pathlib.Path) -> dict[str, int]:
 
 
 def _environment(suite: Suite, mode: str, work: pathlib.Path, stem: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    # Neither multimeter's settings nor a coverage run of the caller (CI's --cov) reach
+    # the suites: both would change what is timed.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MULTIMETER_", "COV_CORE_", "COVERAGE_PROCESS_"))
+    }
     if os.environ.get(SUBMODULES):
         env[SUBMODULES] = os.environ[SUBMODULES]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
