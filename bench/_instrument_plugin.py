@@ -7,7 +7,6 @@ It reads:
 - ``MULTIMETER_SUITE_PACKAGES``: comma-separated import names to instrument
   (``attr,attrs``); empty or unset: nothing is instrumented (the plain run) and
   multimeter is not even imported.
-- ``MULTIMETER_SUITE_SUBMODULES=1``: a stopgap, see :func:`_instrument`.
 - ``MULTIMETER_SUITE_REPORT``: a file to write what was instrumented to, as JSON.
 - ``MULTIMETER_SUITE_OUTCOMES``: a file to append one JSON line per test report
   to, as it comes: subtests included, and read even when the run is killed.
@@ -28,7 +27,6 @@ from typing import Any
 import pytest
 
 PACKAGES = "MULTIMETER_SUITE_PACKAGES"
-SUBMODULES = "MULTIMETER_SUITE_SUBMODULES"
 REPORT = "MULTIMETER_SUITE_REPORT"
 OUTCOMES = "MULTIMETER_SUITE_OUTCOMES"
 
@@ -36,7 +34,6 @@ OUTCOMES = "MULTIMETER_SUITE_OUTCOMES"
 #: What multimeter.instrument() returned, for the count of patched functions.
 _handles: list[Any] = []
 _names = [n.strip() for n in os.environ.get(PACKAGES, "").split(",") if n.strip()]
-_submodules = os.environ.get(SUBMODULES, "") == "1"
 
 
 def _instrument() -> None:
@@ -44,16 +41,7 @@ def _instrument() -> None:
 
     for name in _names:
         importlib.import_module(name)
-        _handles.append(multimeter.instrument(name))
-        if _submodules:
-            # STOPGAP until instrument("pkg") covers a package's submodules and
-            # re-exports (issue 8's package instrumentation): instrument every
-            # submodule imported by now, one module at a time. Remove this branch
-            # (and MULTIMETER_SUITE_SUBMODULES) once that lands.
-            prefix = name + "."
-            for module_name in sorted(sys.modules):
-                if module_name.startswith(prefix):
-                    _handles.append(multimeter.instrument(module_name))
+        _handles.append(multimeter.instrument(name))  # the package and its submodules
 
 
 def _report() -> int:
@@ -61,7 +49,8 @@ def _report() -> int:
     patched = len({name for handle in _handles for name in handle.patched})
     path = os.environ.get(REPORT)
     if path:
-        report = {"packages": _names, "submodules": _submodules, "patched": patched}
+        skipped = len({name for handle in _handles for name, _ in handle.skipped})
+        report = {"packages": _names, "patched": patched, "skipped": skipped}
         with open(path, "w", encoding="utf-8") as file:
             json.dump(report, file)
     return patched
@@ -70,8 +59,7 @@ def _report() -> int:
 if _names:
     _instrument()
     print(
-        f"multimeter-suite: instrumented {','.join(_names)}"
-        f"{' and their submodules' if _submodules else ''}: {_report()} functions patched",
+        f"multimeter-suite: instrumented {','.join(_names)}: {_report()} names patched",
         file=sys.stderr,
         flush=True,
     )

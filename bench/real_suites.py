@@ -27,7 +27,7 @@ Usage::
 
     python bench/real_suites.py [--packages attrs,more-itertools]
         [--modes plain,off,file] [--json OUT] [--cache DIR] [--keep DIR]
-        [--file-timeout SECONDS] [--submodules]
+        [--file-timeout SECONDS]
 
 Exits 1 when an outcome differs or a run did not finish, 0 otherwise (the
 ratio targets are reported, not enforced: this machine is shared and noisy).
@@ -65,7 +65,6 @@ MIN_FILE_TIMEOUT = 60.0
 TARGETS = {"off/plain": 3.0, "file/off": 1.5}
 #: How many one-result files of a file run are read back (spread over all of them).
 CHECKED = 1000
-SUBMODULES = "MULTIMETER_SUITE_SUBMODULES"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,8 +379,6 @@ def _environment(suite: Suite, mode: str, work: pathlib.Path, stem: str) -> dict
         for k, v in os.environ.items()
         if not k.startswith(("MULTIMETER_", "COV_CORE_", "COVERAGE_PROCESS_"))
     }
-    if os.environ.get(SUBMODULES):
-        env[SUBMODULES] = os.environ[SUBMODULES]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["MULTIMETER_SUITE_REPORT"] = str(work / f"{stem}-plugin.json")
@@ -591,11 +588,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--file-timeout", type=float, help="seconds (default: 2x the off run, at least 60)"
     )
-    parser.add_argument(
-        "--submodules",
-        action="store_true",
-        help="also instrument each imported submodule (stopgap, MULTIMETER_SUITE_SUBMODULES=1)",
-    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.packages.split(",") if n.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -603,8 +595,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         allowed = f"packages: {', '.join(SUITES)}; modes: {', '.join(MODES)}"
         parser.error(f"unknown: {', '.join(unknown)}; {allowed}")
-    if args.submodules:
-        os.environ[SUBMODULES] = "1"
     args.cache.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"python": sys.version.split()[0], "packages": {}}
     for name in names:

@@ -42,9 +42,6 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "plain,off,file",
         "--json",
         str(out),
-        # STOPGAP until instrument("pkg") covers submodules and re-exports: without
-        # it today's instrument() patches no function of these packages.
-        "--submodules",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if not out.is_file():
