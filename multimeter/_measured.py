@@ -364,6 +364,7 @@ class _Call:
         "end_readings",
         "end_us",
         "error",
+        "holds_lane",
         "label",
         "lane",
         "nested",
@@ -397,6 +398,7 @@ class _Call:
         self.state = ENDED
         self.token: Token[_Call | None] | None = None
         self.pid = 0
+        self.holds_lane = False
         try:
             self._start(spec, setup, parent, instance, args, kwargs)
         except RecursionError:
@@ -438,10 +440,12 @@ class _Call:
         try:
             lane, ended_us = free.pop()  # atomic: two threads never get the same lane
             self.lane = lane  # held from here: abandon() gives it back
+            self.holds_lane = True
             if ended_us >= now_us:
                 self.lane = lane = spec.lanes.other_than(lane, ended_us, now_us)
         except IndexError:
             self.lane = lane = spec.lanes.new()
+            self.holds_lane = True
         self.parent = parent
         self.token = _active.set(self)
         # Registering with the sampler comes last: nothing after it can fail (but a
@@ -519,13 +523,9 @@ class _Call:
     def _release(self) -> None:
         """Give the call's lane back and stop tracking it with the sampler. Each step
         is done once, so that it can be tried again after a ``RecursionError``."""
-        try:
-            lane = self.lane
-        except AttributeError:
-            pass  # it never took one, or gave it back already
-        else:
-            self.spec.lanes.give_back(lane, _time_ns() // 1000)
-            del self.lane
+        if self.holds_lane:
+            self.spec.lanes.give_back(self.lane, _time_ns() // 1000)
+            self.holds_lane = False
         process = _process.state
         if self.pid == process.pid:
             session = process.sampler.leave(self)  # the call's session, if it has one
@@ -561,6 +561,7 @@ class _Call:
             siblings = parent.nested
             if siblings is not None:
                 siblings.append((self.started_us, spec.enter, now_us, label, self.nested))
+        self.holds_lane = False  # first: an interrupt in between must not give it back twice
         spec.lanes.free.append((self.lane, now_us))  # giving the lane back, inlined
         self.error = error
         if self.pid != process.pid:
@@ -718,10 +719,15 @@ def decorate(
 
 def _plain(func: Any, spec: _Spec) -> Any:
     """A plain function that measures each call of ``func``; classmethod and
-    staticmethod objects come back as such, around one."""
+    staticmethod objects come back as such, around one. Callables that are not
+    Python functions (a bound method, an ``lru_cache`` or ``partial`` object, a
+    class, a builtin) get a transparent proxy instead, which keeps their
+    attributes (``cache_info()``, ``func``, ``isinstance()`` checks)."""
     if isinstance(func, (classmethod, staticmethod)):
         return type(func)(_plain(func.__func__, spec))
-    measured_function = _wrappers.plain_wrapper(spec, func)
+    if type(func) is not types.FunctionType:
+        return MeasuredFunction(func, _wrappers.proxy_wrapper(spec, func), spec)
+    measured_function = _wrappers.exact_wrapper(spec, func) or _wrappers.plain_wrapper(spec, func)
     functools.update_wrapper(measured_function, func)
     vars(measured_function)[_SPEC] = spec
     vars(measured_function)["uninstrument"] = functools.partial(_original, func)

@@ -21,6 +21,7 @@ leaves nothing behind) is ``multimeter._measured``'s.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -228,3 +229,184 @@ def async_generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> 
         return named_like(run(generator, instance, args, kwargs), generator)
 
     return relocate(wrapper, target)  # type: ignore[arg-type]
+
+
+# -- plain functions: a wrapper with the wrapped function's own parameters ----------------
+
+_CO_VARARGS = 0x04
+_CO_VARKEYWORDS = 0x08
+_PREFIX = "_mm_"
+#: Compiled factories of exact wrappers, by the shape of their parameters.
+_FACTORIES: dict[tuple[Any, ...], types.CodeType] = {}
+
+
+def exact_wrapper(spec: Any, wrapped: types.FunctionType) -> Callable[..., Any] | None:
+    """Like :func:`plain_wrapper`, with ``wrapped``'s own parameters (names, kinds,
+    defaults) instead of ``*args, **kwargs``; ``None`` where that cannot be made.
+
+    The wrapper then reads as the function to ``inspect.getfullargspec()``,
+    ``__code__``, ``__defaults__`` and code that counts arguments; bad arguments
+    raise the plain function's own ``TypeError`` at the call; and without
+    ``*args``/``**kwargs`` its call into the function is an ordinary call, which
+    CPython runs without a C-level recursion (deep recursion with a raised
+    recursion limit works as plainly).
+    """
+    code = wrapped.__code__
+    positional = code.co_argcount
+    keyword_only = code.co_kwonlyargcount
+    star = bool(code.co_flags & _CO_VARARGS)
+    double_star = bool(code.co_flags & _CO_VARKEYWORDS)
+    names = code.co_varnames[: positional + keyword_only + star + double_star]
+    if any(name.startswith(_PREFIX) for name in names):
+        return None
+    defaults = wrapped.__defaults__ or ()
+    keyword_defaults = wrapped.__kwdefaults__ or {}
+    shape = (
+        names,
+        code.co_posonlyargcount,
+        positional,
+        keyword_only,
+        star,
+        double_star,
+        len(defaults),
+        tuple(n for n in names[positional : positional + keyword_only] if n in keyword_defaults),
+        bool(spec.arg_tags),
+    )
+    factory_code = _FACTORIES.get(shape)
+    if factory_code is None:
+        factory_code = _FACTORIES[shape] = _compile_factory(*shape)
+    factory = types.FunctionType(factory_code, {"__builtins__": {}})
+    kw_values = [keyword_defaults[name] for name in shape[7]]
+    wrapper = factory(spec.begin, wrapped, RecursionError, BaseException, *defaults, *kw_values)
+    return relocate(wrapper, wrapped)
+
+
+def _compile_factory(
+    names: tuple[str, ...],
+    positional_only: int,
+    positional: int,
+    keyword_only: int,
+    star: bool,
+    double_star: bool,
+    default_count: int,
+    keyword_defaults: tuple[str, ...],
+    with_arguments: bool,
+) -> types.CodeType:
+    """The code of ``factory(begin, wrapped, RecursionError, BaseException,
+    *defaults, *keyword_defaults) -> wrapper`` for one shape of parameters."""
+    positional_names = names[:positional]
+    keyword_names = names[positional : positional + keyword_only]
+    rest = names[positional + keyword_only :]
+    star_name = rest[0] if star else None
+    double_star_name = rest[-1] if double_star else None
+    first_default = positional - default_count
+    parameters = []
+    for index, name in enumerate(positional_names):
+        parameters.append(f"{name}={_PREFIX}d{index}" if index >= first_default else name)
+        if index + 1 == positional_only:
+            parameters.append("/")
+    if star_name:
+        parameters.append(f"*{star_name}")
+    elif keyword_names:
+        parameters.append("*")
+    for name in keyword_names:
+        has_default = name in keyword_defaults
+        parameters.append(
+            f"{name}={_PREFIX}k{keyword_defaults.index(name)}" if has_default else name
+        )
+    if double_star_name:
+        parameters.append(f"**{double_star_name}")
+    call = [*positional_names]
+    if star_name:
+        call.append(f"*{star_name}")
+    call += [f"{name}={name}" for name in keyword_names]
+    if double_star_name:
+        call.append(f"**{double_star_name}")
+    if with_arguments:  # for tag_args: the positional values, and the keyword ones by name
+        values = [*positional_names, *([f"*{star_name}"] if star_name else [])]
+        begin_args = f"({', '.join(values)}{',' if len(values) == 1 else ''})"
+        by_name = [f"{name!r}: {name}" for name in keyword_names]
+        if double_star_name:
+            by_name.append(f"**{double_star_name}")
+        begin_kwargs = "{" + ", ".join(by_name) + "}"
+    else:
+        begin_args, begin_kwargs = "()", "None"
+    factory_parameters = [
+        f"{_PREFIX}begin",
+        f"{_PREFIX}wrapped",
+        f"{_PREFIX}RecursionError",
+        f"{_PREFIX}BaseException",
+        *(f"{_PREFIX}d{i}" for i in range(first_default, positional)),
+        *(f"{_PREFIX}k{i}" for i in range(len(keyword_defaults))),
+    ]
+    arguments = ", ".join(call)
+    source = f"""\
+def {_PREFIX}factory({", ".join(factory_parameters)}):
+    def wrapper({", ".join(parameters)}):
+        try:
+            {_PREFIX}call = {_PREFIX}begin(None, {begin_args}, {begin_kwargs})
+        except {_PREFIX}RecursionError:
+            {_PREFIX}call = None
+        if {_PREFIX}call is None:
+            return {_PREFIX}wrapped({arguments})
+        try:
+            {_PREFIX}value = {_PREFIX}wrapped({arguments})
+        except {_PREFIX}BaseException as {_PREFIX}error:
+            try:
+                {_PREFIX}call.end({_PREFIX}error)
+            except {_PREFIX}RecursionError:
+                pass
+            raise
+        try:
+            {_PREFIX}call.end(None)
+        except {_PREFIX}BaseException:
+            {_PREFIX}call.abandon()
+            raise
+        return {_PREFIX}value
+    return wrapper
+"""
+    module_code = compile(source, "<multimeter wrapper>", "exec")
+    return next(c for c in module_code.co_consts if isinstance(c, types.CodeType))
+
+
+def proxy_wrapper(spec: Any, target: Any) -> Callable[..., Any]:
+    """The wrapper of a callable that is not a Python function, for
+    ``wrapt.FunctionWrapper`` (which keeps the callable's attributes)."""
+    begin = spec.begin
+    recursion_error = RecursionError
+    base_exception = BaseException
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            call = begin(instance, args, kwargs)
+        except recursion_error:  # the stack is full: the call itself will say so, unmeasured
+            call = None
+        if call is None:
+            return wrapped(*args, **kwargs)
+        try:
+            value = wrapped(*args, **kwargs)
+        except base_exception as error:
+            try:  # noqa: SIM105 - contextlib would be a global name
+                call.end(error)
+            except recursion_error:  # no room on the stack even to end: the error goes on
+                pass
+            raise
+        try:
+            call.end(None)
+        except base_exception:  # a KeyboardInterrupt at the very start of end()
+            call.abandon()
+            raise
+        return value
+
+    return relocate(wrapper, _unwrapped(target))  # type: ignore[arg-type]
+
+
+def _unwrapped(target: Any) -> Any:
+    """The Python function inside ``target`` (through ``__wrapped__``), or ``target``."""
+    seen = 0
+    while not isinstance(getattr(target, "__func__", target), types.FunctionType) and seen < 20:
+        inner = getattr(target, "__wrapped__", None) or getattr(target, "func", None)
+        if inner is None:
+            break
+        target, seen = inner, seen + 1
+    return target

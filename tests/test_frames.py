@@ -180,12 +180,14 @@ def test_a_traceback_through_a_measured_function_shows_only_the_user_files(tmp_p
 
 def test_the_wrapper_templates_read_no_global_name():
     """They run with the wrapped module's globals, where a name may mean anything."""
-    spec = type("Spec", (), {"begin": staticmethod(lambda *a: None)})()
+    spec = type("Spec", (), {"begin": staticmethod(lambda *a: None), "arg_tags": ()})()
 
     def target() -> None: ...
 
     for wrapper in (
         _wrappers.plain_wrapper(spec, target),
+        _wrappers.exact_wrapper(spec, target),
+        _wrappers.proxy_wrapper(spec, target),
         _wrappers.coroutine_wrapper(spec, target),
         _wrappers.generator_wrapper(spec, target, _frames_context()),
         _wrappers.async_generator_wrapper(spec, target, _frames_context()),
