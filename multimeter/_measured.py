@@ -12,7 +12,7 @@ import itertools
 import random
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from typing import Any, TypeVar, overload
 
@@ -663,11 +663,20 @@ def _single_row(
     start: tuple[Any, ...] | None,
     end: tuple[Any, ...] | None,
     elapsed: float,
-) -> list[Any] | None:
+) -> Sequence[Any] | None:
     """The one point of a short call, from its start and end readings, in schema
     order; ``None`` where the general path must decide."""
     if not plan.rows or start is None or end is None:
         return None
+    probes = plan.cumulative
+    if len(probes) == 1:  # the usual case, without the loop
+        current, previous = end[0], start[0]
+        if current is FAILED or previous is FAILED:
+            return None
+        try:
+            return probes[0].derive_row(current, previous, elapsed)
+        except Exception:  # noqa: BLE001 - the general path logs it
+            return None
     row: list[Any] = []
     for probe, previous, current in zip(plan.cumulative, start, end, strict=True):
         if current is FAILED or previous is FAILED:

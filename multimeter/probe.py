@@ -203,6 +203,11 @@ class ResourceProbe(CumulativeProbe):
         self._maxrss_positions = tuple(
             i for i, key in enumerate(computed) if key.endswith("." + _metric.MAX_RSS.key)
         )
+        self._maxrss_index = [f for f, _ in gauges].index("ru_maxrss")
+        self._no_change = [0] * len(rates)
+        # (a children reading, its scaled gauges): the last one derive_row() saw.
+        self._children: tuple[Any, list[float]] = (None, [])
+        self._last_gauges: tuple[Any, list[float]] = (None, [])
 
     @property
     def measures(self) -> tuple[Measure, ...]:
@@ -251,12 +256,37 @@ class ResourceProbe(CumulativeProbe):
         that went back)."""
         if time_elapsed <= 0:
             return None
-        deltas = self._deltas(current, previous)
+        now_self, now_children = current
+        before_self, before_children = previous
+        rates = self._rates
+        deltas = list(map(sub, rates(now_self), rates(before_self)))
+        # Children's figures change only when a child is reaped: mostly they are
+        # equal, and their gauges are those of the last time (one tuple, swapped whole).
+        children = self._children
+        if now_children != children[0]:
+            children = self._children = (now_children, self._scaled_gauges(now_children))
+        if now_children == before_children:
+            deltas += self._no_change
+        else:
+            deltas += map(sub, rates(now_children), rates(before_children))
         if min(deltas) < 0:
             return None
-        values = self._gauge_values(current)
+        values = self._scaled_gauges(now_self)
+        values += children[1]
         values += map(mul, deltas, repeat(1.0 / time_elapsed, self._rate_count))
         return self._order(values)
+
+    def _scaled_gauges(self, reading: Any) -> list[float]:
+        """The gauges of one ``struct_rusage`` as floats, ``ru_maxrss`` in bytes (the
+        last ones are kept: they seldom change)."""
+        raw = self._gauges(reading)
+        last = self._last_gauges
+        if raw == last[0]:
+            return last[1][:]
+        values = list(map(float, raw))
+        values[self._maxrss_index] *= _MAXRSS_SCALE
+        self._last_gauges = (raw, values[:])
+        return values
 
 
 _STRUCT_INDEX = {
