@@ -208,6 +208,7 @@ class ResourceProbe(CumulativeProbe):
         # (a children reading, its scaled gauges): the last one derive_row() saw.
         self._children: tuple[Any, list[float]] = (None, [])
         self._last_gauges: tuple[Any, list[float]] = (None, [])
+        self._last_children: Any = None
 
     @property
     def measures(self) -> tuple[Measure, ...]:
@@ -215,9 +216,20 @@ class ResourceProbe(CumulativeProbe):
         return self._measures
 
     def read(self) -> tuple[Any, Any]:
-        """Return ``(getrusage(RUSAGE_SELF), getrusage(RUSAGE_CHILDREN))``."""
+        """Return ``(getrusage(RUSAGE_SELF), getrusage(RUSAGE_CHILDREN))``.
+
+        The children's figures change only when a child is reaped: while they are
+        equal to the last ones read, that same object is returned (readings kept
+        for many calls then share it).
+        """
         getrusage = self._getrusage
-        return getrusage(resource.RUSAGE_SELF), getrusage(resource.RUSAGE_CHILDREN)
+        children = getrusage(resource.RUSAGE_CHILDREN)
+        last = self._last_children
+        if children == last:
+            children = last
+        else:
+            self._last_children = children
+        return getrusage(resource.RUSAGE_SELF), children
 
     def _gauge_values(self, current: Any) -> list[float]:
         now_self, now_children = current
