@@ -5,6 +5,9 @@ the default storage (JSON Lines batch files) against ``FileStorage`` +
 ``JsonFormat`` (one file per call), both as the files' sizes and as the disk
 blocks they take. Target: at most 300 bytes per call.
 
+(c) Memory per call waiting for the writer (tracemalloc, the writer held): against
+two bare ``getrusage()`` readings kept per call. Target: at most 300 bytes.
+
 (b) Sustained calls per second, one thread, a tight loop of a trivial
 ``@measured`` function, from the first call until ``flush()`` returns: into the
 default storage (``MULTIMETER_STORAGE=file``), against the same loop with
@@ -138,6 +141,59 @@ def _median_run(kind: str, parent: str, calls: int) -> dict[str, float]:
     return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
+PENDING_CALLS = 5_000
+
+
+def pending_bytes_per_call() -> tuple[float, float]:
+    """(bytes of memory per call waiting for the writer, and the same for a baseline
+    that keeps each call's start and end ``getrusage()`` readings in a list): the
+    writer is held in its first store while ``PENDING_CALLS`` more calls queue up,
+    allocations traced with tracemalloc."""
+    import gc
+    import resource
+    import threading
+    import tracemalloc
+
+    from multimeter.calls import CallStorage
+
+    gate = threading.Event()
+
+    class Held(CallStorage):
+        def store_calls(self, records: Any) -> None:
+            gate.wait()
+
+        def store(self, result: Any) -> None:
+            gate.wait()
+
+    _config.reset()
+    multimeter.configure(storage=Held())
+
+    @multimeter.measured
+    def short(x: int) -> int:
+        return x
+
+    short(0)
+    time.sleep(0.3)  # the writer holds the first call and waits
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(PENDING_CALLS):
+        short(i)
+    gc.collect()
+    measured = (tracemalloc.get_traced_memory()[0] - before) / PENDING_CALLS
+    kept: list[Any] = []
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(PENDING_CALLS):
+        start = resource.getrusage(resource.RUSAGE_SELF)
+        kept.append((start, resource.getrusage(resource.RUSAGE_SELF)))
+    baseline = (tracemalloc.get_traced_memory()[0] - before) / PENDING_CALLS
+    tracemalloc.stop()
+    gate.set()
+    multimeter.flush(30)
+    _config.reset()
+    return measured, baseline
+
+
 def main() -> None:
     # Default: under the working tree, like ./multimeter-results/. `--dir /dev/shm`
     # takes the disk (noisy on this machine) out of the figure.
@@ -146,6 +202,7 @@ def main() -> None:
     batch = _median_run("jsonl", parent, CALLS)
     none = _median_run("none", parent, CALLS)
     files = _median_run("json", parent, FILE_CALLS)
+    pending, readings_only = pending_bytes_per_call()
     ok = report(
         "many_calls",
         {
@@ -168,11 +225,15 @@ def main() -> None:
             "batch_store_calls_cpu_us_per_call": round(batch["store_calls_cpu_us"], 2),
             "none_caller_cpu_us_per_call": round(none["caller_cpu_us"], 2),
             "none_other_cpu_us_per_call": round(none["other_cpu_us"], 2),
+            "pending_bytes_per_call": round(pending, 1),
+            "two_bare_readings_bytes": round(readings_only, 1),
+            "ratio_pending_to_two_bare_readings": round(pending / readings_only, 2),
         },
         {
             "<= 300 bytes per call": max(batch["bytes_per_call"], batch["disk_bytes_per_call"])
             <= 300,
             ">= 50000 calls/s": batch["calls_per_s"] >= 50_000,
+            "<= 300 bytes pending per call": pending <= 300,
         },
     )
     finish(ok)
