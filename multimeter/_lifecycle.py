@@ -27,7 +27,7 @@ from typing import Any
 
 from multimeter import _env, _process
 from multimeter._log import safe_log
-from multimeter._writer import keeps_for_later
+from multimeter._writer import Latch, keeps_for_later
 
 #: Seconds the exit gives the store in progress to end once the exit timeout has passed.
 _STOP_WAIT = 0.5
@@ -162,7 +162,7 @@ class _SigtermExit:
         self._lock = threading.Lock()  # new: nobody the signal interrupted holds it
         self._flushed = False
         self._survived = False
-        self.done = threading.Event()
+        self.done = Latch()  # the handler waits on it: an interrupt there must not jam it
 
     def flush(self) -> None:
         """The flush thread's work."""

@@ -102,16 +102,6 @@ def coroutine_wrapper(spec: Any, target: Any) -> Callable[..., Any]:
     return relocate(wrapper, target)  # type: ignore[arg-type]
 
 
-def _named_like(made: Any, original: Any) -> Any:
-    """``made`` (a generator) with ``original``'s name and qualified name."""
-    try:
-        made.__name__ = original.__name__
-        made.__qualname__ = original.__qualname__
-    except (AttributeError, TypeError):
-        pass
-    return made
-
-
 def generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> Callable[..., Any]:
     """The wrapper of a generator function: measures from the first step to
     exhaustion or close; the call is active only while the generator runs, so
@@ -123,7 +113,8 @@ def generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> Callab
     stop_iteration = StopIteration
     generator_exit = GeneratorExit
     base_exception = BaseException
-    named_like = _named_like
+    attribute_error = AttributeError
+    type_error = TypeError
 
     def run(generator: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         try:
@@ -170,7 +161,13 @@ def generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> Callab
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # Made at the call, as without measuring: bad arguments raise TypeError here.
         generator = wrapped(*args, **kwargs)
-        return named_like(run(generator, instance, args, kwargs), generator)
+        made = run(generator, instance, args, kwargs)
+        try:  # its name and qualified name (stores, not calls: a full stack cannot fail them)
+            made.__name__ = generator.__name__
+            made.__qualname__ = generator.__qualname__
+        except (attribute_error, type_error):
+            pass
+        return made
 
     return relocate(wrapper, target)  # type: ignore[arg-type]
 
@@ -185,7 +182,8 @@ def async_generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> 
     generator_exit = GeneratorExit
     base_exception = BaseException
     is_instance = isinstance
-    named_like = _named_like
+    attribute_error = AttributeError
+    type_error = TypeError
 
     async def run(generator: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         try:
@@ -226,7 +224,13 @@ def async_generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # Made at the call, as without measuring: bad arguments raise TypeError here.
         generator = wrapped(*args, **kwargs)
-        return named_like(run(generator, instance, args, kwargs), generator)
+        made = run(generator, instance, args, kwargs)
+        try:  # its name and qualified name (stores, not calls: a full stack cannot fail them)
+            made.__name__ = generator.__name__
+            made.__qualname__ = generator.__qualname__
+        except (attribute_error, type_error):
+            pass
+        return made
 
     return relocate(wrapper, target)  # type: ignore[arg-type]
 

@@ -31,6 +31,9 @@ CAPACITY = 10_000
 _BATCH = 512
 _IDLE_WAIT = 0.1
 _CHECK_EVERY = 0.25  # seconds between liveness checks while a caller waits
+# Seconds between looks at a full queue, doubling from the first to the last.
+_ROOM_POLL_MIN = 0.0002
+_ROOM_POLL_MAX = 0.005
 
 
 class Job(Protocol):
@@ -46,13 +49,49 @@ class _Stopped(Exception):
     """The writer was stopped (the process is ending) before a store began."""
 
 
+class Latch:
+    """A one-way signal that a ``KeyboardInterrupt`` cannot jam.
+
+    ``threading.Event`` and ``Condition`` take a lock around their waiting: a
+    signal's exception landing in the waiting thread between taking and giving
+    back that lock leaves it taken, and the thread that sets the event then blocks
+    forever. A latch is one plain lock, held until :meth:`set`: waiting is trying
+    to take it, setting is giving it back, and neither holds anything on the way.
+    """
+
+    __slots__ = ("_flag", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._flag = False
+
+    def set(self) -> None:
+        """Open the latch (never blocks; again: nothing happens)."""
+        self._flag = True
+        with contextlib.suppress(RuntimeError):  # opened already
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        """Whether :meth:`set` was called."""
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the latch is open, at most ``timeout`` seconds; whether it is."""
+        if self._flag:
+            return True
+        if self._lock.acquire(True, -1 if timeout is None else timeout):
+            self._lock.release()  # open for every other waiter too
+        return self._flag
+
+
 class _Marker:
     """Queued by flush(); set once every job before it was handled."""
 
     __slots__ = ("done", "ok")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done = Latch()
         self.ok = True
 
 
@@ -102,7 +141,6 @@ class Writer:
         # blocks (a signal handler may ring while the thread it interrupted rings).
         self._bell = threading.Lock()
         self._bell.acquire()
-        self._room = threading.Condition()
         # Reentrant: a SIGTERM handler that flushes may interrupt a start in progress.
         self._start_lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -217,12 +255,14 @@ class Writer:
                 self._bell.release()
 
     def _wait_for_room(self) -> None:
-        self._ring()
-        with self._room:
-            while len(self._queue) >= self._capacity:
-                self._ensure_alive()
-                self._room.wait(0.05)
-                self._ring()
+        # Polling, not a Condition: a Ctrl-C landing here must leave no lock taken
+        # that the writer needs (see Latch).
+        delay = _ROOM_POLL_MIN
+        while len(self._queue) >= self._capacity:
+            self._ring()
+            self._ensure_alive()
+            time.sleep(delay)
+            delay = min(delay * 2, _ROOM_POLL_MAX)
 
     def _ensure_alive(self) -> None:
         thread = self._thread
@@ -275,8 +315,6 @@ class Writer:
                 self._handled = 0
                 self._in_hand = [item for item in batch if not isinstance(item, _Marker)]
                 self._batch_stops = self._stops
-            with self._room:
-                self._room.notify_all()
             self._handle(batch)
         if self._holding and not self._stopping:
             with contextlib.suppress(_Stopped):

@@ -650,8 +650,11 @@ def test_caught_keyboard_interrupts_never_switch_measuring_off(tmp_path):
         multimeter.configure(storage=storage)
 
         caught = 0
+        ready = False
 
         def interrupt():  # the next SIGINT only once the last was caught
+            while not ready:  # not into sender.start(): the loop below catches them
+                time.sleep(0.0005)
             for sent in range(40):
                 while caught < sent:
                     time.sleep(0.0005)
@@ -668,6 +671,7 @@ def test_caught_keyboard_interrupts_never_switch_measuring_off(tmp_path):
 
         sender = threading.Thread(target=interrupt)
         sender.start()
+        ready = True
         while caught < 40:
             try:
                 loop()
