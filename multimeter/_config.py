@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from multimeter import _env, _lifecycle, _process
 from multimeter._aggregate import check_calls, storage_for_calls
 from multimeter._log import logger
+from multimeter._reentry import measuring_off
 from multimeter._tags import normalize_tags
 from multimeter._url import is_http_url
 from multimeter.multimeter import Multimeter, check_cycle_time
@@ -212,7 +213,7 @@ def configure(
         enabled=enabled,
         calls=calls,
     )
-    with _lock:
+    with measuring_off(), _lock:  # code it runs may be measured (instrument())
         _current = config
     _lifecycle.install_sigterm_handler()
     return config.multimeter
@@ -232,7 +233,9 @@ def current() -> Config:
 
 def _implicit() -> Config:
     global _current
-    with _lock:
+    # Measuring off while the configuration is built: it reads os.environ and more,
+    # which instrument() may have measured (measuring would need this very lock).
+    with measuring_off(), _lock:
         if _current is not None:
             return _current
         try:
@@ -256,7 +259,7 @@ def switch_off_for_exit() -> Config | None:
     """The process is ending: measure no new call (what is pending gets the writer to
     itself). Returns the configuration to give back with :func:`switch_back_on`."""
     global _current
-    with _lock:
+    with measuring_off(), _lock:  # code it runs may be measured (instrument())
         config = _current
         if config is not None and config.enabled:
             _current = replace(config, enabled=False)
@@ -266,7 +269,7 @@ def switch_off_for_exit() -> Config | None:
 def switch_back_on(config: Config | None) -> None:
     """Undo :func:`switch_off_for_exit` (the process did not end after all)."""
     global _current
-    with _lock:
+    with measuring_off(), _lock:  # code it runs may be measured (instrument())
         if config is not None:
             _current = config
 
@@ -289,5 +292,5 @@ def flush(timeout: float | None = None) -> bool:
 def reset() -> None:
     """Forget the global configuration (tests use this)."""
     global _current
-    with _lock:
+    with measuring_off(), _lock:  # code it runs may be measured (instrument())
         _current = None

@@ -86,6 +86,8 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
         OSError: when a file or directory cannot be read.
     """
     path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
     files = _result_files(path) if path.is_dir() else iter([path])
     pending = _Pending()
     for file in files:

@@ -29,7 +29,7 @@ from multimeter._session import (
     read_probe_tuple,
     readings_by_probe,
 )
-from multimeter._tags import normalize_tags
+from multimeter._tags import clean_text, normalize_tags
 from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
 from multimeter.result import Result, datetime_to_us, us_to_datetime
@@ -85,19 +85,23 @@ def _tag_text(value: Any, convert: Callable[[Any], Any] | None, name: str) -> st
             ("tag_arg", name, type(error)), "tag_args converter failed", tag=name, error=repr(error)
         )
         return "<error>"
-    text = "".join(" " if ord(c) < 32 or c == "\x7f" else c for c in text)
+    text = "".join(" " if ord(c) < 32 or c == "\x7f" else c for c in clean_text(text))
     # Line protocol cannot carry a tag value that ends with a backslash.
     return text[:MAX_TAG_LENGTH].rstrip("\\")
 
 
 class _ArgTag:
-    __slots__ = ("convert", "default", "name", "position")
+    __slots__ = ("by_keyword", "convert", "default", "name", "position")
 
-    def __init__(self, name: str, position: int | None, default: Any, convert: Any) -> None:
+    def __init__(
+        self, name: str, position: int | None, default: Any, convert: Any, by_keyword: bool
+    ) -> None:
         self.name = name
         self.position = position
         self.default = default
         self.convert = convert
+        #: False for a positional-only parameter: a keyword of that name is another one's.
+        self.by_keyword = by_keyword
 
 
 class _Spec:
@@ -167,7 +171,8 @@ class _Spec:
                 in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
                 else None
             )
-            plan.append(_ArgTag(name, position, parameter.default, convert))
+            by_keyword = parameter.kind is not inspect.Parameter.POSITIONAL_ONLY
+            plan.append(_ArgTag(name, position, parameter.default, convert, by_keyword))
         return tuple(plan)
 
     def base_meta(self) -> dict[str, str]:
@@ -191,7 +196,7 @@ class _Spec:
         shift = 1 if instance is not None else 0
         tags = {}
         for arg in self.arg_tags:
-            if arg.name in kwargs:
+            if arg.by_keyword and kwargs and arg.name in kwargs:
                 value = kwargs[arg.name]
             elif arg.position is not None and 0 <= arg.position - shift < len(args):
                 value = args[arg.position - shift]
@@ -209,13 +214,13 @@ class _Spec:
         rate, and calls made by multimeter's own code (a storage or a probe
         that calls measured code would otherwise feed itself).
         """
+        if BUSY.busy:  # first: multimeter's own code (building the configuration, too)
+            return None
         config = _config.current()
         if not config.enabled:
             return None
         rate = config.sample_rate
         if rate < 1.0 and random.random() >= rate:
-            return None
-        if BUSY.busy:
             return None
         if _UNFINISHED:
             _clean_up_unfinished()
@@ -434,7 +439,9 @@ class _Call:
         self.end_readings: tuple[Any, ...] | None = None
         # (enter us, enter label, exit us, exit label, their nested) of the calls made
         # inside this one; kept only where the storage stores results with their marks.
-        self.nested: list[tuple[int, str, int, str, Any]] | None = None if setup.records else []
+        self.nested: list[tuple[int, str, int, str, Any]] | None = (
+            None if setup.records or not setup.stores else []
+        )
         self.started_us = now_us = _time_ns() // 1000
         free = spec.lanes.free  # taking a lane, inlined: this is the per-call path
         try:
@@ -612,8 +619,7 @@ class _Call:
             meta["outcome"] = "ok"
         else:
             meta["outcome"] = "raise"
-            meta["exception_type"] = type(self.error).__qualname__
-            meta["exception_module"] = type(self.error).__module__
+            meta["exception_module"], meta["exception_type"] = _exception_names(self.error)
         result.meta_data = meta
         return result
 
@@ -638,11 +644,20 @@ class _Call:
             self.started_us,
             self.end_us,
             self.tags,
-            None if error is None else (type(error).__module__, type(error).__qualname__),
+            None if error is None else _exception_names(error),
             parent.number if parent is not None and parent.pid == self.pid else None,
             points,
             spec.shared_meta(),
         )
+
+
+def _exception_names(error: BaseException) -> tuple[str, str]:
+    """(module, qualified name) of ``error``'s type, as clean text (a class may set
+    ``__module__`` to anything, ``None`` included)."""
+    kind = type(error)
+    module = getattr(kind, "__module__", None)
+    qualname = getattr(kind, "__qualname__", None) or kind.__name__
+    return clean_text(str(module)), clean_text(str(qualname))
 
 
 def _timestamp(mark: tuple[int, str]) -> int:

@@ -6,6 +6,7 @@ import os
 import sys
 
 from multimeter import _process
+from multimeter._tags import clean_text
 from multimeter._version import __version__
 
 
@@ -45,6 +46,6 @@ def process_meta_data() -> dict[str, str]:
             "python_implementation": platform.python_implementation(),
             "platform": _platform(),
             "multimeter_version": __version__,
-            "command_line": shlex.join(sys.argv),
+            "command_line": clean_text(shlex.join(sys.argv)),
         }
     return dict(meta)

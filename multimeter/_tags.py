@@ -8,6 +8,17 @@ from typing import Any
 _FORBIDDEN = {chr(c) for c in range(32)} | {"\x7f"}
 
 
+def clean_text(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates (what ``os.fsdecode()`` makes of a
+    file name that is not UTF-8, ``'caf\\udce9'``) become their escape
+    (``'caf\\\\udce9'``), which every storage can write."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def tag_value_to_str(key: str, value: Any) -> str:
     """Convert a tag value to its stored string form.
 
@@ -27,7 +38,7 @@ def tag_value_to_str(key: str, value: Any) -> str:
         )
     if _FORBIDDEN.intersection(text):
         raise ValueError(f"tag {key!r}: value {text!r} contains a control character")
-    return text
+    return clean_text(text)
 
 
 def normalize_tags(tags: Mapping[Any, Any] | None) -> dict[str, str]:
@@ -46,5 +57,5 @@ def normalize_tags(tags: Mapping[Any, Any] | None) -> dict[str, str]:
             raise ValueError("tag key must not be empty")
         if _FORBIDDEN.intersection(key):
             raise ValueError(f"tag key {key!r} contains a control character")
-        normalized[key] = tag_value_to_str(key, value)
+        normalized[clean_text(key)] = tag_value_to_str(key, value)
     return normalized

@@ -265,6 +265,8 @@ def exact_wrapper(spec: Any, wrapped: types.FunctionType) -> Callable[..., Any] 
         return None
     defaults = wrapped.__defaults__ or ()
     keyword_defaults = wrapped.__kwdefaults__ or {}
+    if len(defaults) > positional or not isinstance(keyword_defaults, dict):
+        return None  # set by hand to something no def statement makes
     shape = (
         names,
         code.co_posonlyargcount,

@@ -441,8 +441,15 @@ class Writer:
             return None
 
 
+#: The longest error text logged (a UnicodeEncodeError's repr holds the whole text).
+_MAX_ERROR_TEXT = 500
+
+
 def _error_text(error: BaseException) -> str:
     try:
-        return repr(error)
+        text = repr(error)
     except Exception:  # noqa: BLE001 - an exception whose repr raises
         return type(error).__name__
+    if len(text) > _MAX_ERROR_TEXT:
+        return f"{text[: _MAX_ERROR_TEXT - 20]}... ({len(text)} characters)"
+    return text

@@ -118,3 +118,110 @@ def test_deep_recursion_under_a_raised_limit_works_as_plainly(tmp_path):
     )
     assert 0 == done.returncode, done.stderr[-2000:]
     assert "100000" == done.stdout.strip()
+
+
+def test_a_positional_only_parameter_is_not_tagged_from_a_keyword_of_the_same_name(stored):
+    @multimeter.measured(tag_args=["name"])
+    def render(name, /, **context):
+        return name, context
+
+    assert ("index.html", {"name": "Alice"}) == render("index.html", name="Alice")
+    assert multimeter.flush(10)
+    assert "index.html" == stored.results[0].tags["name"]
+
+
+def test_defaults_set_by_hand_beyond_the_parameters_still_measure():
+    def odd(a):
+        return a
+
+    odd.__defaults__ = (1, 2)  # legal, though no def statement makes it
+    measured = multimeter.measured(odd)
+    assert 5 == measured(5)
+    assert odd() == measured()  # the last default, as plainly
+
+
+def test_text_that_is_not_valid_unicode_is_stored_with_every_other_call(tmp_path):
+    """A file name from os.fsdecode() in a tag, an exception type without a module."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import multimeter
+
+            @multimeter.measured(tag_args=["path"])
+            def load(path):
+                return path
+
+            class Odd(Exception):
+                pass
+
+            Odd.__module__ = None
+
+            @multimeter.measured
+            def fails():
+                raise Odd()
+
+            for i in range(20):
+                load(os.fsdecode(b"caf\\xe9-%d.csv" % i))
+                try:
+                    fails()
+                except Odd:
+                    pass
+            assert multimeter.flush(30)
+            results = list(multimeter.load_results("out"))
+            print(len(results), sorted({r.meta_data.get("exception_module", "") for r in results}))
+            print(results[0].tags["path"])
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"MULTIMETER_DIR": "out", "PATH": ""},
+    )
+    assert 0 == done.returncode, done.stderr[-2000:]
+    count, modules = done.stdout.splitlines()[0].split(" ", 1)
+    assert "40" == count
+    assert "['', 'None']" == modules
+    assert "caf\\udce9-0.csv" == done.stdout.splitlines()[1]
+
+
+def test_instrumenting_what_the_configuration_reads_does_not_deadlock(tmp_path):
+    """instrument("collections") measures Mapping.get, which os.environ.get is."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import multimeter
+
+            multimeter.instrument("collections")
+
+            @multimeter.measured
+            def home():
+                return os.environ.get("HOME", "")
+
+            home()
+            print("done")
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"MULTIMETER_STORAGE": "none", "PATH": ""},
+    )
+    assert 0 == done.returncode, done.stderr[-2000:]
+    assert "done" == done.stdout.strip().splitlines()[-1]
+
+
+def test_load_results_of_a_path_that_does_not_exist_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        list(multimeter.load_results(tmp_path / "missing"))

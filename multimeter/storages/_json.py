@@ -41,7 +41,7 @@ class JsonFormat(FileFormat):
 
     def save_result_to_stream(self, result: Result, stream: IO[bytes]) -> None:
         """Write ``result`` as UTF-8 JSON to the binary ``stream``."""
-        stream.write(result_text(result).encode("utf-8"))
+        stream.write(result_text(result).encode("utf-8", "backslashreplace"))
 
     def load_result_from_stream(self, stream: IO[bytes]) -> Result:
         """Read a result written by :meth:`save_result_to_stream`.

@@ -235,7 +235,7 @@ class LineFormat(FileFormat):
         lines = [header.replace("\n", " ") + "\n"]
         lines += encode_points(result, prefix)
         lines += encode_marks(result, prefix)
-        stream.write("".join(lines).encode("utf-8"))
+        stream.write("".join(lines).encode("utf-8", "backslashreplace"))
 
     def load_result_from_stream(self, stream: IO[bytes]) -> Result:
         """Read a result written by :meth:`save_result_to_stream`.

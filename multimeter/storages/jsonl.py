@@ -143,7 +143,7 @@ class JsonLinesStorage(CallStorage):
                 out = [file.encoder.header] if file.size == 0 else []
                 encode(file.encoder, out)
                 out.append("")
-                data = "\n".join(out).encode("utf-8")
+                data = "\n".join(out).encode("utf-8", "backslashreplace")
                 _write_all(file.descriptor, data)
                 if self._fsync:
                     os.fsync(file.descriptor)
