@@ -32,7 +32,7 @@ from multimeter._session import (
 from multimeter._tags import clean_text, normalize_tags
 from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
-from multimeter.result import Result, datetime_to_us, us_to_datetime
+from multimeter.result import Result, datetime_to_us
 from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 
@@ -601,27 +601,12 @@ class _Call:
         return session.detach()
 
     def build(self) -> Result:
-        """The finished result, with its meta data (runs on the writer thread)."""
-        result = self._session_result()
-        result.tags = dict(self.tags)
-        marks = [(self.started_us, self.spec.enter)]
+        """The finished result, with its meta data (runs on the writer thread): the
+        call's record as a result, with the marks of the calls made inside it."""
+        marks: list[tuple[int, str]] = []
         if self.nested:
             _flatten(self.nested, marks)
-            marks.append((self.end_us, self.label))
-            marks.sort(key=_timestamp)
-        else:
-            marks.append((self.end_us, self.label))
-        result._marks = marks
-        meta = self.spec.base_meta()
-        meta["started"] = us_to_datetime(self.started_us).isoformat()
-        meta["lane"] = str(self.lane)
-        if self.error is None:
-            meta["outcome"] = "ok"
-        else:
-            meta["outcome"] = "raise"
-            meta["exception_module"], meta["exception_type"] = _exception_names(self.error)
-        result.meta_data = meta
-        return result
+        return self.record().to_result(marks)
 
     def record(self) -> CallRecord:
         """The finished call as a compact record (runs on the writer thread)."""
@@ -749,9 +734,11 @@ def _plain(func: Any, spec: _Spec) -> Any:
     attributes (``cache_info()``, ``func``, ``isinstance()`` checks)."""
     if isinstance(func, (classmethod, staticmethod)):
         return type(func)(_plain(func.__func__, spec))
-    if type(func) is not types.FunctionType:
+    measured_function = (
+        _wrappers.exact_wrapper(spec, func) if type(func) is types.FunctionType else None
+    )
+    if measured_function is None:
         return MeasuredFunction(func, _wrappers.proxy_wrapper(spec, func), spec)
-    measured_function = _wrappers.exact_wrapper(spec, func) or _wrappers.plain_wrapper(spec, func)
     functools.update_wrapper(measured_function, func)
     vars(measured_function)[_SPEC] = spec
     vars(measured_function)["uninstrument"] = functools.partial(_original, func)

@@ -6,8 +6,11 @@ wrapper, relocated by :func:`multimeter._frames.relocate` so that its frames
 look like the wrapped function's. That is why the wrappers read no global
 name: builtins included, everything comes from the closure.
 
-- :func:`plain_wrapper`: a plain function ``wrapper(*args, **kwargs)``. Called
-  from Python it costs one frame, and one recursion-limit unit, per call.
+- :func:`exact_wrapper`: a plain function with the wrapped function's own
+  parameters. Called from Python it costs one frame, and one recursion-limit
+  unit, per call.
+- :func:`proxy_wrapper`: for ``wrapt.FunctionWrapper`` around callables that
+  are not Python functions (or whose parameters cannot be copied).
 - :func:`coroutine_wrapper`, :func:`generator_wrapper`,
   :func:`async_generator_wrapper`: ``wrapper(wrapped, instance, args, kwargs)``
   for ``wrapt.FunctionWrapper``, which keeps ``inspect.iscoroutinefunction()``
@@ -27,37 +30,6 @@ from contextvars import ContextVar
 from typing import Any
 
 from multimeter._frames import relocate
-
-
-def plain_wrapper(spec: Any, wrapped: Any) -> Callable[..., Any]:
-    """The wrapper of a plain function (or method): measures each call."""
-    begin = spec.begin
-    recursion_error = RecursionError
-    base_exception = BaseException
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            call = begin(None, args, kwargs)
-        except recursion_error:  # the stack is full: the call itself will say so, unmeasured
-            call = None
-        if call is None:
-            return wrapped(*args, **kwargs)
-        try:
-            value = wrapped(*args, **kwargs)
-        except base_exception as error:
-            try:  # noqa: SIM105 - contextlib would be a global name
-                call.end(error)
-            except recursion_error:  # no room on the stack even to end: the error goes on
-                pass
-            raise
-        try:
-            call.end(None)
-        except base_exception:  # a KeyboardInterrupt at the very start of end()
-            call.abandon()
-            raise
-        return value
-
-    return relocate(wrapper, wrapped)  # type: ignore[arg-type]
 
 
 def coroutine_wrapper(spec: Any, target: Any) -> Callable[..., Any]:
@@ -245,8 +217,8 @@ _FACTORIES: dict[tuple[Any, ...], types.CodeType] = {}
 
 
 def exact_wrapper(spec: Any, wrapped: types.FunctionType) -> Callable[..., Any] | None:
-    """Like :func:`plain_wrapper`, with ``wrapped``'s own parameters (names, kinds,
-    defaults) instead of ``*args, **kwargs``; ``None`` where that cannot be made.
+    """A plain function measuring each call of ``wrapped``, with ``wrapped``'s own
+    parameters (names, kinds, defaults); ``None`` where that cannot be made.
 
     The wrapper then reads as the function to ``inspect.getfullargspec()``,
     ``__code__``, ``__defaults__`` and code that counts arguments; bad arguments

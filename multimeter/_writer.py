@@ -412,25 +412,18 @@ class Writer:
 
     def record(self, job: Any) -> CallRecord | None:
         """``job``'s call record, or ``None`` when making it failed (that is logged)."""
-        try:
-            record: CallRecord = job.record()
-            return record
-        except BaseException as error:  # noqa: BLE001 - never let a call stop the writer
-            self._failed = True
-            safe_log(
-                "error",
-                "building a result failed",
-                storage=describe(getattr(job, "storage", None)),
-                error=_error_text(error),
-            )
-            return None
+        record: CallRecord | None = self._make(job, "record")
+        return record
 
     def build(self, job: Any) -> Result | None:
         """``job``'s result, or ``None`` when building it failed (that is logged)."""
+        result: Result | None = self._make(job, "build")
+        return result
+
+    def _make(self, job: Any, method: str) -> Any:
         try:
-            result: Result = job.build()
-            return result
-        except BaseException as error:  # noqa: BLE001 - never let a result stop the writer
+            return getattr(job, method)()
+        except BaseException as error:  # noqa: BLE001 - never let a job stop the writer
             self._failed = True
             safe_log(
                 "error",

@@ -185,7 +185,6 @@ def test_the_wrapper_templates_read_no_global_name():
     def target() -> None: ...
 
     for wrapper in (
-        _wrappers.plain_wrapper(spec, target),
         _wrappers.exact_wrapper(spec, target),
         _wrappers.proxy_wrapper(spec, target),
         _wrappers.coroutine_wrapper(spec, target),
