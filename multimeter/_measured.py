@@ -175,10 +175,6 @@ class _Spec:
             plan.append(_ArgTag(name, position, parameter.default, convert, by_keyword))
         return tuple(plan)
 
-    def base_meta(self) -> dict[str, str]:
-        """A fresh copy of the process's and this function's meta data."""
-        return dict(self.shared_meta())
-
     def shared_meta(self) -> dict[str, str]:
         """The process's and this function's meta data (shared: not to be changed)."""
         cached = self._base_meta
