@@ -518,9 +518,11 @@ class _Call:
         with the sampler, not holding a lane. Best effort: it runs while a signal's
         exception is on its way."""
         self.state = ENDED
-        with contextlib.suppress(BaseException):  # already reset, or another interrupt
+        # Only errors are suppressed: a KeyboardInterrupt landing here goes on in place
+        # of the one being handled (swallowing it would lose the user's Ctrl-C).
+        with contextlib.suppress(Exception):  # already reset, or reset elsewhere
             _active.reset(self.token)  # type: ignore[arg-type]  # None: raises, suppressed
-        with contextlib.suppress(BaseException):
+        with contextlib.suppress(Exception):
             self._release()
 
     def _release(self) -> None:
