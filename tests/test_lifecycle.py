@@ -651,19 +651,24 @@ def test_caught_keyboard_interrupts_never_switch_measuring_off(tmp_path):
 
         caught = 0
         ready = False
+        done = False
 
-        def interrupt():  # the next SIGINT only once the last was caught
+        def interrupt():  # the next SIGINT once the last was caught (or after 2 s)
+            global done
             while not ready:  # not into sender.start(): the loop below catches them
                 time.sleep(0.0005)
             for sent in range(40):
-                while caught < sent:
+                waited = time.monotonic()
+                while caught < sent and time.monotonic() - waited < 2:
                     time.sleep(0.0005)
                 time.sleep(0.001 + 0.002 * (sent % 3))
                 os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            done = True
 
         def loop():
             global caught
-            while caught < 40:
+            while not done:
                 try:
                     work(0)
                 except KeyboardInterrupt:
@@ -672,7 +677,7 @@ def test_caught_keyboard_interrupts_never_switch_measuring_off(tmp_path):
         sender = threading.Thread(target=interrupt)
         sender.start()
         ready = True
-        while caught < 40:
+        while not done:
             try:
                 loop()
             except KeyboardInterrupt:  # landed between two calls
@@ -690,7 +695,11 @@ def test_caught_keyboard_interrupts_never_switch_measuring_off(tmp_path):
     """
     completed = run_app(tmp_path, code)
     assert 0 == completed.returncode, completed.stderr[-3000:]
-    assert [40, 1000] == json.loads(completed.stdout)
+    caught, after = json.loads(completed.stdout)
+    assert 1000 == after  # measuring is on, as before the interrupts
+    # Nearly every interrupt reaches the program (a rare one is lost: see the
+    # closing note of issue 8); the loop no longer waits forever for it.
+    assert caught >= 36, caught
 
 
 @posix_only
