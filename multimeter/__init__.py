@@ -1,5 +1,7 @@
 """multimeter: measure the resource usage of Python code while it runs."""
 
+from typing import TYPE_CHECKING, Any
+
 from multimeter._config import configure, flush, get_multimeter
 from multimeter._instrument import instrument
 from multimeter._loading import load_result, load_results
@@ -11,15 +13,48 @@ from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.file import FileStorage, JsonFormat, LineFormat, ResultFileError
 from multimeter.storages.jsonl import JsonLinesStorage
 
+if TYPE_CHECKING:
+    from multimeter.probes.gc import GCProbe
+    from multimeter.probes.nvml import NvmlProbe
+    from multimeter.probes.psutil import PsutilProbe
+    from multimeter.probes.system import SystemProbe
+    from multimeter.probes.tracemalloc import TracemallocProbe
+
+# Probes beyond ResourceProbe are imported on first use: `import multimeter` stays light.
+_LAZY = {
+    "GCProbe": "multimeter.probes.gc",
+    "NvmlProbe": "multimeter.probes.nvml",
+    "PsutilProbe": "multimeter.probes.psutil",
+    "SystemProbe": "multimeter.probes.system",
+    "TracemallocProbe": "multimeter.probes.tracemalloc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'multimeter' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "DummyStorage",
     "FileStorage",
+    "GCProbe",
     "JsonFormat",
     "JsonLinesStorage",
     "LineFormat",
     "Multimeter",
+    "NvmlProbe",
+    "PsutilProbe",
     "ResourceProbe",
     "ResultFileError",
+    "SystemProbe",
+    "TracemallocProbe",
     "__version__",
     "configure",
     "flush",

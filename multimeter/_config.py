@@ -30,8 +30,29 @@ from multimeter.storages.log import LogStorage
 if TYPE_CHECKING:
     from multimeter.storages.influx import InfluxDBStorage
 
-#: Probes that ``MULTIMETER_PROBES`` can name.
-PROBES: dict[str, Callable[[], Probe]] = {"resource": ResourceProbe}
+
+def _lazy(module: str, name: str) -> Callable[[], Probe]:
+    """A constructor that imports its module only when a probe is made."""
+
+    def make() -> Probe:
+        import importlib
+
+        made: Probe = getattr(importlib.import_module(module), name)()
+        return made
+
+    make.__qualname__ = name
+    return make
+
+
+#: Probes that ``MULTIMETER_PROBES`` and ``configure(probes=[...])`` can name.
+PROBES: dict[str, Callable[[], Probe]] = {
+    "resource": ResourceProbe,
+    "psutil": _lazy("multimeter.probes.psutil", "PsutilProbe"),
+    "system": _lazy("multimeter.probes.system", "SystemProbe"),
+    "tracemalloc": _lazy("multimeter.probes.tracemalloc", "TracemallocProbe"),
+    "gc": _lazy("multimeter.probes.gc", "GCProbe"),
+    "nvml": _lazy("multimeter.probes.nvml", "NvmlProbe"),
+}
 
 
 @dataclass(frozen=True)
@@ -114,7 +135,7 @@ def _probes_from_env(environ: Mapping[str, str] | None) -> list[Probe]:
 def build(
     *,
     storage: Storage | None = None,
-    probes: Iterable[Probe] | None = None,
+    probes: Iterable[Probe | str] | None = None,
     cycle_time: float | None = None,
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
@@ -164,11 +185,25 @@ def build(
 
 
 def _probe_list(probes: Any) -> list[Probe]:
+    """Probe objects as given, probe names made into probes (each name once)."""
     if isinstance(probes, (Probe, str)) or not isinstance(probes, Iterable):
         raise ValueError(
-            f"probes must be a list of Probe objects such as [ResourceProbe()], got {probes!r}"
+            "probes must be a list of Probe objects or probe names such as"
+            f" ['resource', 'psutil'], got {probes!r}"
         )
-    return list(probes)
+    made: list[Probe] = []
+    named: set[str] = set()
+    for item in probes:
+        if isinstance(item, str):
+            name = item.strip().lower()
+            if name not in PROBES:
+                raise ValueError(f"probes: unknown probe name {item!r}; known: {', '.join(PROBES)}")
+            if name not in named:
+                named.add(name)
+                made.append(PROBES[name]())
+        else:
+            made.append(item)
+    return made
 
 
 def _check_global_tags(tags: Mapping[str, str], setting: str) -> None:
@@ -185,7 +220,7 @@ def _check_global_tags(tags: Mapping[str, str], setting: str) -> None:
 def configure(
     *,
     storage: Storage | None = None,
-    probes: Iterable[Probe] | None = None,
+    probes: Iterable[Probe | str] | None = None,
     cycle_time: float | None = None,
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
@@ -197,6 +232,8 @@ def configure(
     then from the defaults: the ``resource`` probe, a one-second cycle, JSON
     Lines batch files under ``./multimeter-results/``, measuring enabled.
     ``tags`` are added to every measurement, merged over ``MULTIMETER_TAGS``.
+    ``probes`` takes probe objects and probe names (``resource``, ``psutil``,
+    ``system``, ``tracemalloc``, ``gc``, ``nvml``), mixed as you like.
     ``calls``: ``"each"`` stores one result per ``@measured`` call,
     ``"aggregate"`` per function and cycle the count, errors, duration and CPU
     sums and a duration histogram (see the README, "Many calls: aggregate mode").

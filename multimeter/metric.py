@@ -10,6 +10,7 @@ __all__ = [
     "CALL_COUNT",
     "CONTEXT_SWITCH_INVOLUNTARY_RATE",
     "CONTEXT_SWITCH_VOLUNTARY_RATE",
+    "CPU_PERCENT",
     "CPU_SYSTEM_RATE",
     "CPU_SYSTEM_TIME",
     "CPU_USER_RATE",
@@ -20,14 +21,35 @@ __all__ = [
     "ERROR_COUNT",
     "FAULT_MAJOR_RATE",
     "FAULT_MINOR_RATE",
+    "FDS",
+    "HANDLES",
     "INPUT_BLOCK_RATE",
+    "LOAD_1",
+    "LOAD_15",
+    "LOAD_5",
     "MAX_RSS",
+    "MEMORY_AVAILABLE",
+    "MEMORY_USED",
     "Metric",
     "OUTPUT_BLOCK_RATE",
+    "PROCESSES",
+    "PSS",
+    "READ_BYTES_RATE",
+    "READ_CHARS_RATE",
+    "READ_OPS_RATE",
+    "RSS",
     "SHARED_MEMORY",
     "SWAP_RATE",
+    "SWAP_USED",
+    "SYSTEM_CPU_PERCENT",
+    "THREADS",
     "UNSHARED_DATA",
     "UNSHARED_STACK",
+    "USS",
+    "VMS",
+    "WRITE_BYTES_RATE",
+    "WRITE_CHARS_RATE",
+    "WRITE_OPS_RATE",
 ]
 
 
@@ -87,6 +109,51 @@ CONTEXT_SWITCH_INVOLUNTARY_RATE = Metric(
     "Involuntary context switches (preempted by the scheduler), per second",
     "1/s",
 )
+
+# -- psutil: current sizes, counts and I/O ------------------------------------------
+
+CPU_PERCENT = Metric(
+    "cpu_percent", "CPU time in user and system mode, in percent of one core", "%", max_value=None
+)
+RSS = Metric("rss", "Resident set size now", BYTES)
+VMS = Metric("vms", "Virtual memory size now", BYTES)
+USS = Metric(
+    "uss", "Unique set size now: memory freed if the process ended (read less often)", BYTES
+)
+PSS = Metric(
+    "pss", "Proportional set size now: shared pages split among their users (Linux)", BYTES
+)
+THREADS = Metric("threads", "Threads now", "1")
+FDS = Metric("fds", "Open file descriptors now", "1")
+HANDLES = Metric("handles", "Open handles now (Windows)", "1")
+PROCESSES = Metric("processes", "Processes now: the process and its live descendants", "1")
+READ_BYTES_RATE = Metric("read_bytes", "Bytes read from storage, per second", "B/s")
+WRITE_BYTES_RATE = Metric("write_bytes", "Bytes written to storage, per second", "B/s")
+READ_CHARS_RATE = Metric(
+    "read_chars", "Bytes read through read calls (page cache included), per second", "B/s"
+)
+WRITE_CHARS_RATE = Metric(
+    "write_chars", "Bytes written through write calls (page cache included), per second", "B/s"
+)
+READ_OPS_RATE = Metric("read_ops", "Read calls, per second", "1/s")
+WRITE_OPS_RATE = Metric("write_ops", "Write calls, per second", "1/s")
+
+# -- system-wide ---------------------------------------------------------------------
+
+SYSTEM_CPU_PERCENT = Metric(
+    "cpu_percent",
+    "CPU time in use on the whole machine, in percent of all its CPUs",
+    "%",
+    max_value=100.0,
+)
+MEMORY_USED = Metric("memory_used", "Memory in use (total minus free, buffers and cache)", BYTES)
+MEMORY_AVAILABLE = Metric(
+    "memory_available", "Memory available to new programs without swapping", BYTES
+)
+SWAP_USED = Metric("swap_used", "Swap space in use", BYTES)
+LOAD_1 = Metric("load_1", "Load average over 1 minute (runnable and waiting tasks)", "1")
+LOAD_5 = Metric("load_5", "Load average over 5 minutes", "1")
+LOAD_15 = Metric("load_15", "Load average over 15 minutes", "1")
 
 # -- aggregate mode: the calls of a function that ended in one cycle ----------------
 

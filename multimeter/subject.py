@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CALLS", "CHILDREN", "PROCESS", "Subject"]
+__all__ = ["CALLS", "CHILDREN", "PROC", "PROCESS", "SYSTEM", "Subject", "TREE"]
 
 
 @dataclass(frozen=True)
@@ -25,3 +25,6 @@ CHILDREN = Subject(
     "All child processes of the current process that have ended and been waited for",
 )
 CALLS = Subject("calls", "The calls of one measured function (and tag set) that ended in one cycle")
+PROC = Subject("proc", "The process read with psutil: this one, or the one whose pid was given")
+TREE = Subject("tree", "That process and all its live descendants (recursively), summed")
+SYSTEM = Subject("system", "The whole machine (or container, as the kernel shows it)")
