@@ -33,6 +33,7 @@ __all__ = [
     "Metric",
     "OUTPUT_BLOCK_RATE",
     "PROCESSES",
+    "PEAK_RSS",
     "PSS",
     "READ_BYTES_RATE",
     "READ_CHARS_RATE",
@@ -87,6 +88,12 @@ CPU_SYSTEM_RATE = Metric(
     "cpu_system", "CPU time spent in system (kernel) mode, per second of wall time", "s/s"
 )
 MAX_RSS = Metric("max_rss", "Peak resident set size so far (a high-water mark, never falls)", BYTES)
+PEAK_RSS = Metric(
+    "peak_rss",
+    "Peak resident set size reached within the interval, where it raised the process's"
+    " high-water mark; 0 where it did not (the peak then lies below max_rss)",
+    BYTES,
+)
 SHARED_MEMORY = Metric("shared_memory", "Integral shared memory size (0 on Linux)", "KiB*ticks")
 UNSHARED_DATA = Metric("unshared_data", "Integral unshared data size (0 on Linux)", "KiB*ticks")
 UNSHARED_STACK = Metric("unshared_stack", "Integral unshared stack size (0 on Linux)", "KiB*ticks")

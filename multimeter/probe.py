@@ -151,6 +151,9 @@ _RUSAGE_FIELDS: tuple[tuple[str, Metric, bool], ...] = (
     ("ru_nivcsw", _metric.CONTEXT_SWITCH_INVOLUNTARY_RATE, True),
 )
 
+_PEAK_KEY = f"{PROCESS.key}.{_metric.PEAK_RSS.key}"
+_MAXRSS_AT = 2  # ru_maxrss in a struct_rusage (or a tuple laid out like one)
+
 # ru_maxrss is in kibibytes on Linux and the BSDs, in bytes on macOS.
 _MAXRSS_SCALE = 1 if sys.platform == "darwin" else 1024
 
@@ -168,6 +171,9 @@ class ResourceProbe(CumulativeProbe):
       process using two cores fully reports 2.0).
     - ``max_rss``: peak resident set size in bytes. This is a lifetime
       high-water mark, not the current size: it never falls.
+    - ``process.peak_rss`` (process only): the peak resident set size reached
+      within the point's interval where the process set a new high-water mark
+      in it (then it is exact), else 0.
     - ``shared_memory``, ``unshared_data``, ``unshared_stack``: the integral
       sizes ``ru_ixrss``, ``ru_idrss``, ``ru_isrss``. Linux leaves them at 0;
       the BSDs and macOS fill them in.
@@ -184,8 +190,9 @@ class ResourceProbe(CumulativeProbe):
     def __init__(self, getrusage: Callable[[int], Any] = resource.getrusage) -> None:
         self._getrusage = getrusage
         subjects = (PROCESS, CHILDREN)
-        self._measures = tuple(
-            Measure(subject, metric) for subject in subjects for _, metric, _ in _RUSAGE_FIELDS
+        self._measures = (
+            *(Measure(s, metric) for s in subjects for _, metric, _ in _RUSAGE_FIELDS),
+            Measure(PROCESS, _metric.PEAK_RSS),
         )
         gauges = [(f, m) for f, m, is_rate in _RUSAGE_FIELDS if not is_rate]
         rates = [(f, m) for f, m, is_rate in _RUSAGE_FIELDS if is_rate]
@@ -197,8 +204,9 @@ class ResourceProbe(CumulativeProbe):
         self._rate_count = 2 * len(rates)
         computed = [f"{s.key}.{m.key}" for s in subjects for _, m in gauges]
         computed += [f"{s.key}.{m.key}" for s in subjects for _, m in rates]
+        computed.append(_PEAK_KEY)
         self._gauge_keys = computed[: 2 * len(gauges)]
-        self._rate_keys = computed[2 * len(gauges) :]
+        self._rate_keys = computed[2 * len(gauges) : -1]
         self._order = itemgetter(*(computed.index(m.key) for m in self._measures))
         self._maxrss_positions = tuple(
             i for i, key in enumerate(computed) if key.endswith("." + _metric.MAX_RSS.key)
@@ -212,7 +220,7 @@ class ResourceProbe(CumulativeProbe):
 
     @property
     def measures(self) -> tuple[Measure, ...]:
-        """The 13 measures for each of ``process`` and ``children``."""
+        """The 13 measures for each of ``process`` and ``children``, and ``process.peak_rss``."""
         return self._measures
 
     def read(self) -> tuple[Any, Any]:
@@ -256,7 +264,9 @@ class ResourceProbe(CumulativeProbe):
         time_elapsed: float,
     ) -> None:
         """Store gauges as read and counters as rates per second of ``time_elapsed``."""
-        values.update(zip(self._gauge_keys, self._gauge_values(current), strict=True))
+        gauges = self._gauge_values(current)
+        values.update(zip(self._gauge_keys, gauges, strict=True))
+        values[_PEAK_KEY] = self._new_peak(current, previous)
         if time_elapsed > 0:
             per_second = 1.0 / time_elapsed
             rates = [d * per_second if d > 0 else 0.0 for d in self._deltas(current, previous)]
@@ -286,7 +296,14 @@ class ResourceProbe(CumulativeProbe):
         values = self._scaled_gauges(now_self)
         values += children[1]
         values += map(mul, deltas, repeat(1.0 / time_elapsed, self._rate_count))
+        values.append(self._new_peak(current, previous))
         return self._order(values)
+
+    @staticmethod
+    def _new_peak(current: Any, previous: Any) -> float:
+        """``ru_maxrss`` in bytes where it rose from ``previous`` to ``current``, else 0."""
+        now, before = current[0][_MAXRSS_AT], previous[0][_MAXRSS_AT]
+        return float(now * _MAXRSS_SCALE) if now > before else 0.0
 
     def _scaled_gauges(self, reading: Any) -> list[float]:
         """The gauges of one ``struct_rusage`` as floats, ``ru_maxrss`` in bytes (the

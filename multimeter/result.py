@@ -33,6 +33,10 @@ _ONE_US = timedelta(microseconds=1)
 _TYPECODES = {float: "d", int: "q"}
 
 
+#: Where a measurement's own peak memory is read from (see Result.summary()).
+_PEAK_KEYS = ("process.peak_rss", "proc.rss")
+
+
 def datetime_to_us(timestamp: datetime) -> int:
     """Microseconds since the Unix epoch of a timezone-aware datetime."""
     if not isinstance(timestamp, datetime) or timestamp.utcoffset() is None:
@@ -372,7 +376,14 @@ class Result:
         point's rate times its interval); ``children_cpu_user_s`` and
         ``children_cpu_system_s`` the CPU seconds of child processes that ended
         and were waited for in that time (as GNU ``time`` adds them);
-        ``peak_memory_bytes`` is the highest ``process.max_rss``; ``outcome``
+        ``peak_memory_bytes`` is this measurement's own peak resident set size:
+        the highest of ``process.peak_rss`` (``ResourceProbe``: exact where the
+        measurement raised the process's high-water mark) and ``proc.rss``
+        (``PsutilProbe``: the RSS sampled at its interval, so a spike shorter than
+        that can be missed); ``None`` when neither tells (the process had been
+        bigger before and no ``PsutilProbe`` was used). ``max_rss_bytes`` is the
+        process's lifetime high-water mark at the end (``process.max_rss``), an
+        upper bound. ``outcome``
         comes from the meta data (``None`` when absent). Figures that cannot be
         computed are ``None``.
         """
@@ -391,16 +402,22 @@ class Result:
             ("children.cpu_system", "children_cpu_system_s"),
         ):
             summary[name] = self._integral(key, origin)
-        rss = (
-            [v for v in self.values("process.max_rss") if v is not None]
-            if ("process.max_rss" in self._columns)
-            else []
-        )
-        summary["peak_memory_bytes"] = max(rss) if rss else None
+        summary["peak_memory_bytes"] = self._highest(_PEAK_KEYS)
+        summary["max_rss_bytes"] = self._highest(("process.max_rss",))
         summary["outcome"] = self.meta_data.get("outcome")
         summary["points"] = len(times)
         summary["marks"] = len(self._marks)
         return summary
+
+    def _highest(self, keys: Iterable[str]) -> float | None:
+        """The highest positive value of the columns ``keys`` (``None`` without one)."""
+        best = None
+        for key in keys:
+            if key in self._columns:
+                for value in self.values(key):
+                    if value is not None and value > 0 and (best is None or value > best):
+                        best = value
+        return best
 
     def _integral(self, key: str, origin: int | None) -> float | None:
         """The sum of the rate ``key`` times each point's interval (from ``origin``)."""

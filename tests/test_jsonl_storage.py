@@ -42,8 +42,8 @@ START = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 
 
 def _row(seed: int) -> list[float]:
-    """26 values like a short call's: two rates, max_rss, the rest zero."""
-    return [0.1 * seed + 0.3, 1 / (seed + 3), 36_384_768.0] + [0.0] * 23
+    """27 values like a short call's: two rates, max_rss, the rest zero."""
+    return [0.1 * seed + 0.3, 1 / (seed + 3), 36_384_768.0] + [0.0] * 24
 
 
 def _record(

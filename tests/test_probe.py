@@ -45,12 +45,14 @@ class ScriptedRusage:
 
 
 def test_resource_probe_measures_13_figures_for_process_and_children():
-    """Both subjects carry CPU, memory, faults, swaps, block I/O and context switches."""
+    """Both subjects carry CPU, memory, faults, swaps, block I/O and context switches;
+    the process also the peak RSS it reached within each interval."""
     probe = ResourceProbe()
     keys = [m.key for m in probe.measures]
-    assert 26 == len(keys)
+    assert 27 == len(keys)
+    assert "process.peak_rss" == keys[-1]
     assert (PROCESS, CHILDREN) == probe.subjects
-    assert 13 == len(probe.metrics)
+    assert 14 == len(probe.metrics)
     for key in (
         "process.cpu_user",
         "process.cpu_system",

@@ -158,15 +158,32 @@ def test_identifier_must_be_a_non_empty_string():
 
 
 def test_summary_integrates_cpu_rates_over_each_points_interval():
-    """CPU seconds are rate x interval from 'started'; peak memory is the highest max_rss."""
+    """CPU seconds are rate x interval from 'started'; the lifetime high-water mark is the
+    highest max_rss."""
     result = _result(meta_data={"started": T0.isoformat(), "outcome": "ok"})
     result.append(T0 + timedelta(seconds=1), {"process.cpu_user": 0.5, "process.max_rss": 10.0})
     result.append(T0 + timedelta(seconds=3), {"process.cpu_user": 0.25, "process.max_rss": 30.0})
     summary = result.summary()
     assert 3.0 == summary["duration_s"]
     assert 1.0 == summary["cpu_user_s"]  # 0.5 x 1 s + 0.25 x 2 s
-    assert 30.0 == summary["peak_memory_bytes"]
+    assert 30.0 == summary["max_rss_bytes"]
+    assert summary["peak_memory_bytes"] is None  # neither peak_rss nor a psutil rss
     assert ("ok", 2, 0) == (summary["outcome"], summary["points"], summary["marks"])
+
+
+def test_peak_memory_is_the_measurements_own_not_the_processs_lifetime_high_water_mark():
+    """A new high-water mark set inside the measurement is exact; sampled RSS counts too."""
+    result = _result(meta_data={"started": T0.isoformat()})
+    big_before = 900.0  # the process had been bigger before this measurement
+    result.append(T0 + timedelta(seconds=1), {"process.max_rss": big_before, "proc.rss": 120.0})
+    result.append(T0 + timedelta(seconds=2), {"process.max_rss": big_before, "proc.rss": 300.0})
+    result.append(T0 + timedelta(seconds=3), {"process.max_rss": big_before, "proc.rss": 80.0})
+    assert 300.0 == result.summary()["peak_memory_bytes"]
+    assert big_before == result.summary()["max_rss_bytes"]
+    result.append(
+        T0 + timedelta(seconds=4), {"process.max_rss": 1000.0, "process.peak_rss": 1000.0}
+    )
+    assert 1000.0 == result.summary()["peak_memory_bytes"]
 
 
 def test_summary_of_an_empty_result_has_no_figures():

@@ -15,7 +15,7 @@ class LogStorage(Storage):
     The event is ``"measurement"`` at level info on the ``multimeter`` logger,
     with the fields ``identifier``, ``tags``, ``duration_s``, ``cpu_user_s``,
     ``cpu_system_s``, ``children_cpu_user_s``, ``children_cpu_system_s``,
-    ``peak_memory_bytes``, ``outcome``, ``points`` and
+    ``peak_memory_bytes``, ``max_rss_bytes``, ``outcome``, ``points`` and
     ``marks``. How it is rendered (e.g. as JSON lines) is up to the
     application's structlog configuration. Select it with
     ``MULTIMETER_STORAGE=log``.
