@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 import mmap
 import os
 import pickle
@@ -51,6 +52,8 @@ _SEQ = struct.Struct("=Q")
 _ERROR_TEXT = 240  # bytes of error text kept per slot
 _ERROR = struct.Struct(f"=Q{_ERROR_TEXT}s")
 _HEADER = struct.Struct("=QI")  # a command: length of the pickle, slot offset
+#: ``thread`` reads in a thread of the measured process instead of a helper process.
+READER_VARIABLE = "MULTIMETER_READER"
 
 
 class Collector(abc.ABC):
@@ -65,6 +68,8 @@ class Collector(abc.ABC):
     interval: float = 0.1
     #: Processes to leave out of what is read (the reader process itself).
     exclude: frozenset[int] = frozenset()
+    #: The pid of the measured process (set when the collector is registered).
+    measured_pid: int = 0
 
     @property
     @abc.abstractmethod
@@ -147,6 +152,7 @@ class _Reader:
     def register(self, collector: Collector, label: str) -> Slot:
         """Start running ``collector``; the returned slot shows its readings."""
         size = len(collector.fields)
+        collector.measured_pid = os.getpid()
         payload = pickle.dumps(collector)
         with self._lock:
             if self._memory is None:
@@ -165,16 +171,22 @@ class _Reader:
         self._memory = mmap.mmap(memory_file, MEMORY_SIZE)
         commands_in, self._commands = os.pipe()
         try:
-            self.process = _spawn(memory_file, commands_in)
+            if os.environ.get(READER_VARIABLE, "").strip().lower() == "thread":
+                self.process = None
+            else:
+                self.process = _spawn(memory_file, commands_in)
         except (OSError, ValueError) as error:
             warn_once(
                 ("reader", "thread"),
                 "cannot start the reader process; reading in a thread instead",
                 error=repr(error),
             )
+        try:
+            if self.process is not None:
+                return
             reader_in = os.dup(commands_in)
             self.thread = threading.Thread(
-                target=serve,
+                target=_serve_in_thread,
                 args=(self._memory, reader_in),
                 name="multimeter-reader",
                 daemon=True,
@@ -222,7 +234,7 @@ def _memory_file() -> int:
 
 def _spawn(memory_file: int, commands_in: int) -> subprocess.Popen[bytes]:
     executable = sys.executable
-    if not executable or os.environ.get("MULTIMETER_READER") == "thread":
+    if not executable:
         raise ValueError("no Python executable to run the reader with")
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
@@ -276,6 +288,13 @@ def serve(memory: Any, commands: int) -> None:
         os.close(commands)
 
 
+def _serve_in_thread(memory: Any, commands: int) -> None:
+    from multimeter._reentry import own_thread
+
+    own_thread()  # what the collectors call is never measured
+    serve(memory, commands)
+
+
 def _take_commands(pending: bytes, memory: Any, running: list[_Running]) -> bytes:
     while len(pending) >= _HEADER.size:
         length, offset = _HEADER.unpack_from(pending)
@@ -302,12 +321,20 @@ def _collect(item: _Running, memory: Any) -> None:
         values = collector.collect()
         record = item.values.pack(time.monotonic(), *values)
     except Exception as error:  # noqa: BLE001 - reported through the slot
+        # Said first, then a reading without values: the measured process sees
+        # the figures go missing and, with that new reading, the error.
         _report(item, memory, f"{type(error).__name__}: {error}")
+        nans = [math.nan] * len(collector.fields)
+        _write(item, memory, item.values.pack(time.monotonic(), *nans))
         return
+    _write(item, memory, record)
     problem = getattr(collector, "problem", None)
     if problem:  # collected, but something was left out: say so once
         collector.problem = None  # type: ignore[attr-defined]
         _report(item, memory, problem)
+
+
+def _write(item: _Running, memory: Any, record: bytes) -> None:
     offset = item.offset
     item.seq += 1
     _SEQ.pack_into(memory, offset, item.seq * 2 - 1)

@@ -201,7 +201,7 @@ class _TreeCollector(Collector):
         interval: float,
         full_interval: float,
     ) -> None:
-        self.pid = os.getpid() if pid is None else pid
+        self.target = pid  # None: the measured process (measured_pid)
         self.children = children
         self.counters = counters
         self.gauges = gauges
@@ -220,6 +220,7 @@ class _TreeCollector(Collector):
         return self._fields
 
     def open(self) -> None:
+        self.pid = self.target if self.target is not None else (self.measured_pid or os.getpid())
         self._process = psutil.Process(self.pid)
         self._skip = self.exclude | {os.getpid()}
         self._live: dict[tuple[int, float], tuple[float, ...]] = {}
@@ -283,6 +284,8 @@ class _TreeCollector(Collector):
         gauges: dict[str, float] = {}
         try:
             with process.oneshot():
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    return None, []  # ended, not yet waited for: nothing left to read
                 cpu = process.cpu_times()
                 counters += [cpu.user, cpu.system]
                 if "read_bytes" in self.counters:
