@@ -44,7 +44,7 @@ from typing import Any
 
 from multimeter._log import warn_once
 
-__all__ = ["Collector", "Slot", "reader"]
+__all__ = ["Collector", "Reader", "Slot", "reader"]
 
 #: Bytes of shared memory per reader: slots for ~40 collectors of 50 values.
 MEMORY_SIZE = 1 << 16
@@ -137,7 +137,7 @@ class Slot:
             )
 
 
-class _Reader:
+class Reader:
     """The reader of this process: a helper process (or thread) and its memory."""
 
     def __init__(self) -> None:
@@ -195,6 +195,13 @@ class _Reader:
         finally:
             os.close(commands_in)
             os.close(memory_file)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the helper process (or thread) still runs."""
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.thread is not None and self.thread.is_alive()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the reader (tests; at exit the pipe closes by itself)."""
@@ -348,11 +355,11 @@ def _report(item: _Running, memory: Any, text: str) -> None:
     _ERROR.pack_into(memory, at, item.error_seq, text.encode("utf-8", "replace")[:_ERROR_TEXT])
 
 
-_current: _Reader | None = None
+_current: Reader | None = None
 _current_lock = threading.Lock()
 
 
-def reader() -> _Reader:
+def reader() -> Reader:
     """The reader of the current process (started on first registration)."""
     global _current
     current = _current
@@ -360,11 +367,25 @@ def reader() -> _Reader:
         return current
     with _current_lock:
         if _current is None or _current.pid != os.getpid():
-            _current = _Reader()
+            _current = Reader()
         return _current
 
 
-def current() -> _Reader | None:
+def replace(dead: Reader) -> None:
+    """Drop ``dead`` (its helper has died): the next :func:`reader` starts anew."""
+    global _current
+    with _current_lock:
+        if _current is dead:
+            warn_once(
+                ("reader", "died"),
+                "the reader process has died; starting a new one",
+                exit_status=dead.process.returncode if dead.process is not None else None,
+            )
+            dead.forget()
+            _current = None
+
+
+def current() -> Reader | None:
     """The reader that serves this process now (``None`` before the first, or
     right after a fork)."""
     return _current

@@ -451,3 +451,27 @@ def test_background_probes_never_raise_into_measured_code(monkeypatch):
         time.sleep(0.3)
     assert all("proc.rss" not in p.values for p in result.points)
     assert all("process.cpu_user" in p.values for p in result.points[1:])
+
+
+def test_a_reader_process_that_dies_is_replaced_and_figures_go_on(tmp_path):
+    """Someone kills the helper: the probe notices within some reads, logs it and
+    starts a new one, rather than showing the last collection forever."""
+    code = """
+        import os, signal, time
+        from multimeter import PsutilProbe, _reader
+        probe = PsutilProbe(interval=0.02)
+        probe.read()
+        first = _reader.current().process
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        for _ in range(5000):
+            probe.read()
+        time.sleep(0.2)
+        reading = probe.read()
+        second = _reader.current().process
+        print(second.pid != first.pid, second.poll() is None, time.monotonic() - reading[0] < 0.2)
+    """
+    done = _run(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "True True True" in done.stdout
+    assert "reader process has died" in done.stdout + done.stderr

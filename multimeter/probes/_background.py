@@ -25,6 +25,9 @@ from multimeter.probe import CumulativeProbe
 
 Reading = tuple[float, tuple[float, ...]]
 
+#: Reads between two checks that the reader still runs (a mask: every 1,024).
+_HEALTH_EVERY = 1023
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -53,6 +56,7 @@ class BackgroundProbe(CumulativeProbe):
         self._slot: _reader.Slot | None = None
         self._reader: object = None
         self._first: Reading | None = None
+        self._reads = 0
         self._lock = threading.Lock()
         self._gauges = tuple(
             (i, f.fields[0], f.scale) for i, f in enumerate(figures) if f.kind == "gauge"
@@ -76,8 +80,20 @@ class BackgroundProbe(CumulativeProbe):
         slot = self._slot
         if slot is None or self._reader is not _reader.current():
             slot = self._connect()
+        self._reads += 1
+        if not self._reads & _HEALTH_EVERY:
+            slot = self._check_health(slot)
         latest = slot.latest()
         return latest if latest is not None else self._first
+
+    def _check_health(self, slot: _reader.Slot) -> _reader.Slot:
+        """Every so many reads: a reader that died is replaced (its slots would
+        show its last collection forever)."""
+        current = self._reader
+        if isinstance(current, _reader.Reader) and not current.alive:
+            _reader.replace(current)
+            return self._connect()
+        return slot
 
     def _connect(self) -> _reader.Slot:
         with self._lock:
