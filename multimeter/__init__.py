@@ -7,6 +7,7 @@ from multimeter._measured import measured
 from multimeter._version import __version__
 from multimeter.multimeter import Multimeter
 from multimeter.probe import ResourceProbe
+from multimeter.probes import GCProbe, TracemallocProbe
 from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.file import FileStorage, JsonFormat, LineFormat, ResultFileError
 from multimeter.storages.jsonl import JsonLinesStorage
@@ -14,12 +15,14 @@ from multimeter.storages.jsonl import JsonLinesStorage
 __all__ = [
     "DummyStorage",
     "FileStorage",
+    "GCProbe",
     "JsonFormat",
     "JsonLinesStorage",
     "LineFormat",
     "Multimeter",
     "ResourceProbe",
     "ResultFileError",
+    "TracemallocProbe",
     "__version__",
     "configure",
     "flush",

@@ -20,6 +20,14 @@ __all__ = [
     "ERROR_COUNT",
     "FAULT_MAJOR_RATE",
     "FAULT_MINOR_RATE",
+    "GC_COLLECTED_RATE",
+    "GC_GEN0_RATE",
+    "GC_GEN1_RATE",
+    "GC_GEN2_RATE",
+    "GC_TIME_RATE",
+    "GC_UNCOLLECTABLE_RATE",
+    "HEAP_CURRENT",
+    "HEAP_PEAK",
     "INPUT_BLOCK_RATE",
     "MAX_RSS",
     "Metric",
@@ -85,6 +93,43 @@ CONTEXT_SWITCH_VOLUNTARY_RATE = Metric(
 CONTEXT_SWITCH_INVOLUNTARY_RATE = Metric(
     "context_switches_involuntary",
     "Involuntary context switches (preempted by the scheduler), per second",
+    "1/s",
+)
+
+# -- the Python interpreter: its heap (tracemalloc) and garbage collector -------------
+
+HEAP_CURRENT = Metric(
+    "heap_current",
+    "Memory of the Python allocations traced by tracemalloc that are alive now"
+    " (allocated since tracing started)",
+    BYTES,
+    int,
+)
+HEAP_PEAK = Metric(
+    "heap_peak",
+    "Highest memory traced by tracemalloc since the previous point (for the first"
+    " point: since the measurement started)",
+    BYTES,
+    int,
+)
+GC_GEN0_RATE = Metric(
+    "gc_collections_gen0", "Garbage collections of generation 0, per second", "1/s"
+)
+GC_GEN1_RATE = Metric(
+    "gc_collections_gen1", "Garbage collections of generation 1, per second", "1/s"
+)
+GC_GEN2_RATE = Metric(
+    "gc_collections_gen2",
+    "Garbage collections of generation 2 (full collections, gc.collect()), per second",
+    "1/s",
+)
+GC_TIME_RATE = Metric("gc_time", "Time spent in garbage collection, per second of wall time", "s/s")
+GC_COLLECTED_RATE = Metric(
+    "gc_collected", "Objects freed by the garbage collector (unreachable cycles), per second", "1/s"
+)
+GC_UNCOLLECTABLE_RATE = Metric(
+    "gc_uncollectable",
+    "Unreachable objects the garbage collector could not free (put in gc.garbage), per second",
     "1/s",
 )
 

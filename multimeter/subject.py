@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CALLS", "CHILDREN", "PROCESS", "Subject"]
+__all__ = ["CALLS", "CHILDREN", "PROCESS", "PYTHON", "Subject"]
 
 
 @dataclass(frozen=True)
@@ -23,5 +23,8 @@ PROCESS = Subject("process", "The current process, all of its threads")
 CHILDREN = Subject(
     "children",
     "All child processes of the current process that have ended and been waited for",
+)
+PYTHON = Subject(
+    "python", "The Python interpreter of this process (its heap and garbage collector)"
 )
 CALLS = Subject("calls", "The calls of one measured function (and tag set) that ended in one cycle")
