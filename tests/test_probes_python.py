@@ -4,6 +4,8 @@ garbage collector (GCProbe), on real allocations and real collections."""
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -203,6 +205,25 @@ def test_an_empty_interval_reports_the_size_as_the_peak():
     probe = TracemallocProbe()
     reading = probe.read()
     assert (reading[4], reading[4]) == tuple(probe.derive_row(reading, reading, 0.0))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_child_forked_while_a_read_holds_the_lock_reads_on():
+    """The reads' lock, held by another thread at the fork, is renewed in the child."""
+    probe = TracemallocProbe()
+    probe.read()
+    heap._TRACKER.acquire()  # as a read on another thread would
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exits 0 once it has read; SIGALRM ends a deadlock
+            signal.alarm(10)
+            probe.read()
+            os._exit(0)
+    finally:
+        heap._TRACKER.release()
+    _, status = os.waitpid(pid, 0)
+    assert 0 == os.waitstatus_to_exitcode(status)
 
 
 # -- GCProbe -------------------------------------------------------------------------
