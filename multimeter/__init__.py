@@ -20,23 +20,15 @@ if TYPE_CHECKING:
     from multimeter.probes.system import SystemProbe
     from multimeter.probes.tracemalloc import TracemallocProbe
 
-# Probes beyond ResourceProbe are imported on first use: `import multimeter` stays light.
-_LAZY = {
-    "GCProbe": "multimeter.probes.gc",
-    "NvmlProbe": "multimeter.probes.nvml",
-    "PsutilProbe": "multimeter.probes.psutil",
-    "SystemProbe": "multimeter.probes.system",
-    "TracemallocProbe": "multimeter.probes.tracemalloc",
-}
-
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'multimeter' has no attribute {name!r}")
+    """Probes beyond ResourceProbe, imported on first use: `import multimeter` stays light."""
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    probes = importlib.import_module("multimeter.probes")
+    if name not in probes.__all__:
+        raise AttributeError(f"module 'multimeter' has no attribute {name!r}")
+    value = getattr(probes, name)
     globals()[name] = value
     return value
 

@@ -22,7 +22,15 @@ __all__ = [
     "FAULT_MAJOR_RATE",
     "FAULT_MINOR_RATE",
     "FDS",
+    "GC_COLLECTED_RATE",
+    "GC_GEN0_RATE",
+    "GC_GEN1_RATE",
+    "GC_GEN2_RATE",
+    "GC_TIME_RATE",
+    "GC_UNCOLLECTABLE_RATE",
     "HANDLES",
+    "HEAP_CURRENT",
+    "HEAP_PEAK",
     "INPUT_BLOCK_RATE",
     "LOAD_1",
     "LOAD_15",
@@ -32,8 +40,8 @@ __all__ = [
     "MEMORY_USED",
     "Metric",
     "OUTPUT_BLOCK_RATE",
-    "PROCESSES",
     "PEAK_RSS",
+    "PROCESSES",
     "PSS",
     "READ_BYTES_RATE",
     "READ_CHARS_RATE",
@@ -161,6 +169,42 @@ SWAP_USED = Metric("swap_used", "Swap space in use", BYTES)
 LOAD_1 = Metric("load_1", "Load average over 1 minute (runnable and waiting tasks)", "1")
 LOAD_5 = Metric("load_5", "Load average over 5 minutes", "1")
 LOAD_15 = Metric("load_15", "Load average over 15 minutes", "1")
+# -- the Python interpreter: its heap (tracemalloc) and garbage collector -------------
+
+HEAP_CURRENT = Metric(
+    "heap_current",
+    "Memory of the Python allocations traced by tracemalloc that are alive now"
+    " (allocated since tracing started)",
+    BYTES,
+    int,
+)
+HEAP_PEAK = Metric(
+    "heap_peak",
+    "Highest memory traced by tracemalloc since the previous point (for the first"
+    " point: since the measurement started)",
+    BYTES,
+    int,
+)
+GC_GEN0_RATE = Metric(
+    "gc_collections_gen0", "Garbage collections of generation 0, per second", "1/s"
+)
+GC_GEN1_RATE = Metric(
+    "gc_collections_gen1", "Garbage collections of generation 1, per second", "1/s"
+)
+GC_GEN2_RATE = Metric(
+    "gc_collections_gen2",
+    "Garbage collections of generation 2 (full collections, gc.collect()), per second",
+    "1/s",
+)
+GC_TIME_RATE = Metric("gc_time", "Time spent in garbage collection, per second of wall time", "s/s")
+GC_COLLECTED_RATE = Metric(
+    "gc_collected", "Objects freed by the garbage collector (unreachable cycles), per second", "1/s"
+)
+GC_UNCOLLECTABLE_RATE = Metric(
+    "gc_uncollectable",
+    "Unreachable objects the garbage collector could not free (put in gc.garbage), per second",
+    "1/s",
+)
 
 # -- aggregate mode: the calls of a function that ended in one cycle ----------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CALLS", "CHILDREN", "PROC", "PROCESS", "SYSTEM", "Subject", "TREE"]
+__all__ = ["CALLS", "CHILDREN", "PROC", "PROCESS", "PYTHON", "SYSTEM", "Subject", "TREE"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,9 @@ PROCESS = Subject("process", "The current process, all of its threads")
 CHILDREN = Subject(
     "children",
     "All child processes of the current process that have ended and been waited for",
+)
+PYTHON = Subject(
+    "python", "The Python interpreter of this process (its heap and garbage collector)"
 )
 CALLS = Subject("calls", "The calls of one measured function (and tag set) that ended in one cycle")
 PROC = Subject("proc", "The process read with psutil: this one, or the one whose pid was given")
