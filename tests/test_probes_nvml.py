@@ -361,6 +361,18 @@ def test_tree_memory_adds_live_descendants(nvml: FakeNvml, child: subprocess.Pop
     assert 150.0 * MiB == values["gpu0.tree_memory"]
 
 
+def test_a_known_figure_beats_an_unknown_one_in_the_other_list(nvml: FakeNvml) -> None:
+    """A process NVML lists twice, once without a memory figure, counts with the known one."""
+    me = os.getpid()
+    nvml.gpus[0].compute = [entry(me, None)]
+    nvml.gpus[0].graphics = [entry(me, 300 * MiB)]
+    nvml.gpus[1].compute = [entry(me, 200 * MiB)]
+    nvml.gpus[1].graphics = [entry(me, None)]
+    values = collect(NvmlProbe())
+    assert 300.0 * MiB == values["gpu0.process_memory"]
+    assert 200.0 * MiB == values["gpu1.process_memory"]
+
+
 def test_pids_of_another_namespace_make_process_memory_unknown(nvml: FakeNvml) -> None:
     """When NVML lists only pids that are no process here (a container), the figures are NaN."""
     stranger = no_such_pid()

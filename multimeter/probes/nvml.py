@@ -279,6 +279,14 @@ def _process_list(nvml: Any, handle: Any, kind: str) -> dict[int, float]:
     return memory
 
 
+def _larger(a: float, b: float) -> float:
+    """The larger of two figures for one process (in NVML's compute and graphics
+    lists: counted once); a known one beats an unknown (NaN) one."""
+    if a != a:
+        return b
+    return a if b != b else max(a, b)
+
+
 def _number(value: Any) -> float:
     """A float, or NaN for NVML's "not available" (``None`` or an unsigned -1)."""
     if value is None or value == _NOT_AVAILABLE:
@@ -359,9 +367,7 @@ class _NvmlCollector(Collector):
         merged: dict[int, float] = {}
         for kind in device.process_lists:
             for pid, used in _process_list(self._nvml, handle, kind).items():
-                # one process in both lists is counted once, with the larger figure
-                before = merged.get(pid, used)
-                merged[pid] = max(before, used) if before == before else before
+                merged[pid] = _larger(merged.get(pid, math.nan), used)
         root = self.pid if self.pid is not None else os.getpid()
         listed = root in merged
         own = merged.pop(root, 0.0)
@@ -377,19 +383,21 @@ class _NvmlCollector(Collector):
                 continue
             if any(parent.pid == root for parent in ancestors):
                 tree += used
-        where = f"gpu{device.index}.processes"
         # A pid that is no process here: another pid namespace, or one that just ended.
         if strangers and not listed:
+            some = ", ".join(map(str, strangers[:3])) + (", ..." if len(strangers) > 3 else "")
             self._note(
-                where,
-                f"NVML lists pids that are no processes here ({', '.join(map(str, strangers))}):"
-                " another pid namespace (a container?), so this process's GPU memory is unknown",
+                f"gpu{device.index}.processes",
+                f"NVML lists pids that are no processes here ({some}): another pid namespace"
+                " (a container?), so this process's GPU memory is unknown",
                 fresh,
             )
             return math.nan, math.nan
         if own != own or tree != tree:
             self._note(
-                where, "NVML has no memory figure for a process (NVML_VALUE_NOT_AVAILABLE)", fresh
+                f"gpu{device.index}.process_memory",
+                "NVML has no memory figure for a process (NVML_VALUE_NOT_AVAILABLE)",
+                fresh,
             )
         return own, tree
 
