@@ -25,9 +25,9 @@ export PYTHONDONTWRITEBYTECODE=1
   echo
   echo "== nvidia-smi"
   if command -v nvidia-smi >/dev/null; then
-    timeout 30 nvidia-smi || echo "nvidia-smi failed ($?)"
-    timeout 30 nvidia-smi --query-gpu=index,name,memory.total,memory.used,power.draw,temperature.gpu,utilization.gpu --format=csv || true
-    timeout 30 nvidia-smi --query-compute-apps=pid,used_memory --format=csv || true
+    timeout 10 nvidia-smi || echo "nvidia-smi failed ($?)"
+    timeout 10 nvidia-smi --query-gpu=index,name,memory.total,memory.used,power.draw,temperature.gpu,utilization.gpu --format=csv || true
+    timeout 10 nvidia-smi --query-compute-apps=pid,used_memory --format=csv || true
   else
     echo "nvidia-smi: not installed"
   fi
@@ -35,9 +35,9 @@ export PYTHONDONTWRITEBYTECODE=1
   echo
   echo "== pytest tests/test_probes_nvml.py"
   # addopts emptied: no --doctest-modules over the package, no coverage plugin
-  timeout 90 "$PY" -m pytest -q tests/test_probes_nvml.py -p no:cacheprovider -o addopts= \
+  timeout 60 "$PY" -m pytest -q tests/test_probes_nvml.py -p no:cacheprovider -o addopts= \
     -ra --strict-markers || echo "pytest ended with status $?"
 
   echo
-  timeout 60 "$PY" bench/gpu_check.py || echo "bench/gpu_check.py ended with status $?"
+  timeout 45 "$PY" bench/gpu_check.py || echo "bench/gpu_check.py ended with status $?"
 } 2>&1 | tee "$OUT/gpu_check.txt"
