@@ -28,6 +28,14 @@ __all__ = [
     "GC_GEN2_RATE",
     "GC_TIME_RATE",
     "GC_UNCOLLECTABLE_RATE",
+    "GPU_MEMORY_BUSY",
+    "GPU_MEMORY_TOTAL",
+    "GPU_MEMORY_USED",
+    "GPU_POWER",
+    "GPU_PROCESS_MEMORY",
+    "GPU_TEMPERATURE",
+    "GPU_TREE_MEMORY",
+    "GPU_UTILIZATION",
     "HANDLES",
     "HEAP_CURRENT",
     "HEAP_PEAK",
@@ -204,6 +212,38 @@ GC_UNCOLLECTABLE_RATE = Metric(
     "gc_uncollectable",
     "Unreachable objects the garbage collector could not free (put in gc.garbage), per second",
     "1/s",
+)
+
+# -- NVIDIA GPUs, read through NVML ---------------------------------------------------
+
+GPU_UTILIZATION = Metric(
+    "utilization",
+    "Percent of NVML's last sample period (1/6 s to 1 s, by GPU) in which a kernel ran",
+    "%",
+    max_value=100.0,
+)
+GPU_MEMORY_BUSY = Metric(
+    "memory_busy",
+    "Percent of NVML's last sample period in which device memory was read or written"
+    " (NVML's memory utilisation: how busy, not how full)",
+    "%",
+    max_value=100.0,
+)
+GPU_MEMORY_USED = Metric(
+    "device_memory_used", "Device memory in use by all processes and the driver", BYTES
+)
+GPU_MEMORY_TOTAL = Metric("device_memory_total", "Device memory installed", BYTES)
+GPU_POWER = Metric("power", "Power drawn by the GPU board now", "W")
+GPU_TEMPERATURE = Metric("temperature", "GPU core temperature now", "°C", min_value=None)
+GPU_PROCESS_MEMORY = Metric(
+    "process_memory",
+    "Device memory used by the measured process (as NVML lists processes; see README)",
+    BYTES,
+)
+GPU_TREE_MEMORY = Metric(
+    "tree_memory",
+    "Device memory used by the measured process and its live descendants",
+    BYTES,
 )
 
 # -- aggregate mode: the calls of a function that ended in one cycle ----------------
