@@ -173,6 +173,8 @@ class Reader:
         try:
             if os.environ.get(READER_VARIABLE, "").strip().lower() == "thread":
                 self.process = None
+            elif _deaths >= MAX_DEATHS:
+                raise OSError(f"the reader process died {_deaths} times")
             else:
                 self.process = _spawn(memory_file, commands_in)
         except (OSError, ValueError) as error:
@@ -245,7 +247,10 @@ def _spawn(memory_file: int, commands_in: int) -> subprocess.Popen[bytes]:
         raise ValueError("no Python executable to run the reader with")
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    # The reader imports what this process imports from where it does: multimeter,
+    # psutil and a collector's modules, even where they were put on sys.path by hand.
+    paths = [package_root] + [os.path.abspath(p or os.curdir) for p in sys.path if p != "-"]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
     env["MULTIMETER_ENABLED"] = "0"  # the reader measures nothing of its own
     return subprocess.Popen(
         [executable, "-m", "multimeter._reader", "--serve", str(memory_file), str(commands_in)],
@@ -357,6 +362,9 @@ def _report(item: _Running, memory: Any, text: str) -> None:
 
 _current: Reader | None = None
 _current_lock = threading.Lock()
+_deaths = 0  # reader processes of this process that died
+#: After this many deaths, a thread reads instead (a process that cannot run here).
+MAX_DEATHS = 2
 
 
 def reader() -> Reader:
@@ -372,10 +380,12 @@ def reader() -> Reader:
 
 
 def replace(dead: Reader) -> None:
-    """Drop ``dead`` (its helper has died): the next :func:`reader` starts anew."""
-    global _current
+    """Drop ``dead`` (its helper has died): the next :func:`reader` starts anew,
+    a thread once processes died :data:`MAX_DEATHS` times."""
+    global _current, _deaths
     with _current_lock:
         if _current is dead:
+            _deaths += 1
             warn_once(
                 ("reader", "died"),
                 "the reader process has died; starting a new one",
@@ -392,10 +402,11 @@ def current() -> Reader | None:
 
 
 def _after_fork_in_child() -> None:
-    global _current
+    global _current, _deaths
     if _current is not None:
         _current.forget()
     _current = None
+    _deaths = 0
 
 
 if hasattr(os, "register_at_fork"):

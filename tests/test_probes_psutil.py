@@ -53,6 +53,23 @@ def _wait_gone(pid: int, within: float = 5.0) -> bool:
     return False
 
 
+def _warm(probe):
+    """The probe with its reader running (started, and its first collection in)."""
+    _next_reading(probe, probe.read())
+    return probe
+
+
+def _next_reading(probe, reading, within: float = 10.0):
+    """The first reading after ``reading`` (the reader process may take a moment to start)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        later = probe.read()
+        if later is not None and later[0] > reading[0]:
+            return later
+        time.sleep(0.01)
+    raise AssertionError(f"no new reading within {within} s")
+
+
 # -- what it measures ------------------------------------------------------------------
 
 
@@ -114,8 +131,9 @@ def test_a_bad_interval_raises_value_error(interval):
 def test_a_reading_is_the_latest_collection_made_by_the_reader():
     """read() is a look at shared memory: cheap, and as fresh as the interval."""
     probe = PsutilProbe(interval=0.05)
-    first = probe.read()
+    first = probe.read()  # taken here and now; the reader's first comes once it runs
     assert first is not None
+    later = _next_reading(probe, first)
     time.sleep(0.3)
     later = probe.read()
     assert later[0] > first[0]
@@ -130,7 +148,7 @@ def test_a_reading_is_the_latest_collection_made_by_the_reader():
 
 def test_the_rss_curve_goes_down_when_memory_is_freed():
     """Unlike ResourceProbe's max_rss, proc.rss follows the program's memory."""
-    meter = Multimeter(ResourceProbe(), PsutilProbe(interval=0.05), cycle_time=0.05)
+    meter = Multimeter(ResourceProbe(), _warm(PsutilProbe(interval=0.05)), cycle_time=0.05)
     with meter.measure("curve") as result:
         time.sleep(0.2)
         block = bytearray(150 * 2**20)
@@ -149,7 +167,7 @@ def test_the_rss_curve_goes_down_when_memory_is_freed():
 
 def test_the_tree_counts_a_child_process_cpu_while_it_runs():
     """A running child's CPU shows in tree.* long before it is waited for."""
-    meter = Multimeter(ResourceProbe(), PsutilProbe(interval=0.05), cycle_time=0.1)
+    meter = Multimeter(ResourceProbe(), _warm(PsutilProbe(interval=0.05)), cycle_time=0.1)
     burn = "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"
     with meter.measure("child") as result:
         child = subprocess.Popen([sys.executable, "-c", burn])
@@ -178,7 +196,7 @@ def _cpu_seconds(result, subject: str) -> float:
 def test_children_that_come_and_go_are_neither_lost_crashing_nor_counted_twice():
     """Forty short children in a row: the tree's CPU stays between what the
     process and its children used in total and a little less."""
-    meter = Multimeter(PsutilProbe(interval=0.02), cycle_time=0.05)
+    meter = Multimeter(_warm(PsutilProbe(interval=0.02)), cycle_time=0.05)
     burn = "import time\nt = time.time()\nwhile time.time() - t < 0.05: pass"
     before = resource_children_cpu()
     with meter.measure("churn") as result:
@@ -322,17 +340,17 @@ def test_ctrl_c_reaches_the_program_and_not_the_reader(tmp_path):
     """The reader runs in its own session: a terminal's SIGINT to the program's
     process group neither kills it nor prints a traceback from it."""
     code = """
-        import signal, sys, time
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # as a shell starts it
+        import signal, sys, threading, time
+        interrupted = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: interrupted.set())  # the program's own handler
         from multimeter import PsutilProbe, _reader
         probe = PsutilProbe(interval=0.05)
         probe.read()
         print(_reader.current().process.pid, flush=True)
-        try:
-            time.sleep(30)
-        except KeyboardInterrupt:
-            time.sleep(0.3)
-            print("interrupted", probe.read() is not None, flush=True)
+        while not interrupted.wait(0.05):
+            pass
+        time.sleep(0.3)
+        print("interrupted", probe.read() is not None, flush=True)
     """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
     program = subprocess.Popen(
@@ -346,6 +364,8 @@ def test_ctrl_c_reaches_the_program_and_not_the_reader(tmp_path):
     assert program.stdout is not None
     helper = int(program.stdout.readline())
     os.killpg(program.pid, signal.SIGINT)
+    time.sleep(0.1)
+    assert _alive(helper)  # the terminal's Ctrl-C did not reach it
     out, err = program.communicate(timeout=30)
     assert "interrupted True" in out
     assert "Traceback" not in err
@@ -429,7 +449,7 @@ def test_measured_calls_carry_psutil_figures_end_to_end(tmp_path):
 
 
 def test_system_probe_reports_the_machine():
-    meter = Multimeter(SystemProbe(interval=0.05), cycle_time=0.1)
+    meter = Multimeter(_warm(SystemProbe(interval=0.05)), cycle_time=0.1)
     with meter.measure("system") as result:
         time.sleep(0.5)
     values = result.points[-1].values
@@ -475,3 +495,24 @@ def test_a_reader_process_that_dies_is_replaced_and_figures_go_on(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "True True True" in done.stdout
     assert "reader process has died" in done.stdout + done.stderr
+
+
+def test_a_reader_process_that_cannot_run_here_gives_way_to_a_thread(tmp_path):
+    """A helper that dies at once (here: sys.executable is no Python) is tried
+    twice, then a thread reads: figures keep coming, nothing is raised."""
+    code = """
+        import sys, time
+        sys.executable = "/bin/false"
+        from multimeter import PsutilProbe, _reader
+        probe = PsutilProbe(interval=0.02)
+        for _ in range(20):
+            for _ in range(1100):
+                probe.read()
+            time.sleep(0.05)
+        reader = _reader.current()
+        first = probe.read(); time.sleep(0.3); later = probe.read()
+        print(reader.process is None, reader.thread is not None, later[0] > first[0])
+    """
+    done = _run(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "True True True" in done.stdout
