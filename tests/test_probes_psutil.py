@@ -321,7 +321,10 @@ def test_a_forked_child_gets_its_own_reader_measuring_itself(tmp_path):
         pid = os.fork()
         if pid == 0:
             block = bytearray(120 * 2**20); block[::4096] = b"z" * len(block[::4096])
-            probe.read(); time.sleep(0.3)
+            started = probe.read()[0]
+            deadline = time.monotonic() + 10
+            while probe.read()[0] <= started and time.monotonic() < deadline:
+                time.sleep(0.01)  # the child's own reader's first collection
             values = dict(zip(probe.collector.fields, probe.read()[1]))
             print(_reader.current().process.pid != parent_reader,
                   values["proc.rss"] > 120 * 2**20, flush=True)
@@ -486,6 +489,10 @@ def test_a_reader_process_that_dies_is_replaced_and_figures_go_on(tmp_path):
         first.wait()
         for _ in range(5000):
             probe.read()
+        killed_at = time.monotonic()
+        deadline = killed_at + 10
+        while probe.read()[0] <= killed_at and time.monotonic() < deadline:
+            time.sleep(0.01)  # the new reader's first collection (processes start slowly)
         time.sleep(0.2)
         reading = probe.read()
         second = _reader.current().process
