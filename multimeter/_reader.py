@@ -146,6 +146,8 @@ class Reader:
         self._next_offset = 0
         self._memory: mmap.mmap | None = None
         self._commands = -1  # write end of the command pipe
+        self._pipe: tuple[int, int] | None = None  # its (st_dev, st_ino): still ours?
+        self._registered: dict[bytes, tuple[int, int]] = {}  # pickle: (offset, size) of its slot
         self.process: subprocess.Popen[bytes] | None = None
         self.thread: threading.Thread | None = None
 
@@ -157,21 +159,53 @@ class Reader:
         with self._lock:
             if self._memory is None:
                 self._start()
+            assert self._memory is not None
+            known = self._registered.get(payload)
+            if known is not None:  # the same collector runs already: share its slot
+                return Slot(self._memory, known[0], size, label)
             footprint = Slot.footprint(size)
             offset = self._next_offset
             if offset + footprint > MEMORY_SIZE:
                 raise ValueError("too many background probes in one process")
+            if not self._owns_commands():
+                raise OSError("the reader's command pipe was closed or replaced by other code")
             self._next_offset += footprint
-            assert self._memory is not None
             os.write(self._commands, _HEADER.pack(len(payload), offset) + payload)
+            self._registered[payload] = (offset, size)
             return Slot(self._memory, offset, size, label)
+
+    def _owns_commands(self) -> bool:
+        """Whether the command pipe's file descriptor is still the pipe (code that
+        closes every descriptor, ``os.closerange``, may have given its number to a
+        file of the program's own: never write to it or close it then)."""
+        if self._commands < 0:
+            return False
+        try:
+            status = os.fstat(self._commands)
+        except OSError:
+            return False
+        return (status.st_dev, status.st_ino) == self._pipe
+
+    @property
+    def started_reading(self) -> bool:
+        """Whether the reader has written anything (a reading, an error) into a slot."""
+        memory = self._memory
+        if memory is None:
+            return False
+        for offset, size in self._registered.values():
+            errors_at = offset + Slot.footprint(size) - _ERROR.size
+            if _SEQ.unpack_from(memory, offset)[0] or _SEQ.unpack_from(memory, errors_at)[0]:
+                return True
+        return False
 
     def _start(self) -> None:
         memory_file = _memory_file()
         self._memory = mmap.mmap(memory_file, MEMORY_SIZE)
         commands_in, self._commands = os.pipe()
+        status = os.fstat(self._commands)
+        self._pipe = (status.st_dev, status.st_ino)
         try:
-            if os.environ.get(READER_VARIABLE, "").strip().lower() == "thread":
+            if _in_thread or os.environ.get(READER_VARIABLE, "").strip().lower() == "thread":
                 self.process = None
             elif _deaths >= MAX_DEATHS:
                 raise OSError(f"the reader process died {_deaths} times")
@@ -202,15 +236,16 @@ class Reader:
     def alive(self) -> bool:
         """Whether the helper process (or thread) still runs."""
         if self.process is not None:
-            return self.process.poll() is None
+            # Its command pipe closed by other code (os.closerange), it has ended or will.
+            return self.process.poll() is None and self._owns_commands()
         return self.thread is not None and self.thread.is_alive()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the reader (tests; at exit the pipe closes by itself)."""
         with self._lock:
-            if self._commands >= 0:
+            if self._owns_commands():
                 os.close(self._commands)
-                self._commands = -1
+            self._commands = -1
         if self.process is not None:
             try:
                 self.process.wait(timeout)
@@ -222,10 +257,14 @@ class Reader:
 
     def forget(self) -> None:
         """In a forked child: let go of the parent's reader without touching it."""
-        if self._commands >= 0:
+        if self._owns_commands():
             with contextlib.suppress(OSError):
                 os.close(self._commands)
-            self._commands = -1
+        self._commands = -1
+        # Never unmapped: the mapping holds a duplicate of the memory's descriptor, and
+        # that number may belong to a file of the program's by now (os.closerange).
+        if self._memory is not None:
+            _retired.append(self._memory)
 
 
 def _memory_file() -> int:
@@ -245,6 +284,8 @@ def _spawn(memory_file: int, commands_in: int) -> subprocess.Popen[bytes]:
     executable = sys.executable
     if not executable:
         raise ValueError("no Python executable to run the reader with")
+    if getattr(sys, "frozen", False):  # PyInstaller, cx_Freeze: it would run the application
+        raise ValueError(f"a frozen application: {executable} is not a Python to run the reader")
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     # The reader imports what this process imports from where it does: multimeter,
@@ -365,6 +406,10 @@ _current_lock = threading.Lock()
 _deaths = 0  # reader processes of this process that died
 #: After this many deaths, a thread reads instead (a process that cannot run here).
 MAX_DEATHS = 2
+#: Memory of readers let go of, kept mapped (see :meth:`Reader.forget`).
+_retired: list[Any] = []
+#: Set once a reader process ended before its first reading: read in threads from then on.
+_in_thread = False
 
 
 def reader() -> Reader:
@@ -381,16 +426,31 @@ def reader() -> Reader:
 
 def replace(dead: Reader) -> None:
     """Drop ``dead`` (its helper has died): the next :func:`reader` starts anew,
-    a thread once processes died :data:`MAX_DEATHS` times."""
-    global _current, _deaths
+    in a thread once processes died :data:`MAX_DEATHS` times."""
+    global _current, _in_thread, _deaths
     with _current_lock:
         if _current is dead:
             _deaths += 1
-            warn_once(
-                ("reader", "died"),
-                "the reader process has died; starting a new one",
-                exit_status=dead.process.returncode if dead.process is not None else None,
-            )
+            status = dead.process.poll() if dead.process is not None else None
+            if status is not None and status >= 0 and not dead.started_reading:
+                # It ended by itself before it read anything (sys.executable is no
+                # Python with multimeter and psutil: an embedding application, another
+                # interpreter): another process would fail the same way. (One killed
+                # by a signal is replaced by a new process.)
+                _in_thread = True
+                warn_once(
+                    ("reader", "thread"),
+                    "the reader process ended before its first reading; reading in a"
+                    " thread instead",
+                    executable=sys.executable,
+                    exit_status=status,
+                )
+            else:
+                warn_once(
+                    ("reader", "died"),
+                    "the reader process has died; starting a new one",
+                    exit_status=status,
+                )
             dead.forget()
             _current = None
 
@@ -402,11 +462,12 @@ def current() -> Reader | None:
 
 
 def _after_fork_in_child() -> None:
-    global _current, _deaths
+    global _current, _current_lock, _deaths
+    _current_lock = threading.Lock()  # another thread may have held it at the fork
+    _deaths = 0
     if _current is not None:
         _current.forget()
     _current = None
-    _deaths = 0
 
 
 if hasattr(os, "register_at_fork"):

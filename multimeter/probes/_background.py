@@ -11,6 +11,7 @@ collection give no rates (the point then holds the gauges only).
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import threading
 import time
@@ -27,6 +28,19 @@ Reading = tuple[float, tuple[float, ...]]
 
 #: Reads between two checks that the reader still runs (a mask: every 1,024).
 _HEALTH_EVERY = 1023
+
+#: Connecting to a reader, for every probe. A lock held by another thread at a fork
+#: stays held in the child: it is renewed there.
+_connecting = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _connecting
+    _connecting = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,6 @@ class BackgroundProbe(CumulativeProbe):
         self._reader: object = None
         self._first: Reading | None = None
         self._reads = 0
-        self._lock = threading.Lock()
         self._gauges = tuple(
             (i, f.fields[0], f.scale) for i, f in enumerate(figures) if f.kind == "gauge"
         )
@@ -84,6 +97,9 @@ class BackgroundProbe(CumulativeProbe):
         if not self._reads & _HEALTH_EVERY:
             slot = self._check_health(slot)
         latest = slot.latest()
+        if latest is None:  # a helper that cannot start dies at once: check at each read
+            slot = self._check_health(slot)
+            latest = slot.latest()
         return latest if latest is not None else self._first
 
     def _check_health(self, slot: _reader.Slot) -> _reader.Slot:
@@ -96,11 +112,16 @@ class BackgroundProbe(CumulativeProbe):
         return slot
 
     def _connect(self) -> _reader.Slot:
-        with self._lock:
+        with _connecting:
             current = _reader.reader()
             if self._slot is None or self._reader is not current:
                 local = pickle.loads(pickle.dumps(self._collector))
-                self._slot = current.register(self._collector, self._label)
+                try:
+                    self._slot = current.register(self._collector, self._label)
+                except OSError:  # its helper has ended already, or its pipe is gone
+                    _reader.replace(current)
+                    current = _reader.reader()
+                    self._slot = current.register(self._collector, self._label)
                 self._reader = current
                 # One reading here and now: the reader's first comes a little later.
                 process = getattr(current, "process", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -230,6 +231,14 @@ class _TreeCollector(Collector):
         self._plain_gauges = tuple(n for n in self.gauges if n not in ("uss", "pss"))
         self._full_due = 0.0
         self._denied: set[str] = set()
+        # On Linux a process's I/O counters take in those of each child it reaps: a
+        # descendant reaped within the tree is counted by its parent from then on.
+        self._absorbed = (
+            tuple(i for i, name in enumerate(self.counters) if name in _IO)
+            if sys.platform.startswith("linux")
+            else ()
+        )
+        self._io_high = [0.0] * len(self._absorbed)
 
     def collect(self) -> Sequence[float]:
         now = time.monotonic()
@@ -268,12 +277,20 @@ class _TreeCollector(Collector):
             ]
         for key, last in self._live.items():
             if key not in seen:  # ended since the last collection: keep what it used
+                if self._absorbed and not _left_alive(key):
+                    # Ended (a zombie, or reaped): its parent's I/O counters take in
+                    # its own when it is reaped; count them there, not twice.
+                    last = tuple(0.0 if i in self._absorbed else c for i, c in enumerate(last))
                 self._gone = [g + c for g, c in zip(self._gone, last, strict=True)]
                 self._full.pop(key, None)
         self._live = seen
         for kept in seen.values():
             tree_counters = [t + c for t, c in zip(tree_counters, kept, strict=True)]
         tree_counters = [t + g for t, g in zip(tree_counters, self._gone, strict=True)]
+        # Between a child's end and its parent reaping it, its I/O is in neither:
+        # the tree's figures hold their high until the parent's take it in.
+        for n, i in enumerate(self._absorbed):
+            tree_counters[i] = self._io_high[n] = max(tree_counters[i], self._io_high[n])
         return values + tree_counters + tree_gauges + [float(count)]
 
     def _read(
@@ -339,3 +356,13 @@ class _TreeCollector(Collector):
 
     def _note(self, text: str) -> None:
         self.problem = text
+
+
+def _left_alive(key: tuple[int, float]) -> bool:
+    """Whether the process ``key`` (pid, create time) still runs outside the tree
+    (reparented when its parent ended): nobody in the tree will reap it."""
+    try:
+        process = psutil.Process(key[0])
+        return process.create_time() == key[1] and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
