@@ -20,6 +20,10 @@ readings come late.
 A slot is a seqlock: the reader bumps the sequence number to an odd value,
 writes the values, then bumps it to the next even value; the measured process
 accepts a record only when it read the same even number before and after it.
+The sequence number's high 32 bits hold the slot's *generation*: when a probe
+is garbage-collected its collector is stopped and its slot is given to the
+next registration with a new generation, so a late write of the old collector
+is never taken for a reading of the new one.
 The helper ends when the pipe it reads commands from closes, that is when the
 measured process ends, however it ends. After ``fork()`` a child starts its own
 reader on first use.
@@ -28,6 +32,8 @@ reader on first use.
 from __future__ import annotations
 
 import abc
+import atexit
+import collections
 import contextlib
 import mmap
 import os
@@ -50,7 +56,10 @@ MEMORY_SIZE = 1 << 16
 _SEQ = struct.Struct("=Q")
 _ERROR_TEXT = 240  # bytes of error text kept per slot
 _ERROR = struct.Struct(f"=Q{_ERROR_TEXT}s")
-_HEADER = struct.Struct("=QI")  # a command: length of the pickle, slot offset
+#: A command: length of the pickle (0: stop the collector at the offset), slot
+#: offset, generation.
+_HEADER = struct.Struct("=QII")
+_LOW = 0xFFFFFFFF
 
 
 class Collector(abc.ABC):
@@ -88,15 +97,29 @@ class Slot:
     change, the same tuple object is returned.
     """
 
-    __slots__ = ("_cached", "_error_seq", "_label", "_memory", "_offset", "_record", "_seq")
+    __slots__ = (
+        "_cached",
+        "_error_seq",
+        "_generation",
+        "_label",
+        "_memory",
+        "_record",
+        "_seq",
+        "extent",
+        "offset",
+    )
 
-    def __init__(self, memory: Any, offset: int, size: int, label: str) -> None:
+    def __init__(
+        self, memory: Any, offset: int, size: int, label: str, generation: int = 1
+    ) -> None:
         self._memory = memory
-        self._offset = offset
+        self.offset = offset
+        self.extent = Slot.footprint(size)  # bytes it takes
+        self._generation = generation
         self._record = struct.Struct(f"={size + 1}d")
-        self._seq = 0
+        self._seq = generation << 32  # what a slot not written yet holds for us
         self._cached: tuple[float, tuple[float, ...]] | None = None
-        self._error_seq = 0
+        self._error_seq = generation << 32
         self._label = label
 
     @staticmethod
@@ -106,10 +129,10 @@ class Slot:
 
     def latest(self) -> tuple[float, tuple[float, ...]] | None:
         """The latest complete reading (see the class)."""
-        memory, offset = self._memory, self._offset
+        memory, offset = self._memory, self.offset
         seq = _SEQ.unpack_from(memory, offset)[0]
-        if seq == self._seq or seq & 1:
-            return self._cached
+        if seq == self._seq or seq & 1 or seq >> 32 != self._generation:
+            return self._cached  # no new reading, one being written, or a former collector's
         record = self._record.unpack_from(memory, offset + _SEQ.size)
         if _SEQ.unpack_from(memory, offset)[0] != seq:
             return self._cached  # overwritten meanwhile: the next read gets it
@@ -119,9 +142,9 @@ class Slot:
         return self._cached
 
     def _check_error(self) -> None:
-        at = self._offset + _SEQ.size + self._record.size
+        at = self.offset + _SEQ.size + self._record.size
         error_seq, text = _ERROR.unpack_from(self._memory, at)
-        if error_seq != self._error_seq:
+        if error_seq != self._error_seq and error_seq >> 32 == self._generation:
             self._error_seq = error_seq
             message = text.rstrip(b"\0").decode("utf-8", "replace")
             warn_once(
@@ -141,24 +164,70 @@ class _Reader:
         self._next_offset = 0
         self._memory: mmap.mmap | None = None
         self._commands = -1  # write end of the command pipe
+        self._generation = 0
+        #: Slots given back: footprint -> offsets.
+        self._free: dict[int, list[int]] = {}
+        #: Slots given back while the lock was taken: (offset, footprint).
+        self._pending: collections.deque[tuple[int, int]] = collections.deque()
+        self.running = 0  # collectors the reader runs now
         self.process: subprocess.Popen[bytes] | None = None
         self.thread: threading.Thread | None = None
 
     def register(self, collector: Collector, label: str) -> Slot:
-        """Start running ``collector``; the returned slot shows its readings."""
+        """Start running ``collector``; the returned slot shows its readings.
+
+        Raises:
+            ValueError: the shared memory has no room for another slot (about
+                a hundred ``PsutilProbe`` alive at once).
+        """
         size = len(collector.fields)
         payload = pickle.dumps(collector)
         with self._lock:
             if self._memory is None:
                 self._start()
+            self._take_pending()
             footprint = Slot.footprint(size)
-            offset = self._next_offset
-            if offset + footprint > MEMORY_SIZE:
-                raise ValueError("too many background probes in one process")
-            self._next_offset += footprint
+            free = self._free.get(footprint)
+            if free:
+                offset = free.pop()
+            else:
+                offset = self._next_offset
+                if offset + footprint > MEMORY_SIZE:
+                    raise ValueError("too many background probes alive in one process")
+                self._next_offset += footprint
             assert self._memory is not None
-            os.write(self._commands, _HEADER.pack(len(payload), offset) + payload)
-            return Slot(self._memory, offset, size, label)
+            self._generation = self._generation % _LOW + 1
+            generation = self._generation
+            header = _HEADER.pack(len(payload), offset, generation)
+            os.write(self._commands, header + payload)
+            self.running += 1
+            return Slot(self._memory, offset, size, label, generation)
+
+    def unregister(self, offset: int, footprint: int) -> None:
+        """Stop the collector of a slot and keep the slot for the next one.
+
+        Called when a probe is garbage-collected (from any thread, maybe while
+        this thread holds the lock: then it is done at the next registration).
+        """
+        if self.pid != os.getpid():
+            return  # a forked child's copy of its parent's reader
+        if not self._lock.acquire(blocking=False):
+            self._pending.append((offset, footprint))
+            return
+        try:
+            self._pending.append((offset, footprint))
+            self._take_pending()
+        finally:
+            self._lock.release()
+
+    def _take_pending(self) -> None:
+        while self._pending:
+            offset, footprint = self._pending.popleft()
+            if self._commands >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(self._commands, _HEADER.pack(0, offset, 0))
+                    self._free.setdefault(footprint, []).append(offset)
+                    self.running -= 1
 
     def _start(self) -> None:
         memory_file = _memory_file()
@@ -166,6 +235,10 @@ class _Reader:
         commands_in, self._commands = os.pipe()
         try:
             self.process = _spawn(memory_file, commands_in)
+            # At exit the helper ends by itself once the pipe closes; closing it
+            # here and waiting a moment also spares the interpreter's teardown a
+            # "subprocess is still running" ResourceWarning.
+            atexit.register(self._at_exit)
         except (OSError, ValueError) as error:
             warn_once(
                 ("reader", "thread"),
@@ -199,8 +272,16 @@ class _Reader:
         if self.thread is not None:
             self.thread.join(timeout)
 
+    def _at_exit(self) -> None:
+        if self.pid == os.getpid():
+            self.close(timeout=1.0)
+
     def forget(self) -> None:
         """In a forked child: let go of the parent's reader without touching it."""
+        if self.process is not None:
+            # Not this process's child: never wait for it, and no "subprocess
+            # is still running" ResourceWarning when the copy is dropped.
+            self.process.returncode = 0
         if self._commands >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._commands)
@@ -240,11 +321,12 @@ def _spawn(memory_file: int, commands_in: int) -> subprocess.Popen[bytes]:
 
 
 class _Running:
-    __slots__ = ("collector", "due", "error_seq", "offset", "seq", "values")
+    __slots__ = ("collector", "due", "error_seq", "generation", "offset", "seq", "values")
 
-    def __init__(self, collector: Collector, offset: int) -> None:
+    def __init__(self, collector: Collector, offset: int, generation: int = 1) -> None:
         self.collector = collector
         self.offset = offset
+        self.generation = generation << 32
         self.due = 0.0
         self.seq = 0
         self.error_seq = 0
@@ -278,14 +360,18 @@ def serve(memory: Any, commands: int) -> None:
 
 def _take_commands(pending: bytes, memory: Any, running: list[_Running]) -> bytes:
     while len(pending) >= _HEADER.size:
-        length, offset = _HEADER.unpack_from(pending)
+        length, offset, generation = _HEADER.unpack_from(pending)
         end = _HEADER.size + length
         if len(pending) < end:
             break
+        if length == 0:  # stop the collector of that slot
+            running[:] = [r for r in running if r.offset != offset]
+            pending = pending[end:]
+            continue
         item: _Running | None = None
         try:
             collector = pickle.loads(pending[_HEADER.size : end])
-            item = _Running(collector, offset)
+            item = _Running(collector, offset, generation)
             collector.open()
         except Exception as error:  # noqa: BLE001 - reported through the slot
             if item is not None:
@@ -309,16 +395,17 @@ def _collect(item: _Running, memory: Any) -> None:
         collector.problem = None  # type: ignore[attr-defined]
         _report(item, memory, problem)
     offset = item.offset
-    item.seq += 1
-    _SEQ.pack_into(memory, offset, item.seq * 2 - 1)
+    item.seq = item.seq % (_LOW >> 1) + 1
+    _SEQ.pack_into(memory, offset, item.generation | (item.seq * 2 - 1))
     memory[offset + _SEQ.size : offset + _SEQ.size + len(record)] = record
-    _SEQ.pack_into(memory, offset, item.seq * 2)
+    _SEQ.pack_into(memory, offset, item.generation | (item.seq * 2))
 
 
 def _report(item: _Running, memory: Any, text: str) -> None:
-    item.error_seq += 1
+    item.error_seq = item.error_seq % _LOW + 1
     at = item.offset + _SEQ.size + item.values.size
-    _ERROR.pack_into(memory, at, item.error_seq, text.encode("utf-8", "replace")[:_ERROR_TEXT])
+    error_seq = item.generation | item.error_seq
+    _ERROR.pack_into(memory, at, error_seq, text.encode("utf-8", "replace")[:_ERROR_TEXT])
 
 
 _current: _Reader | None = None

@@ -14,6 +14,7 @@ import math
 import pickle
 import threading
 import time
+import weakref
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +85,10 @@ class BackgroundProbe(CumulativeProbe):
             current = _reader.reader()
             if self._slot is None or self._reader is not current:
                 local = pickle.loads(pickle.dumps(self._collector))
-                self._slot = current.register(self._collector, self._label)
+                slot = self._slot = current.register(self._collector, self._label)
                 self._reader = current
+                # Once this probe is gone, the reader stops collecting for it.
+                weakref.finalize(self, current.unregister, slot.offset, slot.extent).atexit = False
                 # One reading here and now: the reader's first comes a little later.
                 process = getattr(current, "process", None)
                 if process is not None:  # the reader process is no child to measure
