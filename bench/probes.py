@@ -17,10 +17,12 @@ For every probe:
    ``busy`` (the main thread runs a pure-Python loop), ``busy+tree`` (the
    same with 3 ``sleep`` children alive and 200 extra ``sleep`` processes on the
    machine, outside this process's tree, so that a scan of the process table is
-   not trivially cheap), ``idle+tree``. Median, p95 and max interval and
+   not trivially cheap), ``idle+tree``; the target cases (100 ms, CPU-bound)
+   run three times and the worst counts. Median, p95 and max interval and
    p95/cycle; for the reader's probes, also the age of the values (how long
    ago the reader collected them), sampled from the main thread.
 3. ``@measured`` per call with ``configure(probes=[...])`` set to ``resource``,
+   (and, for scale, with the inline baseline alone: 200 calls),
    ``resource+psutil``, ``resource+psutil+system`` (+ ``tracemalloc``, ``gc``
    where present), as ratios against ``resource`` alone in the same rounds (as
    in ``measured.py``: 20,000 single calls of an empty function, median, minus
@@ -75,6 +77,8 @@ CHILDREN = 3
 CALLS = 5_000 if QUICK else 20_000
 ROUNDS = 3 if QUICK else 7
 READER_SECONDS = 3.0 if QUICK else 10.0
+#: Runs of each target case (100 ms, CPU-bound); the worst one counts.
+TRIES = 1 if QUICK else 3
 MODULES = {
     "psutil": "multimeter.probes.psutil",
     "system": "multimeter.probes.system",
@@ -317,6 +321,29 @@ def measured_costs(names: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
+def inline_measured_cost() -> float:
+    """``@measured`` per call with the inline baseline (few calls: each reads /proc)."""
+
+    def bare() -> None:
+        pass
+
+    @multimeter.measured
+    def with_multimeter() -> None:
+        pass
+
+    multimeter.configure(storage=Discard(), probes=[InlinePsutilProbe()])
+    with_multimeter()
+    clock = time.perf_counter_ns
+    durations = []
+    for _ in range(200):
+        started = clock()
+        with_multimeter()
+        durations.append(clock() - started)
+    multimeter.flush()
+    multimeter.configure(storage=Discard(), probes=["resource"])
+    return statistics.median(durations) / 1e9 - per_call(bare)
+
+
 def reader_cpu() -> dict[str, float]:
     """The reader helper's CPU seconds per second, idle and with the extra processes."""
     from multimeter.probes.psutil import PsutilProbe
@@ -352,10 +379,17 @@ def main() -> None:
         worst = 0.0
         for cycle in CYCLES:
             for load in LOADS:
-                with _load(load):
-                    got = achieved(make(), cycle, busy=load.startswith("busy"))
+                target = cycle == 0.1 and load in TARGET_LOADS
+                tries = []
+                for _ in range(TRIES if target else 1):
+                    with _load(load):
+                        tries.append(achieved(make(), cycle, busy=load.startswith("busy")))
+                got = max(tries, key=lambda t: t["p95_ratio"])  # the worst try
                 entry[f"{int(cycle * 1e3)}ms/{load}"] = {k: round(v, 2) for k, v in got.items()}
-                if cycle == 0.1 and load in TARGET_LOADS:
+                if target:
+                    entry[f"{int(cycle * 1e3)}ms/{load}"]["p95_ratio_tries"] = [
+                        round(t["p95_ratio"], 2) for t in tries
+                    ]
                     worst = max(worst, got["p95_ratio"])
                 key = f"{int(cycle * 1e3)}ms/{load}"
                 print(name, key, entry[key], file=sys.stderr)
@@ -366,6 +400,7 @@ def main() -> None:
             checks[f"{name}: p95 <= 1.2x cycle at 100 ms, CPU-bound"] = worst <= 1.2
     costs = measured_costs(list(makers))
     figures["measured"] = {k: {m: round(v, 3) for m, v in c.items()} for k, c in costs.items()}
+    figures["measured"]["inline_psutil"] = {"us": round(inline_measured_cost() * 1e6, 1)}
     if "resource+psutil+system" in costs:
         checks["@measured resource+psutil+system <= 1.5x resource"] = (
             costs["resource+psutil+system"]["ratio"] <= 1.5
