@@ -1,8 +1,9 @@
 """The independent check: our figures against ``/usr/bin/time -v`` and ``psrecord``.
 
 One workload, measured in the same run by multimeter (``ResourceProbe`` and
-``PsutilProbe`` at a 100 ms cycle, from inside), by GNU ``time -v`` (around it)
-and by ``psrecord <pid> --include-children --interval 0.1`` (attached to it):
+``PsutilProbe`` collecting every 50 ms, on a 100 ms cycle, from inside), by
+GNU ``time -v`` (around it) and by ``psrecord <pid> --include-children
+--interval 0.1`` (attached to it):
 
 1. allocate 300 MiB (a ``bytearray``, every page written so that it is
    resident) and hold it 1 s, then free it;
@@ -59,6 +60,9 @@ HOLD = 1.0
 BURN = 2.0
 CHILD_BURN = 1.0
 CYCLE = 0.1
+#: PsutilProbe collects twice per cycle: every point gets a fresh collection (no
+#: point without a rate), and a child's CPU after its last collection is at most 50 ms.
+COLLECT = 0.05
 MIB = 2**20
 
 CHILD = (
@@ -81,7 +85,7 @@ def workload(out: Path, go: Path | None) -> None:
         deadline = time.monotonic() + 60
         while not go.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-    meter = Multimeter(ResourceProbe(), PsutilProbe(interval=CYCLE), cycle_time=CYCLE)
+    meter = Multimeter(ResourceProbe(), PsutilProbe(interval=COLLECT), cycle_time=CYCLE)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
     measurement = meter.measure("workload_check")
