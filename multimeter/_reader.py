@@ -28,6 +28,7 @@ reader on first use.
 from __future__ import annotations
 
 import abc
+import atexit
 import contextlib
 import math
 import mmap
@@ -211,6 +212,10 @@ class Reader:
                 raise OSError(f"the reader process died {_deaths} times")
             else:
                 self.process = _spawn(memory_file, commands_in)
+                # At exit the helper ends by itself once the pipe closes; closing it
+                # here and waiting a moment spares the interpreter's teardown a
+                # "subprocess is still running" ResourceWarning.
+                atexit.register(self._at_exit)
         except (OSError, ValueError) as error:
             warn_once(
                 ("reader", "thread"),
@@ -255,8 +260,16 @@ class Reader:
         if self.thread is not None:
             self.thread.join(timeout)
 
+    def _at_exit(self) -> None:
+        if self.pid == os.getpid():
+            self.close(timeout=1.0)
+
     def forget(self) -> None:
         """In a forked child: let go of the parent's reader without touching it."""
+        if self.process is not None and self.process.returncode is None:
+            # Not to be waited for from here, and no "subprocess is still running"
+            # ResourceWarning when the copy is dropped.
+            self.process.returncode = 0
         if self._owns_commands():
             with contextlib.suppress(OSError):
                 os.close(self._commands)
