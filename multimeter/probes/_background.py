@@ -64,8 +64,7 @@ class BackgroundProbe(CumulativeProbe):
 
     def __init__(self, collector: _reader.Collector, figures: Sequence[Figure], label: str) -> None:
         self._collector = collector
-        self._figures = tuple(figures)
-        self._measures = tuple(f.measure for f in self._figures)
+        self._measures = tuple(f.measure for f in figures)
         self._label = label
         self._slot: _reader.Slot | None = None
         self._reader: object = None
@@ -91,7 +90,8 @@ class BackgroundProbe(CumulativeProbe):
     def read(self) -> Reading | None:
         """The collector's latest reading, or ``None`` before the first one."""
         slot = self._slot
-        if slot is None or self._reader is not _reader.current():
+        # The module's global, not current(): this is the per-call path.
+        if slot is None or self._reader is not _reader._current:
             slot = self._connect()
         self._reads += 1
         if not self._reads & _HEALTH_EVERY:
