@@ -9,6 +9,7 @@ from multimeter._measured import measured
 from multimeter._version import __version__
 from multimeter.multimeter import Multimeter
 from multimeter.probe import ResourceProbe
+from multimeter.result import Mark, Point, Result
 from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.file import FileStorage, JsonFormat, LineFormat, ResultFileError
 from multimeter.storages.jsonl import JsonLinesStorage
@@ -40,10 +41,13 @@ __all__ = [
     "JsonFormat",
     "JsonLinesStorage",
     "LineFormat",
+    "Mark",
     "Multimeter",
     "NvmlProbe",
+    "Point",
     "PsutilProbe",
     "ResourceProbe",
+    "Result",
     "ResultFileError",
     "SystemProbe",
     "TracemallocProbe",

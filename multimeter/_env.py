@@ -26,6 +26,8 @@ INFLUXDB_URL = "MULTIMETER_INFLUXDB_URL"
 INFLUXDB_TOKEN = "MULTIMETER_INFLUXDB_TOKEN"
 INFLUXDB_ORG = "MULTIMETER_INFLUXDB_ORG"
 INFLUXDB_BUCKET = "MULTIMETER_INFLUXDB_BUCKET"
+#: The ``run`` meta datum of every result (e.g. a CI build number).
+RUN = "MULTIMETER_RUN"
 #: influxdb-client's own variables, used when ours are not set.
 INFLUXDB_FALLBACKS = {
     INFLUXDB_URL: "INFLUXDB_V2_URL",

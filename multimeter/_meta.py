@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
-from multimeter import _process
+from multimeter import _env, _process
 from multimeter._tags import clean_text
 from multimeter._version import __version__
 
@@ -26,8 +27,25 @@ def _platform() -> str:
     return text
 
 
+def new_run_id() -> str:
+    """A run identifier that sorts by start time: ``20261130T224432-1a2b3c``."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+
+
+#: This process's run identifier when ``MULTIMETER_RUN`` is not set: made when
+#: multimeter is imported and kept by forked children (a ``multiprocessing``
+#: pool's workers belong to the run of the program that forked them).
+_run = new_run_id()
+
+
+def run_id() -> str:
+    """The ``run`` meta datum: ``MULTIMETER_RUN`` if set, else one per process start."""
+    given = _env.get(_env.RUN)
+    return _run if given is None else clean_text(given)
+
+
 def process_meta_data() -> dict[str, str]:
-    """Host, pid, Python version, platform, multimeter version and command line.
+    """Run, host, pid, Python version, platform, multimeter version and command line.
 
     Computed once per process (again after a fork) without starting any
     process; the caller gets a copy.
@@ -40,6 +58,7 @@ def process_meta_data() -> dict[str, str]:
         import socket
 
         meta = state.meta = {
+            "run": run_id(),
             "host": socket.gethostname(),
             "pid": str(state.pid),
             "python_version": platform.python_version(),

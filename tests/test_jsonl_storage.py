@@ -525,7 +525,7 @@ def _run(tmp_path: pathlib.Path, code: str, **env: str) -> subprocess.CompletedP
 
 def _comparable(result: Result) -> dict[str, Any]:
     """What two runs of the same calls share: all but times, measured values and the process."""
-    changing = {"started", "pid", "command_line"}
+    changing = {"started", "pid", "command_line", "run"}
     return {
         "name": result.identifier.split("-")[0],
         "number": result.identifier.rsplit("-", 1)[1],

@@ -1,0 +1,46 @@
+"""``multimeter push``: send the spooled results to InfluxDB."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from multimeter._cli._common import CommandError, add_debug
+
+
+def add_parser(commands: Any, name: str) -> None:
+    """Declare ``push``."""
+    parser = commands.add_parser(
+        name,
+        help="send the spooled results to InfluxDB and remove exactly what was delivered",
+        description=(
+            "Sends the batches in the spool directory (MULTIMETER_SPOOL_DIR, default"
+            " <MULTIMETER_DIR>/spool) to the InfluxDB configured by MULTIMETER_INFLUXDB_URL,"
+            " _TOKEN, _ORG and _BUCKET. Batches the server rejects are set aside in"
+            " <spool>/rejected/, batches that cannot be read in <spool>/unreadable/, each"
+            " with a .reason file. Exit status 0 only when every batch was delivered;"
+            " 1 when a batch was rejected, set aside as unreadable or left in the spool"
+            " (the server is away); 2 for a bad configuration."
+        ),
+    )
+    add_debug(parser)
+    parser.set_defaults(handler=main)
+
+
+def main(arguments: argparse.Namespace) -> int:
+    """Push the spool; 0 only when everything was delivered."""
+    from multimeter._config import influxdb_storage_from_env
+
+    try:
+        storage = influxdb_storage_from_env()
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    with storage:
+        report = storage.push()
+    left = f"{report.left} left in {storage.spool.directory}"
+    print(f"delivered {report.delivered} batch(es); {left}")
+    for path in report.rejected:
+        print(f"rejected by the server, set aside: {path} (reason: {path.with_suffix('.reason')})")
+    for path in report.unreadable:
+        print(f"cannot be read, set aside: {path} (reason: {path.with_suffix('.reason')})")
+    return 0 if report.complete else 1

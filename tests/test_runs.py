@@ -1,0 +1,64 @@
+"""Every result carries a ``run`` meta datum that pairs the results of one run."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from multimeter import load_results
+
+PROGRAM = textwrap.dedent(
+    """
+    import multiprocessing
+    import multimeter
+
+    @multimeter.measured
+    def work(n):
+        return sum(range(n))
+
+    if __name__ == "__main__":
+        work(10)
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            pool.map(work, [1000, 2000])
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.map(work, [3000])
+    """
+)
+
+
+def _run_program(tmp_path, directory, **environment):
+    script = tmp_path / "app.py"
+    script.write_text(PROGRAM)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    env.update(MULTIMETER_DIR=str(tmp_path / directory), MULTIMETER_FORMAT="json", **environment)
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, check=True, timeout=120)
+    return list(load_results(tmp_path / directory))
+
+
+def _runs(results):
+    return {result.meta_data["run"] for result in results}
+
+
+def test_the_results_of_one_program_and_its_forked_workers_share_one_run(tmp_path):
+    results = _run_program(tmp_path, "one")
+    forked = [r for r in results if r.meta_data["pid"] != results[0].meta_data["pid"]]
+    assert 4 == len(results)
+    assert forked
+    # The spawned worker is a new process start: its own run (documented).
+    by_pid = {}
+    for result in results:
+        by_pid.setdefault(result.meta_data["pid"], set()).add(result.meta_data["run"])
+    assert all(1 == len(runs) for runs in by_pid.values())
+    assert 2 == len(_runs(results))
+
+
+def test_two_starts_of_a_program_are_two_runs_that_sort_by_time(tmp_path):
+    first = _runs(_run_program(tmp_path, "first"))
+    second = _runs(_run_program(tmp_path, "second"))
+    assert not first & second
+    assert max(first) < max(second) or max(first)[:15] == max(second)[:15]
+
+
+def test_multimeter_run_names_the_run_of_every_process(tmp_path):
+    results = _run_program(tmp_path, "ci", MULTIMETER_RUN="build-1234")
+    assert {"build-1234"} == _runs(results)
