@@ -13,15 +13,25 @@ function; 9 rounds that interleave the variants, figures are medians over rounds
 - nested: a chain of 10 measured functions, each calling the next (real code
   is nested: every call has enclosing calls); its cost per call, against the
   same chain of plain functions, is compared with a flat call's.
+- probe sets: the enabled call with more probes (``resource`` plus ``psutil``,
+  ``system`` and ``gc``), each against ``resource`` alone in the same round: the
+  background probes are read at once (one look at the reader's counter of slot
+  writes), so the cost must not grow with them.
+- tracemalloc, in a process of its own (tracing, once on, slows every later
+  allocation): ``resource+tracemalloc`` against ``resource`` with tracing on.
 
 Targets: enabled <= 0.5x OpenTelemetry and <= 5x prometheus_client;
-disabled and not drawn <= 1.5x wrapt passthrough; a nested call <= 1.3x a flat one.
+disabled and not drawn <= 1.5x wrapt passthrough; a nested call <= 1.3x a flat one;
+``resource+psutil+system+gc`` <= 1.1x ``resource``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -35,6 +45,14 @@ CALLS = 20_000
 REPEATS = 1
 ROUNDS = 9
 DEPTH = 10
+#: Probe sets measured against ``resource`` alone (the enabled call) in each round.
+PROBE_SETS = {
+    "psutil": ["resource", "psutil"],
+    "psutil_system": ["resource", "psutil", "system"],
+    "psutil_system_gc": ["resource", "psutil", "system", "gc"],
+}
+#: Seconds for the reader process to start and make its first two collections.
+READER_WARM_UP = 3.0
 
 
 def chain(depth: int, decorate: Callable[[Callable[[], None]], Callable[[], None]]):
@@ -107,9 +125,22 @@ def main() -> None:
     nested_measured = chain(DEPTH, multimeter.measured)
 
     enabled_config = {"storage": Discard(), "probes": [multimeter.ResourceProbe()]}
+    multimeter.configure(storage=Discard(), probes=PROBE_SETS["psutil_system_gc"])
+    with_multimeter()  # starts the reader process
+    time.sleep(READER_WARM_UP)
     multimeter.configure(**enabled_config)
     with_multimeter()
     multimeter.flush()
+
+    def with_probes(probes: list[str]) -> Callable[[], float]:
+        def measure() -> float:
+            multimeter.configure(storage=Discard(), probes=probes)
+            with_multimeter()
+            cost = per_call(with_multimeter)
+            multimeter.flush()
+            return cost
+
+        return measure
 
     def measure_enabled() -> float:
         multimeter.configure(**enabled_config)
@@ -148,6 +179,7 @@ def main() -> None:
         "wrapt": lambda: per_call(with_wrapt),
         "disabled": measure_disabled,
         "not_drawn": measure_not_drawn,
+        **{name: with_probes(probes) for name, probes in PROBE_SETS.items()},
     }
     # Rounds interleave the variants so that the machine's drifts hit them alike;
     # each figure is the median over rounds, each ratio the median of per-round ratios.
@@ -176,6 +208,15 @@ def main() -> None:
     not_drawn_vs_wrapt = ratio("not_drawn", "wrapt")
     nested, nested_vs_flat = figure("nested"), ratio("nested", "enabled")
     us = 1e6
+    probe_sets: dict[str, float] = {}
+    for name in PROBE_SETS:
+        probe_sets[f"{name}_overhead_us"] = round(figure(name) * us, 2)
+        probe_sets[f"{name}_vs_resource"] = round(ratio(name, "enabled"), 3)
+    traced = json.loads(
+        subprocess.run(
+            [sys.executable, __file__, "--tracemalloc"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     ok = report(
         "measured",
         {
@@ -192,6 +233,8 @@ def main() -> None:
             "enabled_vs_prometheus": round(enabled_vs_prometheus, 3),
             "disabled_vs_wrapt": round(disabled_vs_wrapt, 3),
             "not_drawn_vs_wrapt": round(not_drawn_vs_wrapt, 3),
+            **probe_sets,
+            **traced,
             "rounds": ROUNDS,
         },
         {
@@ -200,10 +243,54 @@ def main() -> None:
             "disabled <= 1.5x wrapt": disabled_vs_wrapt <= 1.5,
             "not drawn <= 1.5x wrapt": not_drawn_vs_wrapt <= 1.5,
             "nested <= 1.3x flat": nested_vs_flat <= 1.3,
+            "resource+psutil+system+gc <= 1.1x resource": (
+                probe_sets["psutil_system_gc_vs_resource"] <= 1.1
+            ),
         },
     )
     finish(ok)
 
 
+def tracemalloc_costs() -> dict[str, float]:
+    """``resource+tracemalloc`` against ``resource``, both with tracing on."""
+    import tracemalloc
+
+    tracemalloc.start()
+
+    def bare() -> None:
+        pass
+
+    @multimeter.measured
+    def with_multimeter() -> None:
+        pass
+
+    sets = {"resource": ["resource"], "tracemalloc": ["resource", "tracemalloc"]}
+    rounds = []
+    for _ in range(ROUNDS):
+        base = per_call(bare)
+        costs = {}
+        for name, probes in sets.items():
+            multimeter.configure(storage=Discard(), probes=probes)
+            with_multimeter()
+            costs[name] = per_call(with_multimeter) - base
+            multimeter.flush()
+        rounds.append(costs)
+    us = 1e6
+    return {
+        "traced_resource_overhead_us": round(
+            statistics.median(r["resource"] for r in rounds) * us, 2
+        ),
+        "traced_tracemalloc_overhead_us": round(
+            statistics.median(r["tracemalloc"] for r in rounds) * us, 2
+        ),
+        "traced_tracemalloc_vs_resource": round(
+            statistics.median(r["tracemalloc"] / r["resource"] for r in rounds), 3
+        ),
+    }
+
+
 if __name__ == "__main__":
-    main()
+    if "--tracemalloc" in sys.argv:
+        print(json.dumps(tracemalloc_costs()))
+    else:
+        main()

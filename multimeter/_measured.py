@@ -27,7 +27,6 @@ from multimeter._session import (
     ProbePlan,
     Session,
     read_probe_tuple,
-    readings_by_probe,
 )
 from multimeter._tags import clean_text, normalize_tags
 from multimeter.calls import CallFunction, CallRecord, CallStorage
@@ -472,7 +471,7 @@ class _Call:
             self.start_readings, self.start_mono = shared[2], shared[1]
         else:
             self.state = READING
-            self.start_readings = read_probe_tuple(plan.cumulative)
+            self.start_readings = read_probe_tuple(plan.per_call)
             self.start_mono = _monotonic()
             self.state = IN_FLIGHT
         sampler.enter(self)
@@ -488,9 +487,7 @@ class _Call:
         result = Result._prepared(self.identifier, setup.schema, self.tags, {})
         session = Session(result, (), setup.cycle, setup.plan)
         if self.start_readings is not None:
-            session.start_from(
-                readings_by_probe(setup.plan.cumulative, self.start_readings), self.start_mono
-            )
+            session.start_from(setup.plan.by_probe(self.start_readings), self.start_mono)
         self.session = session
         return session
 
@@ -544,7 +541,7 @@ class _Call:
         if was is IN_FLIGHT:
             plan = self.setup.plan
             self.state = READING
-            readings = read_probe_tuple(plan.cumulative)
+            readings = read_probe_tuple(plan.per_call)
             end_mono = _monotonic()
             process.last_reading = (plan, end_mono, readings)
         now_us = _time_ns() // 1000
@@ -580,7 +577,7 @@ class _Call:
                 sampler.finish(
                     session,
                     flush=False,
-                    readings=readings_by_probe(self.setup.plan.cumulative, readings),
+                    readings=self.setup.plan.by_probe(readings),
                     now=end_mono,
                     now_us=now_us,
                 )
@@ -594,7 +591,7 @@ class _Call:
         session = self.session
         if session is None:  # never promoted: one point, from the start to the end readings
             session = self.promote()
-            readings = readings_by_probe(self.setup.plan.cumulative, self.end_readings or ())
+            readings = self.setup.plan.by_probe(self.end_readings or ())
             session.record(self.end_mono, self.end_us, readings, {})
         return session.detach()
 
@@ -666,27 +663,29 @@ def _single_row(
     order; ``None`` where the general path must decide."""
     if not plan.rows or start is None or end is None:
         return None
-    probes = plan.cumulative
+    probes = plan.per_call  # the background probes' group reads their readings at once
     if len(probes) == 1:  # the usual case, without the loop
         current, previous = end[0], start[0]
         if current is FAILED or previous is FAILED:
             return None
         try:
-            return probes[0].derive_row(current, previous, elapsed)
+            row = probes[0].derive_row(current, previous, elapsed)
         except Exception:  # noqa: BLE001 - the general path logs it
             return None
-    row: list[Any] = []
-    for probe, previous, current in zip(plan.cumulative, start, end, strict=True):
-        if current is FAILED or previous is FAILED:
-            return None
-        try:
-            part = probe.derive_row(current, previous, elapsed)
-        except Exception:  # noqa: BLE001 - the general path logs it
-            return None
-        if part is None:
-            return None
-        row += part
-    return row
+    else:
+        row = []
+        for probe, previous, current in zip(probes, start, end, strict=True):
+            if current is FAILED or previous is FAILED:
+                return None
+            try:
+                part = probe.derive_row(current, previous, elapsed)
+            except Exception:  # noqa: BLE001 - the general path logs it
+                return None
+            if part is None:
+                return None
+            row += part
+    order = plan.call_order
+    return row if order is None or row is None else [row[i] for i in order]
 
 
 def _rows(result: Result) -> list[tuple[int, tuple[Any, ...]]]:

@@ -20,6 +20,11 @@ readings come late.
 A slot is a seqlock: the reader bumps the sequence number to an odd value,
 writes the values, then bumps it to the next even value; the measured process
 accepts a record only when it read the same even number before and after it.
+A slot holds the collector's latest reading and the one before it (rates over
+the collector's own latest interval). After each write the reader also bumps one
+counter of the whole memory (:attr:`Reader.changes`): while it stays the same,
+no slot has changed, so the per-call path checks that one number, however many
+background probes are in use.
 The helper ends when the pipe it reads commands from closes, that is when the
 measured process ends, however it ends. After ``fork()`` a child starts its own
 reader on first use.
@@ -45,11 +50,16 @@ from typing import Any
 
 from multimeter._log import warn_once
 
-__all__ = ["Collector", "Reader", "Slot", "reader"]
+__all__ = ["Collector", "Reader", "Reading", "Slot", "reader"]
 
-#: Bytes of shared memory per reader: slots for ~40 collectors of 50 values.
-MEMORY_SIZE = 1 << 16
+#: A reading: (time, values, the collector's previous (time, values) or ``None``).
+Reading = tuple[float, tuple[float, ...], "tuple[float, tuple[float, ...]] | None"]
+
+#: Bytes of shared memory per reader: slots for ~80 collectors of 50 values.
+MEMORY_SIZE = 1 << 17
 _SEQ = struct.Struct("=Q")
+#: The memory starts with the counter of slot writes, then come the slots.
+_SLOTS_START = 64
 _ERROR_TEXT = 240  # bytes of error text kept per slot
 _ERROR = struct.Struct(f"=Q{_ERROR_TEXT}s")
 _HEADER = struct.Struct("=QI")  # a command: length of the pickle, slot offset
@@ -88,29 +98,45 @@ class Collector(abc.ABC):
 class Slot:
     """The measured process's view of one collector's latest reading.
 
-    :meth:`latest` returns ``(time, values)``: the ``time.monotonic()`` of the
-    reading (the same clock in every process of the machine) and a tuple of
-    floats, or ``None`` before the first reading. While the reading does not
-    change, the same tuple object is returned.
+    :meth:`latest` returns ``(time, values, previous)``: the ``time.monotonic()``
+    of the reading (the same clock in every process of the machine), a tuple of
+    floats, and the collector's reading before it as ``(time, values)`` (``None``
+    for its first); or ``None`` before the first reading. While the reading does
+    not change, the same tuple object is returned.
     """
 
-    __slots__ = ("_cached", "_error_seq", "_label", "_memory", "_offset", "_record", "_seq")
+    __slots__ = (
+        "_cached",
+        "_error_seq",
+        "_label",
+        "_memory",
+        "_offset",
+        "_record",
+        "_seq",
+        "_size",
+    )
 
     def __init__(self, memory: Any, offset: int, size: int, label: str) -> None:
         self._memory = memory
         self._offset = offset
-        self._record = struct.Struct(f"={size + 1}d")
+        self._record = struct.Struct(f"={2 * (size + 1)}d")  # the latest and the one before
+        self._size = size
         self._seq = 0
-        self._cached: tuple[float, tuple[float, ...]] | None = None
+        self._cached: Reading | None = None
         self._error_seq = 0
         self._label = label
 
     @staticmethod
     def footprint(size: int) -> int:
         """Bytes a slot of ``size`` values takes."""
-        return _SEQ.size + 8 * (size + 1) + _ERROR.size
+        return _SEQ.size + 16 * (size + 1) + _ERROR.size
 
-    def latest(self) -> tuple[float, tuple[float, ...]] | None:
+    @property
+    def has_reading(self) -> bool:
+        """Whether :meth:`latest` has returned a reading of the reader's."""
+        return self._cached is not None
+
+    def latest(self) -> Reading | None:
         """The latest complete reading (see the class)."""
         memory, offset = self._memory, self._offset
         seq = _SEQ.unpack_from(memory, offset)[0]
@@ -120,7 +146,9 @@ class Slot:
         if _SEQ.unpack_from(memory, offset)[0] != seq:
             return self._cached  # overwritten meanwhile: the next read gets it
         self._seq = seq
-        self._cached = (record[0], record[1:])
+        end = self._size + 1
+        before = (record[end], record[end + 1 :]) if record[end] else None
+        self._cached = (record[0], record[1:end], before)
         self._check_error()
         return self._cached
 
@@ -144,8 +172,10 @@ class Reader:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._next_offset = 0
+        self._next_offset = _SLOTS_START
         self._memory: mmap.mmap | None = None
+        #: The counter of slot writes (``changes[0]``), once the reader has started.
+        self.changes: memoryview | None = None
         self._commands = -1  # write end of the command pipe
         self._pipe: tuple[int, int] | None = None  # its (st_dev, st_ino): still ours?
         self._registered: dict[bytes, tuple[int, int]] = {}  # pickle: (offset, size) of its slot
@@ -202,6 +232,8 @@ class Reader:
     def _start(self) -> None:
         memory_file = _memory_file()
         self._memory = mmap.mmap(memory_file, MEMORY_SIZE)
+        # Never released: the memory stays mapped as long as the process lives (forget()).
+        self.changes = memoryview(self._memory)[: _SEQ.size].cast("Q")
         commands_in, self._commands = os.pipe()
         status = os.fstat(self._commands)
         self._pipe = (status.st_dev, status.st_ino)
@@ -318,15 +350,16 @@ def _spawn(memory_file: int, commands_in: int) -> subprocess.Popen[bytes]:
 
 
 class _Running:
-    __slots__ = ("collector", "due", "error_seq", "offset", "seq", "values")
+    __slots__ = ("before", "collector", "due", "error_seq", "offset", "seq", "values")
 
     def __init__(self, collector: Collector, offset: int) -> None:
         self.collector = collector
         self.offset = offset
-        self.due = 0.0
+        self.due = time.monotonic()  # the first collection at once, the next an interval later
         self.seq = 0
         self.error_seq = 0
         self.values = struct.Struct(f"={len(collector.fields) + 1}d")
+        self.before = bytes(self.values.size)  # the previous record (time 0: none)
 
 
 def serve(memory: Any, commands: int) -> None:
@@ -403,14 +436,18 @@ def _collect(item: _Running, memory: Any) -> None:
 def _write(item: _Running, memory: Any, record: bytes) -> None:
     offset = item.offset
     item.seq += 1
+    both = record + item.before
     _SEQ.pack_into(memory, offset, item.seq * 2 - 1)
-    memory[offset + _SEQ.size : offset + _SEQ.size + len(record)] = record
+    memory[offset + _SEQ.size : offset + _SEQ.size + len(both)] = both
     _SEQ.pack_into(memory, offset, item.seq * 2)
+    item.before = record
+    # Then the counter of the whole memory (one writer: this reader).
+    _SEQ.pack_into(memory, 0, _SEQ.unpack_from(memory, 0)[0] + 1)
 
 
 def _report(item: _Running, memory: Any, text: str) -> None:
     item.error_seq += 1
-    at = item.offset + _SEQ.size + item.values.size
+    at = item.offset + _SEQ.size + 2 * item.values.size
     _ERROR.pack_into(memory, at, item.error_seq, text.encode("utf-8", "replace")[:_ERROR_TEXT])
 
 

@@ -417,7 +417,7 @@ def test_multimeter_probes_names_them_too(monkeypatch):
 
 
 def test_measured_calls_carry_psutil_figures_end_to_end(tmp_path):
-    """A short call's point holds the latest psutil gauges; rates need two collections."""
+    """A short call's point holds the latest psutil figures; a long one, rates over it."""
     code = """
         import json, time
         import multimeter
@@ -449,6 +449,242 @@ def test_measured_calls_carry_psutil_figures_end_to_end(tmp_path):
     assert points["short"]["proc.rss"] > 0
     assert "process.cpu_user" in points["short"]
     assert points["long"]["proc.cpu_percent"] > 50
+
+
+# -- what a measured call's point holds -------------------------------------------------
+
+#: A program's preamble: resource, psutil, system and gc probes on measured calls,
+#: stored under ``out``; ``warm()`` waits for the reader's first two collections.
+_CALLS = """
+    import json, os, sys, time
+    import multimeter
+    from multimeter import _reader
+
+    psutil_probe = multimeter.PsutilProbe(interval=0.05)
+    system_probe = multimeter.SystemProbe(interval=0.05)
+    multimeter.configure(probes=["resource", psutil_probe, system_probe, "gc"])
+
+    @multimeter.measured(tag_args=["label"])
+    def short(label):
+        return sum(range(100))
+
+    def warm():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            readings = [probe.read() for probe in (psutil_probe, system_probe)]
+            if all(r is not None and r[2] is not None for r in readings):
+                return
+            time.sleep(0.01)
+        sys.exit("the reader made no two collections in 30 s")
+
+    def points():
+        # the point of the last call of each label
+        multimeter.flush(10)
+        found = {}
+        for result in sorted(multimeter.load_results("out"), key=lambda r: r.points[-1].datetime):
+            found[result.tags["label"]] = result.points[-1].values
+        return found
+"""
+
+
+@pytest.mark.parametrize("reader", ["process", "thread"])
+def test_a_short_calls_point_holds_the_latest_gauges_and_the_collectors_latest_rates(
+    tmp_path, reader
+):
+    """A call far shorter than the probes' interval spans no new collection: its
+    point holds the gauges of the latest collection and the rates over the
+    collector's latest interval (the process's recent rates, not the call's own:
+    those are ResourceProbe's), exactly; with a reader process and a thread alike."""
+    code = (
+        _CALLS
+        + """
+    warm()
+    rates = {}
+    for label in ("idle", "busy"):
+        if label == "idle":
+            time.sleep(0.5)
+        else:
+            stop = time.monotonic() + 0.6
+            while time.monotonic() < stop:
+                pass
+        for _ in range(100):  # until the call falls within one collection
+            before = psutil_probe.read()
+            short(label)
+            after = psutil_probe.read()
+            if after is before:
+                break
+        now, values, (then, earlier) = after
+        fields = psutil_probe.collector.fields
+        user = fields.index("proc.cpu_user")
+        rss = fields.index("proc.rss")
+        rates[label] = [(values[user] - earlier[user]) / (now - then), values[rss]]
+    print(json.dumps({"expected": rates, "points": points()}))
+    """
+    )
+    env = {"MULTIMETER_READER": "thread"} if reader == "thread" else {}
+    done = _run(code, tmp_path, MULTIMETER_DIR="out", **env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for label in ("idle", "busy"):
+        point = report["points"][label]
+        cpu_user, rss = report["expected"][label]
+        assert point["proc.cpu_user"] == pytest.approx(cpu_user, abs=1e-9)
+        assert point["proc.rss"] == rss
+        for key in (
+            "process.cpu_user",  # the call's own CPU, from getrusage at its start and end
+            "python.gc_collections_gen0",
+            "proc.cpu_percent",
+            "proc.read_chars",
+            "tree.cpu_user",
+            "tree.processes",
+            "system.cpu_percent",
+            "system.memory_available",
+        ):
+            assert key in point, f"{key} missing from the {label} call's point"
+    idle, busy = report["points"]["idle"], report["points"]["busy"]
+    assert idle["proc.cpu_percent"] < busy["proc.cpu_percent"]  # the process's recent rates
+
+
+def test_a_call_spanning_collections_gets_rates_over_them(tmp_path):
+    """A call longer than the interval (but not promoted to a session: shorter than
+    half a cycle) gets the rates between the collections at its start and end,
+    which cover the call: its CPU is about the call's own (ResourceProbe's)."""
+    code = (
+        _CALLS
+        + """
+    @multimeter.measured(tag_args=["label"])
+    def burn(label):
+        stop = time.monotonic() + 0.4
+        while time.monotonic() < stop:
+            pass
+
+    warm()
+    time.sleep(0.3)  # idle before: the collections before the call see no CPU
+    burn("burn")
+    print(json.dumps(points()))
+    """
+    )
+    done = _run(code, tmp_path, MULTIMETER_DIR="out", MULTIMETER_CYCLE_TIME="2")
+    assert done.returncode == 0, done.stderr
+    point = json.loads(done.stdout)["burn"]
+    own = point["process.cpu_user"] + point["process.cpu_system"]
+    sampled = point["proc.cpu_user"] + point["proc.cpu_system"]
+    assert own > 0.05
+    assert 0.6 * own < sampled < 1.4 * own
+
+
+def test_background_probes_among_others_keep_their_values_in_schema_order(tmp_path):
+    """The per-call path reads the background probes as one group; where they are
+    not next to each other in the schema, every value still lands under its key."""
+    code = (
+        _CALLS.replace(
+            '["resource", psutil_probe, system_probe, "gc"]',
+            '[psutil_probe, "gc", "resource", system_probe]',
+        )
+        + """
+    import psutil
+    warm()
+    short("mixed")
+    print(json.dumps([points()["mixed"], psutil.virtual_memory().total]))
+    """
+    )
+    done = _run(code, tmp_path, MULTIMETER_DIR="out")
+    assert done.returncode == 0, done.stderr
+    point, memory = json.loads(done.stdout)
+    assert 0 < point["system.memory_available"] <= memory
+    assert 0 < point["proc.rss"] < memory / 2
+    assert point["tree.processes"] == 1  # the reader is left out of the tree
+    assert 0 <= point["python.gc_collections_gen0"] < 10_000
+    assert 0 <= point["process.cpu_user"] < 10
+    assert 0 <= point["system.cpu_percent"] <= 100
+
+
+def test_calls_read_the_background_probes_only_when_the_reader_wrote(tmp_path):
+    """The per-call path looks at one counter of the reader's: the probes' slots are
+    read again only after a new collection (and every 1,024 calls), not per call."""
+    code = (
+        _CALLS
+        + """
+    warm()
+    looks = [0]
+    latest = _reader.Slot.latest
+
+    def counted(slot):
+        looks[0] += 1
+        return latest(slot)
+
+    _reader.Slot.latest = counted
+    changes = _reader.current().changes
+    written = changes[0]
+    for _ in range(20_000):
+        short("loop")
+    written = changes[0] - written
+    stored = "proc.rss" in points()["loop"]
+    print(json.dumps({"looks": looks[0], "written": written, "stored": stored}))
+    """
+    )
+    done = _run(code, tmp_path, MULTIMETER_DIR="out")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["stored"]
+    # Two slots, each read once per collection written and per health check.
+    assert report["looks"] <= 2 * (report["written"] + 20_000 // 1024 + 2)
+
+
+def test_a_forked_childs_calls_carry_its_own_readers_figures(tmp_path):
+    code = (
+        _CALLS
+        + """
+    warm()
+    for _ in range(100):
+        short("parent")
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(200 * 2**20); block[::4096] = b"z" * len(block[::4096])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            short("child")
+            time.sleep(0.005)
+        multimeter.flush(10)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    short("parent")
+    print(json.dumps(points()))
+    """
+    )
+    done = _run(code, tmp_path, MULTIMETER_DIR="out")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["child"]["proc.rss"] > 200 * 2**20
+    assert found["parent"]["proc.rss"] < 150 * 2**20
+
+
+def test_calls_notice_a_dead_reader_and_go_on_with_a_new_one(tmp_path):
+    """Someone kills the helper: within 1,024 calls it is replaced, and the calls'
+    figures follow the program again (not the dead helper's last collection)."""
+    code = (
+        _CALLS
+        + """
+    warm()
+    for _ in range(100):
+        short("before")
+    helper = _reader.current().process
+    os.kill(helper.pid, 9)
+    helper.wait()
+    block = bytearray(200 * 2**20); block[::4096] = b"z" * len(block[::4096])
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        short("after")
+        time.sleep(0.001)
+    print(json.dumps(points()))
+    """
+    )
+    done = _run(code, tmp_path, MULTIMETER_DIR="out")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["before"]["proc.rss"] < 150 * 2**20
+    assert found["after"]["proc.rss"] > 200 * 2**20
+    assert "reader process has died" in done.stdout + done.stderr
 
 
 def test_system_probe_reports_the_machine():

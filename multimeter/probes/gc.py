@@ -41,13 +41,16 @@ class _Counters:
     """The callback: counts every collection of the process, on whichever thread.
 
     Collections do not overlap (the collector runs one at a time, under the
-    GIL), so one start time will do.
+    GIL), so one start time will do. ``reading`` is a tuple of the counts, made
+    anew at the end of each collection: reading the probe (on every measured
+    call) copies nothing.
     """
 
-    __slots__ = ("__weakref__", "counts", "started")
+    __slots__ = ("__weakref__", "counts", "reading", "started")
 
     def __init__(self) -> None:
         self.counts = [0, 0, 0, 0, 0, 0.0]
+        self.reading: tuple[float, ...] = tuple(self.counts)
         self.started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
@@ -59,6 +62,7 @@ class _Counters:
         counts[min(info.get("generation", 2), 2)] += 1
         counts[3] += info.get("collected", 0)
         counts[4] += info.get("uncollectable", 0)
+        self.reading = tuple(counts)
 
 
 def _uninstall(counters: _Counters) -> None:
@@ -104,7 +108,7 @@ class GCProbe(CumulativeProbe):
         counters = self._counters
         if counters is None:
             counters = self._install()
-        return tuple(counters.counts)
+        return counters.reading
 
     def _install(self) -> _Counters:
         with self._installing:  # two threads reading first at once install one callback
