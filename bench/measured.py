@@ -16,7 +16,8 @@ function; 9 rounds that interleave the variants, figures are medians over rounds
 - probe sets: the enabled call with more probes (``resource`` plus ``psutil``,
   ``system`` and ``gc``), each against ``resource`` alone in the same round: the
   background probes are read at once (one look at the reader's counter of slot
-  writes), so the cost must not grow with them.
+  writes), so the cost must not grow with them. Small differences on a busy
+  machine: 31 shorter rounds of 3,000 calls per probe set.
 - tracemalloc, in a process of its own (tracing, once on, slows every later
   allocation): ``resource+tracemalloc`` against ``resource`` with tracing on.
 
@@ -53,6 +54,8 @@ PROBE_SETS = {
 }
 #: Seconds for the reader process to start and make its first two collections.
 READER_WARM_UP = 3.0
+PROBE_ROUNDS = 31
+PROBE_CALLS = 3_000
 
 
 def chain(depth: int, decorate: Callable[[Callable[[], None]], Callable[[], None]]):
@@ -78,12 +81,12 @@ class Discard(Storage):
         pass
 
 
-def per_call(function: Callable[[], None]) -> float:
+def per_call(function: Callable[[], None], calls: int = CALLS) -> float:
     """The median duration of single calls, in seconds (timer cost included)."""
     clock = time.perf_counter_ns
     durations = []
     for _ in range(REPEATS):
-        for _ in range(CALLS):
+        for _ in range(calls):
             started = clock()
             function()
             durations.append(clock() - started)
@@ -125,22 +128,9 @@ def main() -> None:
     nested_measured = chain(DEPTH, multimeter.measured)
 
     enabled_config = {"storage": Discard(), "probes": [multimeter.ResourceProbe()]}
-    multimeter.configure(storage=Discard(), probes=PROBE_SETS["psutil_system_gc"])
-    with_multimeter()  # starts the reader process
-    time.sleep(READER_WARM_UP)
     multimeter.configure(**enabled_config)
     with_multimeter()
     multimeter.flush()
-
-    def with_probes(probes: list[str]) -> Callable[[], float]:
-        def measure() -> float:
-            multimeter.configure(storage=Discard(), probes=probes)
-            with_multimeter()
-            cost = per_call(with_multimeter)
-            multimeter.flush()
-            return cost
-
-        return measure
 
     def measure_enabled() -> float:
         multimeter.configure(**enabled_config)
@@ -179,7 +169,6 @@ def main() -> None:
         "wrapt": lambda: per_call(with_wrapt),
         "disabled": measure_disabled,
         "not_drawn": measure_not_drawn,
-        **{name: with_probes(probes) for name, probes in PROBE_SETS.items()},
     }
     # Rounds interleave the variants so that the machine's drifts hit them alike;
     # each figure is the median over rounds, each ratio the median of per-round ratios.
@@ -208,10 +197,7 @@ def main() -> None:
     not_drawn_vs_wrapt = ratio("not_drawn", "wrapt")
     nested, nested_vs_flat = figure("nested"), ratio("nested", "enabled")
     us = 1e6
-    probe_sets: dict[str, float] = {}
-    for name in PROBE_SETS:
-        probe_sets[f"{name}_overhead_us"] = round(figure(name) * us, 2)
-        probe_sets[f"{name}_vs_resource"] = round(ratio(name, "enabled"), 3)
+    probe_sets = probe_set_costs(bare, with_multimeter)
     traced = json.loads(
         subprocess.run(
             [sys.executable, __file__, "--tracemalloc"], capture_output=True, text=True, check=True
@@ -251,6 +237,36 @@ def main() -> None:
     finish(ok)
 
 
+def probe_set_costs(
+    bare: Callable[[], None], with_multimeter: Callable[[], None]
+) -> dict[str, float]:
+    """The enabled call with each of :data:`PROBE_SETS` against ``resource`` alone."""
+    sets = {"resource": ["resource"], **PROBE_SETS}
+    multimeter.configure(storage=Discard(), probes=PROBE_SETS["psutil_system_gc"])
+    with_multimeter()  # starts the reader process
+    time.sleep(READER_WARM_UP)
+    rounds = []
+    for number in range(PROBE_ROUNDS):
+        base = per_call(bare, PROBE_CALLS)
+        costs = {}
+        names = list(sets)
+        names = names[number % len(names) :] + names[: number % len(names)]  # no fixed order
+        for name in names:
+            multimeter.configure(storage=Discard(), probes=sets[name])
+            with_multimeter()
+            costs[name] = per_call(with_multimeter, PROBE_CALLS) - base
+            multimeter.flush()
+        rounds.append(costs)
+    us = 1e6
+    out = {"resource_overhead_us": round(statistics.median(r["resource"] for r in rounds) * us, 2)}
+    for name in PROBE_SETS:
+        out[f"{name}_overhead_us"] = round(statistics.median(r[name] for r in rounds) * us, 2)
+        out[f"{name}_vs_resource"] = round(
+            statistics.median(r[name] / r["resource"] for r in rounds), 3
+        )
+    return out
+
+
 def tracemalloc_costs() -> dict[str, float]:
     """``resource+tracemalloc`` against ``resource``, both with tracing on."""
     import tracemalloc
@@ -266,13 +282,13 @@ def tracemalloc_costs() -> dict[str, float]:
 
     sets = {"resource": ["resource"], "tracemalloc": ["resource", "tracemalloc"]}
     rounds = []
-    for _ in range(ROUNDS):
-        base = per_call(bare)
+    for _ in range(PROBE_ROUNDS):
+        base = per_call(bare, PROBE_CALLS)
         costs = {}
         for name, probes in sets.items():
             multimeter.configure(storage=Discard(), probes=probes)
             with_multimeter()
-            costs[name] = per_call(with_multimeter) - base
+            costs[name] = per_call(with_multimeter, PROBE_CALLS) - base
             multimeter.flush()
         rounds.append(costs)
     us = 1e6
