@@ -300,7 +300,7 @@ def test_a_reading_gives_every_figure_in_its_unit(nvml: FakeNvml) -> None:
     """Utilisation in %, memory in bytes, power in watts (NVML's milliwatts / 1000), °C."""
     probe = NvmlProbe(devices=[0])
     values: dict[str, Any] = {}
-    probe.derive(values, (1.0, tuple(collect(probe).values())), None, 0.0)
+    probe.derive(values, (1.0, tuple(collect(probe).values()), None), None, 0.0)
     assert {
         "gpu0.utilization": 40.0,
         "gpu0.memory_busy": 15.0,
@@ -328,7 +328,7 @@ def test_a_figure_that_fails_is_missing_and_reported_once(nvml: FakeNvml) -> Non
     collect(probe)
     assert collector.problem is None
     values: dict[str, Any] = {}
-    probe.derive(values, (1.0, tuple(first.values())), None, 0.0)
+    probe.derive(values, (1.0, tuple(first.values()), None), None, 0.0)
     assert "gpu1.power" not in values
     assert "gpu0.power" in values
 
