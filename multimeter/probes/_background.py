@@ -28,6 +28,7 @@ from typing import Any
 
 from multimeter import _reader
 from multimeter._log import warn_once
+from multimeter._session import FAILED, probe_failed
 from multimeter.measure import Measure
 from multimeter.probe import CumulativeProbe
 
@@ -277,7 +278,7 @@ class BackgroundGroup:
         reader = _reader._current
         changes = reader.changes if reader is not None else None
         seen = changes[0] if changes is not None else 0  # first: the readings are no older
-        readings = tuple([probe.read() for probe in self.probes])
+        readings = tuple([_read(probe) for probe in self.probes])
         if (
             changes is not None
             and reader is _reader._current
@@ -292,11 +293,22 @@ class BackgroundGroup:
         """The probes' rows one after the other, or ``None`` where one has none."""
         row: list[Any] = []
         for probe, now, before in zip(self.probes, current, previous, strict=True):
+            if now is FAILED or before is FAILED:
+                return None  # the general path leaves that probe's values out
             part = probe.derive_row(now, before, time_elapsed)
             if part is None:
                 return None
             row += part
         return row
+
+
+def _read(probe: BackgroundProbe) -> Any:
+    """The probe's reading, or ``FAILED`` (logged once): the group's other probes go on."""
+    try:
+        return probe.read()
+    except Exception as error:  # noqa: BLE001 - a probe must not break anything
+        probe_failed(probe, error)
+        return FAILED
 
 
 def group(probes: Sequence[Any]) -> BackgroundGroup | None:
