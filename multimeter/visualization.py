@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import importlib.resources
 import ipaddress
@@ -34,6 +35,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from multimeter import _env
 from multimeter._cli._common import CommandError, fail
@@ -234,10 +236,8 @@ def install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replace(config: VisuConfig, **changes: object) -> VisuConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+def _replace(config: VisuConfig, **changes: Any) -> VisuConfig:
+    return dataclasses.replace(config, **changes)
 
 
 def _instructions(config: VisuConfig, config_path: pathlib.Path) -> str:

@@ -424,7 +424,7 @@ def test_the_measurements_dashboard_selects_measurement_and_tag_values():
     for panel in dashboard["panels"]:
         [target] = panel["targets"]
         assert 'r._measurement == "${measurement}"' in target["query"]
-        assert "${value:json}" in target["query"]
+        assert "=~ /^${value:regex}$/" in target["query"]
 
 
 def _fields_in_real_results() -> set[str]:
