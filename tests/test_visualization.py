@@ -13,6 +13,7 @@ import fnmatch
 import json
 import os
 import pathlib
+import pty
 import re
 import shutil
 import signal
@@ -203,7 +204,9 @@ class FakeDocker:
         self.config = self.home / ".multimeter" / "visu.config.json"
         self.data = self.home / "visu-data"
 
-    def run(self, *arguments: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *arguments: str, stdin: str | None = None, terminal: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """``python -m multimeter.visualization ARGUMENTS`` with only the fake docker on PATH."""
         environment = {
             "PATH": str(self.bin),
@@ -219,6 +222,7 @@ class FakeDocker:
             capture_output=True,
             text=True,
             input=stdin,
+            stdin=terminal,
             timeout=120,
             check=False,
         )
@@ -413,6 +417,16 @@ def test_every_flux_query_names_the_bucket(path):
     assert queries
     for query in queries:
         assert f'bucket: "{visualization.BUCKET_PLACEHOLDER}"' in query, query
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda path: path.stem)
+def test_every_flux_query_imports_what_it_uses_and_balances_its_brackets(path):
+    """A query that calls strings.* or schema.* imports the package; (), [] and {} pair up."""
+    for query in _queries(json.loads(path.read_text())):
+        for package, name in (("strings", "strings"), ("schema", "influxdata/influxdb/schema")):
+            assert (f"{package}." in query) == (f'import "{name}"' in query), query
+        for opening, closing in ("()", "[]", "{}"):
+            assert query.count(opening) == query.count(closing), query
 
 
 def test_the_measurements_dashboard_selects_measurement_and_tag_values():
@@ -625,6 +639,14 @@ def test_install_refuses_a_bad_bucket_name(docker):
     assert [] == docker.calls()
 
 
+def test_install_refuses_to_publish_on_another_address(docker):
+    """--listen takes a loopback address or 0.0.0.0, nothing else."""
+    result = docker.install("--listen", "192.0.2.7")
+    assert 2 == result.returncode
+    assert "--listen 192.0.2.7: use a loopback address" in result.stderr
+    assert [] == docker.calls()
+
+
 def test_remove_without_a_terminal_or_yes_refuses(docker):
     """With no terminal to ask on and no --yes, nothing is removed."""
     assert 0 == docker.install().returncode
@@ -633,6 +655,23 @@ def test_remove_without_a_terminal_or_yes_refuses(docker):
     assert "pass --yes" in result.stderr
     assert docker.config.exists() and docker.data.exists()
     assert not [call for call in docker.calls() if "down" in call]
+
+
+@pytest.mark.parametrize(("answer", "removed"), [("n", False), ("y", True)])
+def test_remove_asks_on_the_terminal(docker, answer, removed):
+    """On a terminal, remove asks; only 'y' deletes the data."""
+    assert 0 == docker.install().returncode
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, f"{answer}\n".encode())
+        result = docker.run("remove", terminal=terminal)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert "delete all its data in" in result.stdout
+    assert removed == (not docker.data.exists())
+    assert removed == (not docker.config.exists())
+    assert (0 if removed else 2) == result.returncode
 
 
 def test_commands_without_an_installation_say_so(docker):
