@@ -50,6 +50,7 @@ MARKER = ".multimeter-visualization"
 BUCKET_PLACEHOLDER = "__MULTIMETER_BUCKET__"
 SERVICES = ("influxdb", "grafana")
 DEFAULT_TIMEOUT_S = 180.0
+_REMEDY = "stop what uses it or choose another port with {}"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
@@ -77,7 +78,7 @@ def _check_listen(address: str) -> None:
         )
 
 
-def _check_port_free(address: str, port: int, option: str) -> None:
+def _check_port_free(address: str, port: int, remedy: str) -> None:
     """Bind ``address:port`` for a moment: taken ports fail here, not half-way through."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -86,14 +87,10 @@ def _check_port_free(address: str, port: int, option: str) -> None:
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 raise CommandError(
-                    f"port {port} on {address} is taken: stop what uses it or choose another"
-                    f" port with {option}",
-                    status=1,
+                    f"port {port} on {address} is taken: {remedy}", status=1
                 ) from None
             raise CommandError(
-                f"cannot use port {port} on {address} ({error.strerror}): choose another"
-                f" port with {option}",
-                status=1,
+                f"cannot use port {port} on {address} ({error.strerror}): {remedy}", status=1
             ) from None
 
 
@@ -183,8 +180,8 @@ def install(args: argparse.Namespace) -> int:
             " --dir, or delete it"
         )
     command = _docker_ready()
-    _check_port_free(args.listen, args.influxdb_port, "--influxdb-port")
-    _check_port_free(args.listen, args.grafana_port, "--grafana-port")
+    _check_port_free(args.listen, args.influxdb_port, _REMEDY.format("--influxdb-port"))
+    _check_port_free(args.listen, args.grafana_port, _REMEDY.format("--grafana-port"))
 
     config = VisuConfig(
         data_dir=str(data_dir),
@@ -271,7 +268,11 @@ def start(args: argparse.Namespace) -> int:
         ports = {"influxdb": config.influxdb_port, "grafana": config.grafana_port}
         for service in SERVICES:
             if service not in running:
-                _check_port_free(config.listen, ports[service], f"--{service}-port at install")
+                _check_port_free(
+                    config.listen,
+                    ports[service],
+                    "stop what uses it (the installation's port), then start again",
+                )
         compose.run("up", "-d")
         for service in SERVICES:
             _wait_for(service, config, args.timeout)

@@ -631,6 +631,22 @@ def test_install_refuses_a_taken_port(docker):
     assert not docker.config.exists()
 
 
+def test_start_refuses_a_port_taken_while_stopped(docker):
+    """Something took InfluxDB's port while the containers were stopped: one line, no 'up'."""
+    assert 0 == docker.install().returncode
+    assert 0 == docker.run("stop").returncode
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", docker.influxdb_port))
+        taken.listen()
+        result = docker.run("start")
+    assert 1 == result.returncode
+    assert [
+        f"multimeter visualization start: port {docker.influxdb_port} on 127.0.0.1 is taken:"
+        " stop what uses it (the installation's port), then start again"
+    ] == result.stderr.splitlines()
+    assert ["compose", "ps", "--services", "--filter", "status=running"] == docker.calls()[-1]
+
+
 def test_install_refuses_a_bad_bucket_name(docker):
     """A bucket name InfluxDB or a Flux string could not take: one line, exit status 2."""
     result = docker.install("--bucket", 'my"bucket')
