@@ -40,7 +40,7 @@ DATASOURCE_UID = "multimeter-influxdb"
 FAKE_DOCKER = """\
 #!{python}
 # A fake docker: records each call, answers like docker 27 with the compose plugin.
-import json, os, pathlib, signal, subprocess, sys
+import json, os, pathlib, signal, subprocess, sys, time
 
 state = pathlib.Path(os.environ["FAKE_DOCKER_STATE"])
 mode = os.environ.get("FAKE_DOCKER_MODE", "ok")
@@ -62,8 +62,12 @@ def alive(service):
 def halt(service):
     pid_file = state / (service + ".pid")
     if pid_file.exists():
+        pid = int(pid_file.read_text())
         try:
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(200):  # as docker stop: return once the container is gone
+                time.sleep(0.025)
+                os.kill(pid, 0)
         except OSError:
             pass
         pid_file.unlink()
@@ -636,6 +640,7 @@ def test_start_refuses_a_port_taken_while_stopped(docker):
     assert 0 == docker.install().returncode
     assert 0 == docker.run("stop").returncode
     with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", docker.influxdb_port))
         taken.listen()
         result = docker.run("start")
