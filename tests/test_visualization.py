@@ -608,6 +608,22 @@ def test_install_without_compose_says_so(docker):
     assert not docker.config.exists()
 
 
+def test_install_falls_back_to_docker_compose(docker):
+    """Without the compose plugin, a working docker-compose (v1) on PATH is used instead."""
+    docker.mode = "no-compose"
+    legacy = docker.bin / "docker-compose"
+    legacy.write_text(
+        '#!/bin/sh\necho "$*" >> "$FAKE_DOCKER_STATE/docker-compose.log"\n'
+        'FAKE_DOCKER_MODE=ok exec "${0%/*}/docker" compose "$@"\n'
+    )
+    legacy.chmod(0o755)
+    result = docker.install()
+    assert 0 == result.returncode, result.stderr
+    used = (docker.state / "docker-compose.log").read_text().splitlines()
+    assert "version" == used[0]
+    assert any(line.endswith("up -d influxdb") for line in used)
+
+
 def test_install_with_the_engine_stopped_says_so(docker):
     """`docker info` fails: one line saying to start the engine, exit status 1."""
     docker.mode = "no-engine"
