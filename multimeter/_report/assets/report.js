@@ -174,13 +174,18 @@
               ctx.globalAlpha = 0.55;
               ctx.fillStyle = iv[4] ? colorOf(iv[2]) : "#d62728";
               ctx.fillRect(left, y + dpr, Math.max(right - left - dpr, dpr), row - 2 * dpr);
-              var text = iv[2] + (iv[4] ? "" : " (raised)") + (runs.length > 1 ? " · " + run.label : "");
+              var text = iv[2] + (iv[4] ? "" : " (raised)");
               if (ctx.measureText(text).width + 6 * dpr < right - left) {
                 ctx.globalAlpha = 1;
                 ctx.fillStyle = "#111111";
                 ctx.fillText(text, left + 3 * dpr, y + row / 2);
               }
             });
+            if (runs.length > 1 && rows) {  // whose calls: a bar in the result's colour
+              ctx.globalAlpha = 1;
+              ctx.fillStyle = COLORS[r % COLORS.length];
+              ctx.fillRect(box.left, top + dpr, 4 * dpr, rows * row - 2 * dpr);
+            }
             top += rows * row;
           });
           ctx.textBaseline = "top";
@@ -269,7 +274,7 @@
     var many = runs.length > 1;
     var note = "Drag to zoom, double-click to reset, wheel to zoom, shift-drag to pan; " +
       "all charts follow. Lines: marks; shaded: measured calls" +
-      (many ? "; results aligned on their start, one colour per result." : ".");
+      (many ? "; results aligned on their start, one colour per result (#1, #2, ... as in the table above)." : ".");
     var holder = el("div", { "class": "grid" });
     section("charts", "Charts", note).appendChild(holder);
     chartsData.forEach(function (chart) {
@@ -291,7 +296,7 @@
         mine.forEach(function (s) {
           var k = subjects.indexOf(s.subject);
           series.push({
-            label: many ? s.subject + " · " + run.label : s.subject,
+            label: many ? s.subject + " #" + (r + 1) : s.subject,
             stroke: COLORS[(many ? r : k) % COLORS.length],
             dash: many ? DASHES[k % DASHES.length] : [],
             width: 1.5,
@@ -371,7 +376,9 @@
     holder.appendChild(table(
       ["", "result", "identifier", "start", "duration", "points", "marks"],
       runs.map(function (run, r) {
-        var swatch = el("span", { "class": "swatch", style: "background:" + COLORS[r % COLORS.length] });
+        var swatch = el("span", {}, [
+          el("span", { "class": "swatch", style: "background:" + COLORS[r % COLORS.length] }),
+          document.createTextNode(runs.length > 1 ? " #" + (r + 1) : "")]);
         return [swatch, run.label, run.identifier, run.start, seconds(run.duration), run.points, run.marks_total];
       }), "results"));
   }
@@ -389,15 +396,17 @@
         rows.push([kind[0], k].concat(runs.map(function (run) { return run[kind[1]][k]; })));
       });
     });
-    var headers = ["", "key"].concat(runs.map(function (run) { return run.label; }));
+    var headers = ["", "key"].concat(runs.map(function (run, r) {
+      return runs.length > 1 ? "#" + (r + 1) + " " + run.label : run.label;
+    }));
     holder.appendChild(table(headers, rows, "facts"));
   }
 
   function marksTable(runs) {
     var rows = [];
-    runs.forEach(function (run) {
+    runs.forEach(function (run, r) {
       run.marks.forEach(function (mark) {
-        rows.push((runs.length > 1 ? [run.label] : []).concat([seconds(mark[0]), mark[1]]));
+        rows.push((runs.length > 1 ? ["#" + (r + 1)] : []).concat([seconds(mark[0]), mark[1]]));
       });
     });
     var total = runs.reduce(function (n, run) { return n + run.marks_total; }, 0);
