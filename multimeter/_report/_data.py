@@ -72,7 +72,7 @@ def downsample(
         new_times += (times[low], times[high - 1])
     new_columns = []
     for column in columns:
-        has_gaps = any(value is None for value in column)
+        has_gaps = None in column
         out: list[Any] = []
         for low, high in bounds:
             part = column[low:high]
