@@ -19,21 +19,25 @@ and ``load_result`` read everything).
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import pathlib
+import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from multimeter._aggregate import SCHEMA as _AGGREGATE_SCHEMA
 from multimeter._cli._common import CommandError
 from multimeter._loading import PendingMarks, load_result, result_files
 from multimeter.metric import DURATION_BUCKETS
-from multimeter.result import Result, Schema, datetime_to_us, us_to_datetime
+from multimeter.result import Result, Schema, us_to_datetime
 from multimeter.storages._format import ResultFileError, reading
 from multimeter.storages._jsonl import EXTENSION, Call, Decoder
 
@@ -52,6 +56,9 @@ BUCKET_BOUNDS_S: tuple[float, ...] = tuple(bound for bound, _ in DURATION_BUCKET
 _BOUNDS_US = tuple(round(bound * 1e6) for bound in BUCKET_BOUNDS_S[:-1])
 _EXTENSIONS = (".json", ".line", EXTENSION)
 _CHUNK = 1 << 20
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 _ABSENT = object()
 #: Where a result's own peak memory is read from, as in Result.summary().
 _PEAK_KEYS = ("process.peak_rss", "proc.rss")
@@ -177,15 +184,13 @@ def scan(
     reader = _Reader(dict(tags or {}), on_damaged)
     for path in given:
         if path.is_dir():
-            found = False
             try:
-                for file in result_files(path):
-                    found = True
-                    yield from reader.file(file)
+                files = list(result_files(path))
             except OSError as error:
                 raise CommandError(f"cannot read {str(path)!r}: {error}") from error
-            if not found:
+            if not files:
                 raise CommandError(f"no results under {str(path)!r}")
+            yield from reader.files(files)
         else:
             yield from reader.file(path)
 
@@ -254,28 +259,67 @@ class _Reader:
         self._on_damaged(path, reason)
 
     def _wanted(self, tags: Mapping[str, str]) -> bool:
-        return all(tags.get(key) == value for key, value in self._tags.items())
+        return not self._tags or all(tags.get(k) == v for k, v in self._tags.items())
+
+    def files(self, files: list[pathlib.Path]) -> Iterator[ResultRow]:
+        """The rows of ``files``, in order; many ``.json`` files are read by worker
+        processes (one per CPU), in chunks."""
+        workers = _workers(sum(1 for file in files if str(file).endswith(".json")))
+        if workers < 2:
+            for file in files:
+                yield from self.file(file)
+            return
+        segments: list[list[pathlib.Path]] = []  # chunks of .json files, or one other file
+        for file in files:
+            if not str(file).endswith(".json"):
+                segments.append([file])
+            elif (
+                segments
+                and len(segments[-1]) < _FILES_PER_TASK
+                and str(segments[-1][0]).endswith(".json")
+            ):
+                segments[-1].append(file)
+            else:
+                segments.append([file])
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_read_json_files, [str(f) for f in segment], self._tags)
+                if str(segment[0]).endswith(".json")
+                else None
+                for segment in segments
+            ]
+            for segment, future in zip(segments, futures, strict=True):
+                if future is None:
+                    yield from self.file(segment[0])
+                    continue
+                for item in future.result():
+                    if len(item) == 2:
+                        self._damaged(pathlib.Path(item[0]), item[1])
+                    else:
+                        yield ResultRow(pathlib.Path(item[0]), *item[1:])
 
     def file(self, path: pathlib.Path) -> Iterator[ResultRow]:
         """The rows of one file."""
+        name = str(path)
         try:
-            if path.suffix == EXTENSION:
+            if name.endswith(".json"):
+                row = self._json_file(path, name)
+                if row is not None:
+                    yield row
+            elif name.endswith(EXTENSION):
                 yield from self._batch_file(path)
-            elif path.suffix == ".line":
+            else:
                 loaded = _row_of_result(path, load_result(path))
                 if self._wanted(loaded.tags):
                     yield loaded
-            else:
-                skimmed = self._json_file(path)
-                if skimmed is not None:
-                    yield skimmed
         except ResultFileError as error:
             self._damaged(path, error.reason)
         except OSError as error:
             self._damaged(path, f"cannot be read ({error.strerror or error})")
 
-    def _json_file(self, path: pathlib.Path) -> ResultRow | None:
-        descriptor = os.open(path, os.O_RDONLY)
+    def _json_file(self, path: pathlib.Path, name: str) -> ResultRow | None:
+        descriptor = os.open(name, _READ_FLAGS)
         try:
             data = os.read(descriptor, _CHUNK)
             if len(data) == _CHUNK:  # a big result: read the rest
@@ -285,12 +329,15 @@ class _Reader:
                 data = b"".join(chunks)
         finally:
             os.close(descriptor)
-        with reading():
+        try:  # the common case, without the cost of reading()'s error messages
             text = data.decode("utf-8")
             document = _skimmed(text)
-            if document is None:
-                document = json.loads(text)
-            return _row_of_document(path, document, self._wanted)
+            if document is not None:
+                return _row_of_document(path, document, self._wanted)
+        except Exception:  # noqa: BLE001 - read it again below, for the reason
+            pass
+        with reading():
+            return _row_of_document(path, json.loads(data.decode("utf-8")), self._wanted)
 
     def _batch_file(self, path: pathlib.Path) -> Iterator[ResultRow]:
         decoder: Decoder | None = None
@@ -367,6 +414,34 @@ class _Reader:
             error=record.exception is not None,
             outcome="ok" if record.exception is None else "raise",
         )
+
+
+#: Below this many .json files a scan reads them itself (workers take ~50 ms to start).
+_PARALLEL_MIN = 4_000
+_FILES_PER_TASK = 1_000
+_FIELDS = [f.name for f in dataclasses.fields(ResultRow)]
+
+
+def _workers(json_files: int) -> int:
+    """How many worker processes read ``json_files`` files (1: none, read them here)."""
+    if json_files < _PARALLEL_MIN or sys.platform != "linux":
+        return 1  # fork is the cheap start, and safe, on Linux
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return min(cpus, 8)
+
+
+def _read_json_files(names: list[str], tags: dict[str, str]) -> list[tuple[Any, ...]]:
+    """(In a worker process.) The rows of ``.json`` files as tuples of their fields
+    (the path as text), or (path, reason) for a file that cannot be read."""
+    out: list[tuple[Any, ...]] = []
+    reader = _Reader(tags, lambda path, reason: out.append((str(path), reason)))
+    for name in names:
+        for row in reader.file(pathlib.Path(name)):
+            out.append((name, *(getattr(row, field) for field in _FIELDS[1:])))
+    return out
 
 
 def _skimmed(text: str) -> dict[str, Any] | None:
@@ -513,7 +588,10 @@ def _row_of_result(path: pathlib.Path, result: Result) -> ResultRow:
 
 def _us(text: Any) -> int:
     """Microseconds since the epoch of an ISO 8601 datetime with a time zone."""
-    return datetime_to_us(datetime.fromisoformat(text))
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ResultFileError(f"{text!r} has no time zone")
+    return (moment - _EPOCH) // _ONE_US
 
 
 def _number(value: Any) -> float | None:
