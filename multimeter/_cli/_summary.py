@@ -47,6 +47,7 @@ __all__ = [
     "FunctionRow",
     "FunctionTable",
     "ResultRow",
+    "check_paths",
     "function_rows",
     "scan",
 ]
@@ -171,16 +172,7 @@ def scan(
             with it, such a file (or a batch file's damaged lines) is passed
             over and ``on_damaged(path, reason)`` called once per file.
     """
-    given = [pathlib.Path(path) for path in paths]
-    for path in given:
-        if path.is_dir():
-            continue
-        if not path.exists():
-            raise CommandError(f"no such file or directory: {str(path)!r}")
-        if path.suffix not in _EXTENSIONS:
-            raise CommandError(
-                f"{str(path)!r} is not a result file (allowed extensions: .json, .line, .jsonl)"
-            )
+    given = check_paths(paths)
     reader = _Reader(dict(tags or {}), on_damaged)
     for path in given:
         if path.is_dir():
@@ -193,6 +185,25 @@ def scan(
             yield from reader.files(files)
         else:
             yield from reader.file(path)
+
+
+def check_paths(paths: Iterable[str | os.PathLike[str]]) -> list[pathlib.Path]:
+    """``paths`` as paths, each an existing directory or a file of a result format.
+
+    Raises:
+        CommandError: naming the first path that is neither.
+    """
+    given = [pathlib.Path(path) for path in paths]
+    for path in given:
+        if path.is_dir():
+            continue
+        if not path.exists():
+            raise CommandError(f"no such file or directory: {str(path)!r}")
+        if path.suffix not in _EXTENSIONS:
+            raise CommandError(
+                f"{str(path)!r} is not a result file (allowed extensions: .json, .line, .jsonl)"
+            )
+    return given
 
 
 def function_rows(rows: Iterable[ResultRow]) -> list[FunctionRow]:
