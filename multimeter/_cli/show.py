@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -288,8 +288,8 @@ def memory(value: float | None) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _start(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+def _start(value: datetime | None, form: str) -> str:
+    return value.strftime(form) if value is not None else "-"
 
 
 def _text(
@@ -310,39 +310,29 @@ def _text(
                 f"{run.calls:,} call{'s' * (run.calls != 1)} of {len(functions):,}"
                 f" function{'s' * (len(functions) != 1)}"
             )
+        days = sorted({row.start.date() for row in results if row.start is not None})
+        if len(days) == 1:
+            counts.append(f"on {days[0].isoformat()} (UTC)")
         heading = f"run {run.run if run.run is not None else '(none)'}: {', '.join(counts)}"
         lines.append(_bold(heading, bold))
         if results:
             lines.append("")
             shown = results[:limit]
+            start_format = "%H:%M:%S" if len(days) == 1 else "%Y-%m-%d %H:%M:%S"
             lines += _table(
                 [
-                    "identifier",
-                    "tags",
-                    "start (UTC)",
-                    "duration",
-                    "points",
-                    "peak memory",
-                    "CPU user",
-                    "CPU system",
-                    "marks",
+                    ("identifier", "l", [row.identifier for row in shown]),
+                    ("tags", "l", [_tags(row.tags) for row in shown]),
+                    ("start", "l", [_start(row.start, start_format) for row in shown]),
+                    ("duration", "r", [seconds(row.duration_s) for row in shown]),
+                    ("points", "r", [f"{row.points:,}" for row in shown]),
+                    ("peak mem", "r", [memory(row.peak_memory_bytes) for row in shown]),
+                    ("CPU user", "r", [seconds(row.cpu_user_s) for row in shown]),
+                    ("CPU sys", "r", [seconds(row.cpu_system_s) for row in shown]),
+                    ("marks", "r", [f"{row.marks:,}" for row in shown]),
                 ],
-                [
-                    [
-                        row.identifier,
-                        ",".join(f"{k}={v}" for k, v in row.tags.items()) or "-",
-                        _start(row.start),
-                        seconds(row.duration_s),
-                        f"{row.points:,}",
-                        memory(row.peak_memory_bytes),
-                        seconds(row.cpu_user_s),
-                        seconds(row.cpu_system_s),
-                        f"{row.marks:,}",
-                    ]
-                    for row in shown
-                ],
-                "lllrrrrrr",
-                shrink=(0, 1),
+                shrink=("identifier", "tags"),
+                drop=("points", "marks", "start"),
                 width=width,
                 bold=bold,
             )
@@ -350,47 +340,48 @@ def _text(
                 lines.append(f"... {len(results) - len(shown):,} more results (see --limit)")
         if functions:
             lines.append("")
-            shown_functions = functions[:limit]
+            some = functions[:limit]
             lines += _table(
                 [
-                    "function",
-                    "calls",
-                    "errors",
-                    "total",
-                    "p50",
-                    "p95",
-                    "max",
-                    "CPU total",
-                    "CPU/call",
-                    "peak memory",
+                    ("function", "l", [row.function for row in some]),
+                    ("calls", "r", [f"{row.calls:,}" for row in some]),
+                    ("errors", "r", [f"{row.errors:,}" for row in some]),
+                    ("total", "r", [seconds(row.duration_total_s) for row in some]),
+                    ("p50", "r", [_approximate(row, row.duration_p50_s) for row in some]),
+                    ("p95", "r", [_approximate(row, row.duration_p95_s) for row in some]),
+                    ("max", "r", [seconds(row.duration_max_s) for row in some]),
+                    ("CPU", "r", [seconds(row.cpu_total_s) for row in some]),
+                    ("CPU/call", "r", [seconds(row.cpu_mean_s) for row in some]),
+                    ("peak mem", "r", [memory(row.peak_memory_max_bytes) for row in some]),
                 ],
-                [
-                    [
-                        row.function,
-                        f"{row.calls:,}",
-                        f"{row.errors:,}",
-                        seconds(row.duration_total_s),
-                        _approximate(row, row.duration_p50_s),
-                        _approximate(row, row.duration_p95_s),
-                        seconds(row.duration_max_s),
-                        seconds(row.cpu_total_s),
-                        seconds(row.cpu_mean_s),
-                        memory(row.peak_memory_max_bytes),
-                    ]
-                    for row in shown_functions
-                ],
-                "lrrrrrrrrr",
-                shrink=(0,),
+                shrink=("function",),
+                drop=("CPU/call", "total", "p50"),
                 width=width,
                 bold=bold,
             )
-            if len(shown_functions) < len(functions):
-                lines.append(
-                    f"... {len(functions) - len(shown_functions):,} more functions (see --limit)"
-                )
-            if any(row.approximate for row in shown_functions):
+            if len(some) < len(functions):
+                lines.append(f"... {len(functions) - len(some):,} more functions (see --limit)")
+            if any(row.approximate for row in some):
                 lines.append("~ estimated from the duration histograms of aggregate-mode results")
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def _tags(tags: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in tags.items()) or "-"
+
+
+def _shrink(widths: dict[str, int], names: tuple[str, ...], excess: int, least: int) -> int:
+    """Narrow the columns ``names`` (the widest first) by up to ``excess``, none below
+    ``least`` or its header; returns the excess left."""
+    while excess > 0:
+        name = max(names, key=widths.__getitem__)
+        floor = max(len(name), least)
+        if widths[name] <= floor:
+            break
+        cut = min(excess, widths[name] - floor)
+        widths[name] -= cut
+        excess -= cut
+    return excess
 
 
 def _approximate(row: FunctionRow, value: float | None) -> str:
@@ -403,34 +394,41 @@ def _bold(text: str, bold: bool) -> str:
 
 
 def _table(
-    headers: list[str],
-    rows: list[list[str]],
-    aligns: str,
+    columns: list[tuple[str, str, list[str]]],
     *,
-    shrink: tuple[int, ...],
+    shrink: tuple[str, ...],
+    drop: tuple[str, ...],
     width: int | None,
     bold: bool,
 ) -> list[str]:
-    """Aligned columns, two spaces apart; the ``shrink`` columns are cut (``…``) while
-    the lines are wider than ``width``."""
-    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(headers)]
+    """Aligned columns (header, ``l`` or ``r``, cells), two spaces apart. Lines wider
+    than ``width`` first cut the ``shrink`` columns (``…``) down to 24 characters,
+    then leave out the ``drop`` columns in that order (and say so), then cut the
+    ``shrink`` columns down to 8 characters (or their header)."""
+    widths = {name: max(len(name), *map(len, cells)) for name, _, cells in columns}
+    left_out: list[str] = []
     if width is not None:
-        excess = sum(widths) + 2 * (len(widths) - 1) - width
-        while excess > 0:
-            column = max(shrink, key=lambda i: widths[i])
-            floor = max(len(headers[column]), 8)
-            if widths[column] <= floor:
+        excess = sum(widths.values()) + 2 * (len(widths) - 1) - width
+        excess = _shrink(widths, shrink, excess, 24)
+        for name in drop:
+            if excess <= 0:
                 break
-            cut = min(excess, widths[column] - floor)
-            widths[column] -= cut
-            excess -= cut
+            excess -= widths.pop(name) + 2
+            left_out.append(name)
+        _shrink(widths, shrink, excess, 8)
+    kept = [(name, align, cells) for name, align, cells in columns if name in widths]
 
-    def line(cells: list[str]) -> str:
+    def line(cells: Iterable[str]) -> str:
         parts = []
-        for cell, size, align in zip(cells, widths, aligns, strict=True):
+        for cell, (name, align, _) in zip(cells, kept, strict=True):
+            size = widths[name]
             if len(cell) > size:
                 cell = cell[: size - 1] + "…"
             parts.append(cell.ljust(size) if align == "l" else cell.rjust(size))
         return "  ".join(parts).rstrip()
 
-    return [_bold(line(headers), bold), *(line(row) for row in rows)]
+    lines = [_bold(line(name for name, _, _ in kept), bold)]
+    lines += (line(row) for row in zip(*(cells for _, _, cells in kept), strict=True))
+    if left_out:
+        lines.append(f"({', '.join(left_out)} left out to fit {width} columns; --json has all)")
+    return lines
