@@ -447,9 +447,10 @@ def test_the_default_output_is_multimeter_report_html_in_the_current_directory(
     ("make", "named", "message"),
     [
         (lambda tmp: tmp / "missing", "missing", "no such file or directory"),
-        (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "empty", "no results in"),
+        (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "empty", "no results under"),
         (lambda tmp: (tmp / "x.json").write_text("{]") and tmp / "x.json", "x.json", "not JSON"),
-        (lambda tmp: (tmp / "x.txt").write_text("hi") and tmp / "x.txt", "x.txt", "format"),
+        (lambda tmp: (tmp / "y.json").write_text('{"a": 1}') and tmp / "y.json", "y.json", ""),
+        (lambda tmp: (tmp / "x.txt").write_text("hi") and tmp / "x.txt", "x.txt", "not a result"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_path_and_a_non_zero_status(

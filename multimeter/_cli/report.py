@@ -48,7 +48,7 @@ def add_parser(commands: Any, name: str) -> None:
 
 def main(arguments: argparse.Namespace) -> int:
     """Write the report; print its path on stderr."""
-    from multimeter._report import ReportInputError, write_report
+    from multimeter._report import write_report
 
     output = pathlib.Path(arguments.output)
     if output.is_dir():
@@ -57,9 +57,7 @@ def main(arguments: argparse.Namespace) -> int:
         raise CommandError(f"no such directory for the report: {str(output.parent)!r}")
     try:
         written = write_report(arguments.paths, output)
-    except (ReportInputError, ResultFileError) as error:
-        raise CommandError(str(error)) from error
-    except ValueError as error:  # load_results: a single file of another kind
+    except ResultFileError as error:  # damage that only reading the whole file shows
         raise CommandError(str(error)) from error
     except OSError as error:
         raise CommandError(f"{error.strerror or error}: {error.filename!r}", 1) from error

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from multimeter._report._build import MAX_CHARTED, ReportInputError, build, write_report
+from multimeter._report._build import MAX_CHARTED, build, write_report
 
-__all__ = ["MAX_CHARTED", "ReportInputError", "build", "write_report"]
+__all__ = ["MAX_CHARTED", "build", "write_report"]

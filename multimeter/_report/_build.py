@@ -2,9 +2,11 @@
 
 Up to :data:`MAX_CHARTED` results: a chart per metric with every result
 overlaid, aligned on its start. More results: the ``@measured`` calls among them
-as the per-function summary and one chart of call durations over time; the
-other results (a ``multimeter run`` measurement, say) keep their charts, the
-:data:`MAX_CHARTED` latest of them.
+as the per-function summary of ``multimeter show`` and one chart of call
+durations over time; the other results (a ``multimeter run`` measurement, say)
+keep their charts, the :data:`MAX_CHARTED` latest of them. The rows come from
+``multimeter._cli._summary.scan`` (which reads only what a row needs); only the
+results that are charted are read whole.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from multimeter._cli._summary import FunctionRow, ResultRow, function_rows, scan
 from multimeter._loading import load_results
-from multimeter._report._calls import ResultRow, as_dict, function_rows, row_of
 from multimeter._report._data import BUCKETS, MIN_BUCKETS, chart_data, compact, downsample
 from multimeter._report._page import render, write_atomically
 from multimeter.result import Result
@@ -28,57 +30,54 @@ MAX_CHARTED = 10
 #: Functions drawn in the call-duration chart (those with the most time in calls).
 MAX_FUNCTIONS = 10
 
-
-class ReportInputError(ValueError):
-    """A path the report cannot read results from; the message names it."""
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
-def _started(result: Result) -> datetime:
-    return result.start or datetime.min.replace(tzinfo=timezone.utc)
-
-
-def collect(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Result], list[ResultRow], int]:
-    """The results to chart, the rows of every result, and how many results were
-    not charted (besides the calls that the summary covers).
-
-    Raises:
-        ReportInputError: for a missing path or one without results.
-        ResultFileError: for a file that is not a result.
-    """
-    charted: list[Result] = []  # the results, while there are at most MAX_CHARTED
-    others: list[Result] = []  # the latest results that are not calls
-    rows: list[ResultRow] = []
-    for path in paths:
-        if not pathlib.Path(path).exists():
-            raise ReportInputError(f"no such file or directory: {str(path)!r}")
-        found = 0
-        for result in load_results(path):
-            found += 1
-            row = row_of(result, str(path))
-            rows.append(row)
-            if len(rows) <= MAX_CHARTED:
-                charted.append(result)
-            elif charted:
-                charted = []
-            if row.function is None:
-                others.append(result)
-                if len(others) > MAX_CHARTED:
-                    others.sort(key=_started)
-                    del others[0]
-        if not found:
-            raise ReportInputError(f"no results in {str(path)!r}")
+def choose(rows: Sequence[ResultRow]) -> tuple[list[ResultRow], int]:
+    """The rows of the results to chart, and how many others are not charted (besides
+    the ``@measured`` calls, which the summary covers when there are many results)."""
     if len(rows) <= MAX_CHARTED:
-        return charted, rows, 0
-    others.sort(key=_started)
-    not_charted = sum(1 for row in rows if row.function is None) - len(others)
-    return others, rows, not_charted
+        return list(rows), 0
+    others = [row for row in rows if row.function is None]
+    latest = sorted(others, key=lambda row: row.start or _EARLIEST)[-MAX_CHARTED:]
+    chosen = {id(row) for row in latest}
+    return [row for row in others if id(row) in chosen], len(others) - len(latest)
+
+
+def load(rows: Sequence[ResultRow]) -> list[Result]:
+    """The results of ``rows``, in their order, read whole from their files."""
+    wanted: dict[pathlib.Path, set[str]] = {}
+    for row in rows:
+        wanted.setdefault(row.path, set()).add(row.identifier)
+    found: dict[tuple[pathlib.Path, str], Result] = {}
+    for path, identifiers in wanted.items():
+        for result in load_results(path):
+            if result.identifier in identifiers:
+                found.setdefault((path, result.identifier), result)
+    return [found[(row.path, row.identifier)] for row in rows]
+
+
+def _function(row: FunctionRow) -> dict[str, Any]:
+    return {
+        "function": row.function,
+        "calls": row.calls,
+        "errors": row.errors,
+        "duration_p50_s": row.duration_p50_s,
+        "duration_p95_s": row.duration_p95_s,
+        "duration_max_s": row.duration_max_s,
+        "cpu_total_s": row.cpu_total_s,
+        "cpu_mean_s": row.cpu_mean_s,
+        "peak_memory_max_bytes": row.peak_memory_max_bytes,
+        "approximate": row.approximate,
+    }
 
 
 def calls_data(rows: Sequence[ResultRow], *, buckets: int = BUCKETS) -> dict[str, Any]:
-    """The per-function summary and the call durations over time (the start of
-    each call, in seconds from the first one), one series per function."""
+    """The per-function summary (as ``multimeter show`` computes it) and the call
+    durations over time (each call at its start, in seconds from the first one),
+    one series per function."""
     calls = [row for row in rows if row.function]
-    table = [as_dict(row) for row in function_rows(calls)]
+    functions = function_rows(calls)
     starts = [row.start for row in calls if row.start is not None]
     origin = min(starts) if starts else None
     by_function: dict[str, list[tuple[float, float]]] = {}
@@ -106,9 +105,9 @@ def calls_data(rows: Sequence[ResultRow], *, buckets: int = BUCKETS) -> dict[str
             }
         )
     return {
-        "calls": len(calls),
-        "errors": sum(1 for row in calls if row.error),
-        "functions": table,
+        "calls": sum(row.aggregate.calls if row.aggregate else 1 for row in calls),
+        "errors": sum(function.errors for function in functions),
+        "functions": [_function(function) for function in functions],
         "series": series,
         "left_out": len(ranked) - len(shown),
         "downsampled": downsampled,
@@ -116,9 +115,15 @@ def calls_data(rows: Sequence[ResultRow], *, buckets: int = BUCKETS) -> dict[str
 
 
 def build(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
-    """The page data for the results under ``paths``."""
-    charted, rows, not_charted = collect(paths)
-    data = chart_data(charted)
+    """The page data for the results under ``paths``.
+
+    Raises:
+        CommandError: for a missing path, a file that is not a result, a
+            directory without results (from ``scan``).
+    """
+    rows = list(scan(paths))
+    charted, not_charted = choose(rows)
+    data = chart_data(load(charted))
     data["generated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if len(rows) > MAX_CHARTED and any(row.function for row in rows):
         data["calls"] = calls_data(rows)
