@@ -363,6 +363,35 @@ def test_a_directory_of_many_calls_gets_the_function_summary_not_a_chart_per_cal
     assert [] == page.data()["runs"]
 
 
+def test_many_calls_and_a_measurement_get_the_summary_and_the_measurement_charts(
+    job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path, open_page: Any
+) -> None:
+    """The results that are not calls keep their charts next to the summary."""
+    _run_program(MANY_CALLS, tmp_path, str(tmp_path / "calls"))
+    output = tmp_path / "mixed.html"
+    job_directory = job_results["job-1"].parent
+    completed = _report(job_directory, tmp_path / "calls", "-o", output, cwd=tmp_path)
+    assert 0 == completed.returncode, completed.stderr
+    marked = load_result(job_results["marked-1"])
+
+    page = open_page(output)
+    functions = [row[0] for row in page.table("#calls table.summary")]
+    charts = page.charts()
+
+    assert ["marked"] == [run["identifier"] for run in page.data()["runs"]]
+    assert 7 == charts.pop("call-duration")
+    assert expected_series([marked]) == charts
+    assert [
+        "__main__.compute",
+        "__main__.extract",
+        "__main__.fail",
+        "__main__.fetch",
+        "__main__.job",
+        "__main__.load",
+        "__main__.transform",
+    ] == functions
+
+
 def test_few_results_in_a_directory_are_all_charted(
     job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path, open_page: Any
 ) -> None:
