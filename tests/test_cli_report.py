@@ -316,6 +316,45 @@ def test_plain_marks_are_labelled_and_tags_and_meta_data_are_in_a_table(
     assert ("meta", "started") in facts
 
 
+def test_drag_zooms_every_chart_shift_drag_pans_and_double_click_resets(
+    job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path, open_page: Any
+) -> None:
+    """The charts of a page follow each other: zoom, pan and reset in one act on all."""
+    output = tmp_path / "job.html"
+    assert 0 == _report(job_results["job-1"], "-o", output, cwd=tmp_path).returncode
+    page = open_page(output)
+    ranges = "window.multimeterCharts.map(u => [u.scales.x.min, u.scales.x.max])"
+    over = page.page.locator(".u-over").first.bounding_box()
+    y = over["y"] + over["height"] / 2
+
+    def drag(start: float, end: float, *, shift: bool = False) -> None:
+        if shift:
+            page.page.keyboard.down("Shift")
+        page.page.mouse.move(over["x"] + over["width"] * start, y)
+        page.page.mouse.down()
+        page.page.mouse.move(over["x"] + over["width"] * end, y, steps=5)
+        page.page.mouse.up()
+        if shift:
+            page.page.keyboard.up("Shift")
+
+    full = page.evaluate(ranges)
+    drag(0.25, 0.5)
+    zoomed = page.evaluate(ranges)
+    drag(0.5, 0.25, shift=True)
+    panned = page.evaluate(ranges)
+    page.page.mouse.dblclick(over["x"] + over["width"] / 2, y)
+    reset = page.evaluate(ranges)
+
+    width = full[0][1] - full[0][0]
+    assert len(set(map(tuple, zoomed))) == 1  # every chart shows the same range
+    assert zoomed[0][1] - zoomed[0][0] == pytest.approx(width / 4, rel=0.1)
+    assert zoomed[0][0] == pytest.approx(full[0][0] + width / 4, abs=width * 0.03)
+    assert len(set(map(tuple, panned))) == 1
+    assert panned[0][1] - panned[0][0] == pytest.approx(width / 4, rel=0.01)
+    assert panned[0][0] == pytest.approx(zoomed[0][0] + width / 16, abs=width * 0.01)
+    assert full == reset
+
+
 # -- several results ----------------------------------------------------------------------
 
 

@@ -72,19 +72,29 @@ def _function(row: FunctionRow) -> dict[str, Any]:
     }
 
 
+def _call_duration(row: ResultRow) -> float | None:
+    """A call's duration; for an aggregate-mode result, its calls' mean duration."""
+    if row.aggregate is not None:
+        sums = row.aggregate
+        return sums.duration_total_s / sums.calls if sums.calls else None
+    return row.duration_s
+
+
 def calls_data(rows: Sequence[ResultRow], *, buckets: int = BUCKETS) -> dict[str, Any]:
     """The per-function summary (as ``multimeter show`` computes it) and the call
-    durations over time (each call at its start, in seconds from the first one),
-    one series per function."""
+    durations over time (each call at its start, in seconds from the first one;
+    an aggregate-mode result gives its calls' mean duration at its start), one
+    series per function."""
     calls = [row for row in rows if row.function]
     functions = function_rows(calls)
     starts = [row.start for row in calls if row.start is not None]
     origin = min(starts) if starts else None
     by_function: dict[str, list[tuple[float, float]]] = {}
     for row in calls:
-        if row.start is not None and row.duration_s is not None and origin is not None:
+        duration = _call_duration(row)
+        if row.start is not None and duration is not None and origin is not None:
             by_function.setdefault(row.function or "", []).append(
-                ((row.start - origin).total_seconds(), row.duration_s)
+                ((row.start - origin).total_seconds(), duration)
             )
     ranked = sorted(by_function, key=lambda f: -sum(d for _, d in by_function[f]))
     shown = ranked[:MAX_FUNCTIONS]
@@ -111,6 +121,7 @@ def calls_data(rows: Sequence[ResultRow], *, buckets: int = BUCKETS) -> dict[str
         "series": series,
         "left_out": len(ranked) - len(shown),
         "downsampled": downsampled,
+        "aggregate": any(row.aggregate is not None for row in calls),
     }
 
 

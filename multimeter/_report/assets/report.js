@@ -80,7 +80,7 @@
     }, { passive: false });
     over.addEventListener("mousedown", function (e) {
       if (!e.shiftKey) return;
-      e.stopPropagation();
+      e.stopImmediatePropagation();  // no drag-to-zoom selection meanwhile
       e.preventDefault();
       var x0 = e.clientX, min = u.scales.x.min, max = u.scales.x.max;
       var perPx = (max - min) / u.over.clientWidth;
@@ -331,12 +331,17 @@
 
   function callsChart(calls) {
     var holder = section("calls", "Measured calls",
-      calls.calls + " calls of " + calls.functions.length + " functions" +
-      (calls.errors ? ", " + calls.errors + " raised" : "") + ".");
+      calls.calls.toLocaleString("en") + " calls of " + calls.functions.length +
+      (calls.functions.length === 1 ? " function" : " functions") +
+      (calls.errors ? ", " + calls.errors + " raised" : "") + "." +
+      (calls.functions.some(function (f) { return f.approximate; }) ?
+        " ~ estimated from the duration histograms of aggregate-mode results." : "") +
+      (calls.left_out ? " The chart shows the " + calls.series.length + " functions with the most time in calls." : ""));
     holder.appendChild(table(
       ["function", "calls", "errors", "p50", "p95", "max", "CPU total", "CPU mean", "peak memory max"],
       calls.functions.map(function (f) {
-        return [f["function"], f.calls, f.errors, seconds(f.duration_p50_s), seconds(f.duration_p95_s),
+        var about = f.approximate ? "~" : "";
+        return [f["function"], f.calls, f.errors, about + seconds(f.duration_p50_s), about + seconds(f.duration_p95_s),
                 seconds(f.duration_max_s), seconds(f.cpu_total_s), seconds(f.cpu_mean_s),
                 f.peak_memory_max_bytes == null ? "–" : bytes(f.peak_memory_max_bytes)];
       }), "summary"));
@@ -357,6 +362,7 @@
     holder.appendChild(el("figure", {}, [
       el("figcaption", {}, [el("strong", { text: "call duration (s)" }),
         el("span", { text: " each call at its start, seconds from the first call's start" +
+          (calls.aggregate ? "; an aggregate-mode result: its calls' mean, at its cycle's start" : "") +
           (calls.downsampled ? " (lowest and highest per time bucket)" : "") })]),
       box
     ]));
