@@ -65,6 +65,21 @@ JOB = textwrap.dedent(
     """
 )
 
+#: One measurement, tagged with the first argument and with a mark labelled with it.
+TAGGED = textwrap.dedent(
+    """
+    import sys
+    import multimeter
+    from multimeter import FileStorage, JsonFormat
+
+    meter = multimeter.configure(storage=FileStorage(sys.argv[1], JsonFormat()), cycle_time=0.01)
+    measurement = meter.measure("tagged", note=sys.argv[2])
+    with measurement:
+        measurement.add_mark(sys.argv[2])
+        sum(range(10**6))
+    """
+)
+
 #: Many short @measured calls of three functions (one of them raises), stored
 #: as JSON Lines batch files as multimeter does by default.
 MANY_CALLS = textwrap.dedent(
@@ -482,17 +497,15 @@ def test_text_from_the_results_cannot_end_the_embedded_script(
 ) -> None:
     """A tag value holding ``</script>`` and markup is shown as text."""
     hostile = "</script><script>window.pwned=1</script><b>bold</b>"
-    _run_program(JOB, tmp_path, str(tmp_path / "r"), hostile)
+    _run_program(TAGGED, tmp_path, str(tmp_path / "r"), hostile)
     output = tmp_path / "hostile.html"
-    assert (
-        0
-        == _report(*sorted((tmp_path / "r").glob("marked*")), "-o", output, cwd=tmp_path).returncode
-    )
+    assert 0 == _report(tmp_path / "r", "-o", output, cwd=tmp_path).returncode
 
     page = open_page(output)
     facts = {(kind, key): value for kind, key, value in page.table("#facts table")}
 
     assert hostile == facts[("tag", "note")]
+    assert [hostile] == [label for _, label in page.table("#marks table")]
     assert page.evaluate("window.pwned === undefined")
 
 

@@ -62,12 +62,12 @@ def _function(row: FunctionRow) -> dict[str, Any]:
         "function": row.function,
         "calls": row.calls,
         "errors": row.errors,
-        "duration_p50_s": row.duration_p50_s,
-        "duration_p95_s": row.duration_p95_s,
-        "duration_max_s": row.duration_max_s,
-        "cpu_total_s": row.cpu_total_s,
-        "cpu_mean_s": row.cpu_mean_s,
-        "peak_memory_max_bytes": row.peak_memory_max_bytes,
+        "duration_p50_s": compact(row.duration_p50_s),
+        "duration_p95_s": compact(row.duration_p95_s),
+        "duration_max_s": compact(row.duration_max_s),
+        "cpu_total_s": compact(row.cpu_total_s),
+        "cpu_mean_s": compact(row.cpu_mean_s),
+        "peak_memory_max_bytes": compact(row.peak_memory_max_bytes),
         "approximate": row.approximate,
     }
 
