@@ -95,15 +95,12 @@ def _seconds(moment: datetime, origin: datetime) -> float:
 
 
 def run_labels(results: Sequence[Result]) -> list[str]:
-    """A short label per result that tells them apart: the ``run`` meta datum where
-    every result has a different one, else the identifier, else a number too."""
-    for labels in (
-        [result.meta_data.get("run", "") for result in results],
-        [result.identifier for result in results],
-    ):
-        if all(labels) and len(set(labels)) == len(labels):
-            return labels
-    return [f"#{number} {result.identifier}" for number, result in enumerate(results, 1)]
+    """A label per result: the ``run`` meta datum where every result has its own,
+    else the identifier (the page numbers them ``#1``, ``#2``... besides)."""
+    runs = [result.meta_data.get("run", "") for result in results]
+    if all(runs) and len(set(runs)) == len(runs):
+        return runs
+    return [result.identifier for result in results]
 
 
 def intervals(marks: Iterable[tuple[float, str]], end: float) -> list[list[Any]]:
