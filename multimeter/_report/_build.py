@@ -19,7 +19,14 @@ from typing import Any
 
 from multimeter._cli._summary import FunctionRow, ResultRow, function_rows, scan
 from multimeter._loading import load_results
-from multimeter._report._data import BUCKETS, MIN_BUCKETS, chart_data, compact, downsample
+from multimeter._report._data import (
+    BUCKETS,
+    MIN_BUCKETS,
+    chart_data,
+    compact,
+    downsample,
+    offset,
+)
 from multimeter._report._page import render, write_atomically
 from multimeter.result import Result
 
@@ -110,7 +117,7 @@ def calls_data(rows: Sequence[ResultRow], *, buckets: int = BUCKETS) -> dict[str
         series.append(
             {
                 "function": function,
-                "t": [compact(t, 7) for t in times],
+                "t": [offset(t) for t in times],
                 "v": [compact(d) for d in durations],
             }
         )

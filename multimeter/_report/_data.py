@@ -2,9 +2,9 @@
 
 Display data only: series are downsampled (the lowest and the highest value of
 each time bucket, in the order they came, so spikes stay visible) and numbers
-are rounded to what a chart can show; the stored results are never changed.
-Times are seconds from each result's start, so several results overlay aligned
-on their starts.
+are rounded to what a chart can show (4 significant digits; times to the
+millisecond); the stored results are never changed. Times are seconds from each
+result's start, so several results overlay aligned on their starts.
 """
 
 from __future__ import annotations
@@ -92,6 +92,16 @@ def downsample(
 
 def _seconds(moment: datetime, origin: datetime) -> float:
     return (moment - origin).total_seconds()
+
+
+def offset(seconds: float) -> float | int:
+    """A time from the start for the page: seconds to the millisecond.
+
+    >>> offset(12.3456), offset(2.0)
+    (12.346, 2)
+    """
+    rounded = round(seconds, 3)
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 def run_labels(results: Sequence[Result]) -> list[str]:
@@ -183,17 +193,17 @@ def chart_data(results: Sequence[Result], *, buckets: int = BUCKETS) -> dict[str
                 "label": labels[index],
                 "identifier": result.identifier,
                 "start": origin.isoformat() if origin else None,
-                "duration": compact(duration, 6),
+                "duration": offset(duration),
                 "points": len(points),
                 "tags": dict(result.tags),
                 "meta": dict(result.meta_data),
-                "marks": [[compact(t, 6), label] for t, label in marks[:MAX_MARKS]],
+                "marks": [[offset(t), label] for t, label in marks[:MAX_MARKS]],
                 "marks_total": len(marks),
                 "intervals": [
-                    [compact(start, 6), compact(end, 6), name, depth, ok]
+                    [offset(start), offset(end), name, depth, ok]
                     for start, end, name, depth, ok in intervals(marks[:MAX_MARKS], duration)
                 ],
-                "t": [compact(t, 6) for t in shown_times],
+                "t": [offset(t) for t in shown_times],
             }
         )
     charts: list[dict[str, Any]] = []
