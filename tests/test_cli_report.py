@@ -331,10 +331,11 @@ def test_plain_marks_are_labelled_and_tags_and_meta_data_are_in_a_table(
     assert ("meta", "started") in facts
 
 
-def test_drag_zooms_every_chart_shift_drag_pans_and_double_click_resets(
+def test_drag_zooms_every_chart_shift_drag_pans_double_click_resets_ctrl_wheel_zooms(
     job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path, open_page: Any
 ) -> None:
-    """The charts of a page follow each other: zoom, pan and reset in one act on all."""
+    """The charts of a page follow each other: zoom (drag, ctrl + wheel), pan and reset
+    in one act on all; a plain wheel leaves the charts alone."""
     output = tmp_path / "job.html"
     assert 0 == _report(job_results["job-1"], "-o", output, cwd=tmp_path).returncode
     page = open_page(output)
@@ -359,6 +360,14 @@ def test_drag_zooms_every_chart_shift_drag_pans_and_double_click_resets(
     panned = page.evaluate(ranges)
     page.page.mouse.dblclick(over["x"] + over["width"] / 2, y)
     reset = page.evaluate(ranges)
+    page.page.mouse.wheel(0, -100)  # a plain wheel scrolls the page
+    page.page.wait_for_timeout(200)  # (wheel() does not wait for the event)
+    scrolled = page.evaluate(ranges)
+    page.page.keyboard.down("Control")
+    page.page.mouse.wheel(0, -100)  # ctrl + wheel zooms in around the cursor
+    page.page.keyboard.up("Control")
+    page.page.wait_for_timeout(200)
+    wheeled = page.evaluate(ranges)
 
     width = full[0][1] - full[0][0]
     assert len(set(map(tuple, zoomed))) == 1  # every chart shows the same range
@@ -367,7 +376,9 @@ def test_drag_zooms_every_chart_shift_drag_pans_and_double_click_resets(
     assert len(set(map(tuple, panned))) == 1
     assert panned[0][1] - panned[0][0] == pytest.approx(width / 4, rel=0.01)
     assert panned[0][0] == pytest.approx(zoomed[0][0] + width / 16, abs=width * 0.01)
-    assert full == reset
+    assert full == reset == scrolled
+    assert len(set(map(tuple, wheeled))) == 1
+    assert wheeled[0][1] - wheeled[0][0] == pytest.approx(width * 0.75, rel=0.01)
 
 
 # -- several results ----------------------------------------------------------------------

@@ -66,11 +66,12 @@
     return box;
   }
 
-  // -- interaction: drag zooms (uPlot), double-click resets, wheel zooms, shift-drag pans
+  // -- interaction: drag zooms (uPlot), double-click resets, ctrl-wheel zooms, shift-drag pans
   var syncing = false;
   function panAndWheel(u) {
     var over = u.over;
     over.addEventListener("wheel", function (e) {
+      if (!(e.ctrlKey || e.altKey || e.metaKey)) return;  // a plain wheel scrolls the page
       e.preventDefault();
       var min = u.scales.x.min, max = u.scales.x.max, range = max - min;
       var at = u.posToVal(e.offsetX, "x");
@@ -272,7 +273,7 @@
   function metricCharts(runs, chartsData) {
     if (!chartsData.length) return;
     var many = runs.length > 1;
-    var note = "Drag to zoom, double-click to reset, wheel to zoom, shift-drag to pan; " +
+    var note = "Drag to zoom, double-click to reset, ctrl + wheel to zoom, shift-drag to pan; " +
       "all charts follow. Lines: marks; shaded: measured calls" +
       (many ? "; results aligned on their start, one colour per result (#1, #2, ... as in the table above)." : ".");
     var holder = el("div", { "class": "grid" });
