@@ -1,0 +1,244 @@
+"""``multimeter show``: tables of real results, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from multimeter import load_result, load_results
+from multimeter._cli._summary import ResultRow, function_rows, scan
+from tests._cli_results import LOAD_CALLS, VALIDATE_CALLS, multimeter_command, write_results
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """batch/ (default batch files), files/ (a .json file per call), aggregate/
+    (aggregate mode), session/json and session/line (measure() results): each
+    written by a real program, each its own run."""
+    root = tmp_path_factory.mktemp("results")
+    for mode in ("batch", "files", "aggregate", "session"):
+        write_results(root / mode, mode, f"run-{mode}")
+    return root
+
+
+def _show_json(*arguments: str) -> dict:
+    done = multimeter_command("show", "--json", *arguments)
+    assert 0 == done.returncode, done.stderr
+    return json.loads(done.stdout)
+
+
+def _functions(document: dict) -> dict[str, dict]:
+    return {row["function"]: row for run in document["runs"] for row in run["functions"]}
+
+
+@pytest.mark.parametrize("mode", ["batch", "files", "aggregate"])
+def test_measured_calls_are_summed_per_function(results, mode):
+    """Batch files, a file per call and aggregate mode give the same calls and errors."""
+    functions = _functions(_show_json(str(results / mode)))
+    assert {"__main__.load", "__main__.validate"} == set(functions)
+    assert (LOAD_CALLS, 0) == (
+        functions["__main__.load"]["calls"],
+        functions["__main__.load"]["errors"],
+    )
+    assert (VALIDATE_CALLS, VALIDATE_CALLS) == (
+        functions["__main__.validate"]["calls"],
+        functions["__main__.validate"]["errors"],
+    )
+    for row in functions.values():
+        assert row["duration_p50_s"] <= row["duration_p95_s"] <= row["duration_max_s"]
+        assert row["duration_max_s"] <= row["duration_total_s"]
+        assert row["cpu_total_s"] > 0
+        assert (mode == "aggregate") == row["approximate"]
+
+
+@pytest.mark.parametrize("mode", ["batch", "files"])
+def test_function_figures_are_those_of_the_loaded_results(results, mode):
+    """Durations, CPU and peak memory per function agree with Result.summary()."""
+    summaries = [
+        r.summary() | {"qualname": r.meta_data["qualname"]} for r in load_results(results / mode)
+    ]
+    functions = _functions(_show_json(str(results / mode)))
+    for qualname in ("load", "validate"):
+        mine = [s for s in summaries if s["qualname"] == qualname]
+        row = functions[f"__main__.{qualname}"]
+        durations = sorted(s["duration_s"] for s in mine)
+        assert pytest.approx(sum(durations)) == row["duration_total_s"]
+        assert durations[-1] == row["duration_max_s"]
+        cpu = sum(s["cpu_user_s"] + s["cpu_system_s"] for s in mine)
+        assert pytest.approx(cpu) == row["cpu_total_s"]
+        peaks = [s["peak_memory_bytes"] for s in mine if s["peak_memory_bytes"] is not None]
+        assert (max(peaks) if peaks else None) == row["peak_memory_max_bytes"]
+
+
+def test_results_of_measurements_get_a_row_each_with_the_library_s_figures(results):
+    """A measure() session in .json and .line: identifier, tags, figures of summary()."""
+    document = _show_json(str(results / "session"))
+    (run,) = document["runs"]
+    assert "run-session" == run["run"]
+    rows = {row["identifier"]: row for row in run["results"]}
+    assert {"session-json", "session-line"} == set(rows)
+    for name, row in rows.items():
+        result = load_result(row["path"])
+        summary = result.summary()
+        assert name == result.identifier
+        assert {"stage": "report", "team": "a b"} == row["tags"]
+        assert result.start.isoformat() == row["start"]
+        for key in ("duration_s", "points", "marks", "peak_memory_bytes", "cpu_user_s"):
+            assert summary[key] == pytest.approx(row[key]), key
+        assert 2 == row["marks"]
+
+
+def test_results_are_grouped_by_run_in_the_order_the_runs_started(results):
+    """Each program's MULTIMETER_RUN is a group of its own."""
+    document = _show_json(str(results))
+    assert ["run-batch", "run-files", "run-aggregate", "run-session"] == [
+        run["run"] for run in document["runs"]
+    ]
+    assert [30, 30, 30, 0] == [run["call_count"] for run in document["runs"]]
+
+
+def test_the_table_shows_runs_functions_and_human_units(results):
+    """The text output: a heading per run, one row per function and per result."""
+    done = multimeter_command("show", str(results))
+    assert 0 == done.returncode, done.stderr
+    assert "" == done.stderr
+    lines = done.stdout.splitlines()
+    assert 4 == sum(line.startswith("run run-") for line in lines)
+    assert "run run-batch: 30 calls of 2 functions" in lines
+    load_rows = [line for line in lines if line.startswith("__main__.load ")]
+    assert 3 == len(load_rows)
+    assert all(line.split()[1] == str(LOAD_CALLS) for line in load_rows)
+    session = next(line for line in lines if line.startswith("session-json"))
+    assert "stage=report,team=a b" in session
+    assert any(unit in session for unit in (" ms", " s", " us"))
+    assert " MiB" in session
+    assert "\x1b[" not in done.stdout  # no colours when not a terminal
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100])
+def test_the_table_fits_the_width(results, columns):
+    """Long names are cut and the least needed columns left out, with a note."""
+    done = multimeter_command("show", str(results), COLUMNS=str(columns))
+    assert 0 == done.returncode, done.stderr
+    rows = [line for line in done.stdout.splitlines() if not line.startswith(("run ", "("))]
+    assert max(map(len, rows)) <= max(columns, 66)  # 66: the narrowest the tables get
+    if columns < 80:
+        assert "left out to fit" in done.stdout
+
+
+def test_a_tag_filter_keeps_the_results_that_have_it(results):
+    """--tag stage=etl: only load() calls (validate() has no tags), no session."""
+    document = _show_json(str(results), "--tag", "stage=etl")
+    assert {"__main__.load"} == set(_functions(document))
+    assert all(not run["results"] for run in document["runs"])
+    done = multimeter_command("show", str(results), "--tag", "stage=nothing")
+    assert 1 == done.returncode
+    assert ["multimeter show: no results with the tag(s) stage=nothing"] == done.stderr.splitlines()
+
+
+def test_sort_and_reverse(results):
+    """--sort name orders by identifier; --reverse turns it round; numbers go largest first."""
+    session = str(results / "session")
+    by_name = _show_json(session, "--sort", "name")["runs"][0]["results"]
+    reverse = _show_json(session, "--sort", "name", "--reverse")["runs"][0]["results"]
+    by_points = _show_json(session, "--sort", "points")["runs"][0]["results"]
+    assert ["session-json", "session-line"] == [row["identifier"] for row in by_name]
+    assert ["session-line", "session-json"] == [row["identifier"] for row in reverse]
+    assert by_points[0]["points"] >= by_points[1]["points"]
+    functions = _show_json(str(results / "batch"), "--sort", "calls")["runs"][0]["functions"]
+    assert ["__main__.load", "__main__.validate"] == [row["function"] for row in functions]
+
+
+def test_limit_cuts_each_table_and_says_how_many_more(results):
+    """--limit 1: one row per table; the text says what is left out, JSON counts all."""
+    document = _show_json(str(results / "session"), "--limit", "1")
+    assert (2, 1) == (document["runs"][0]["result_count"], len(document["runs"][0]["results"]))
+    done = multimeter_command("show", str(results / "session"), "--limit", "1")
+    assert "... 1 more results (see --limit)" in done.stdout.splitlines()
+
+
+def test_a_damaged_file_is_named_and_the_others_are_shown(results, tmp_path):
+    """A careful user gets the table of the good results, a warning per bad file, status 1."""
+    copy = tmp_path / "mixed"
+    shutil.copytree(results / "session", copy)
+    (copy / "broken.json").write_text('{"identifier": "x", "points": [')
+    (copy / "other.json").write_text('{"name": "not a result"}')
+    batch = next((results / "batch").glob("*.jsonl"))
+    lines = batch.read_bytes().splitlines(keepends=True)
+    (copy / "calls-x-1.jsonl").write_bytes(b"".join([*lines[:-2], b"[1, 2]\n", lines[-1]]))
+    done = multimeter_command("show", str(copy))
+    assert 1 == done.returncode
+    warnings = done.stderr.splitlines()
+    assert 3 == len(warnings), done.stderr
+    assert all(line.startswith("multimeter show: skipped ") for line in warnings)
+    assert any(str(copy / "broken.json") in line for line in warnings)
+    assert any(str(copy / "other.json") in line and "not a result" in line for line in warnings)
+    assert any("calls-x-1.jsonl" in line and "1 damaged line" in line for line in warnings)
+    assert "session-json" in done.stdout
+    assert "session-line" in done.stdout
+    assert "__main__.load" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["missing"], "multimeter show: no such file or directory: 'missing'"),
+        (["empty"], "multimeter show: no results under 'empty'"),
+        (["notes.txt"], "multimeter show: 'notes.txt' is not a result file"),
+        (["empty", "--sort", "size"], "multimeter show: unknown sort key 'size'"),
+        (["empty", "--tag", "stage"], "multimeter show: --tag 'stage': write it as KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_non_zero_status(tmp_path, arguments, message):
+    """Missing path, empty directory, a file that is no result, a bad option."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a result")
+    (tmp_path / "notes.txt").write_text("not a result")
+    done = multimeter_command("show", *arguments, cwd=tmp_path)
+    assert 2 == done.returncode
+    assert 1 == len(done.stderr.splitlines()), done.stderr
+    assert done.stderr.startswith(message)
+    assert "" == done.stdout
+
+
+def test_a_partial_last_line_of_a_batch_file_is_passed_over(results, tmp_path):
+    """What a crash in the middle of a write leaves is not damage (as load_results())."""
+    batch = next((results / "batch").glob("*.jsonl"))
+    (tmp_path / batch.name).write_bytes(batch.read_bytes() + b"[1,99,0,17")
+    document = _show_json(str(tmp_path))
+    assert LOAD_CALLS == _functions(document)["__main__.load"]["calls"]
+
+
+def test_scan_gives_the_rows_the_report_uses(results):
+    """The shared module: a row per result, functions folded, calls marked as such."""
+    rows = list(scan([results]))
+    assert all(isinstance(row, ResultRow) for row in rows)
+    calls = [row for row in rows if row.function is not None and row.aggregate is None]
+    assert 2 * (LOAD_CALLS + VALIDATE_CALLS) == len(calls)
+    assert 2 * VALIDATE_CALLS == sum(row.error for row in calls)
+    nested = [row for row in calls if row.function == "__main__.validate"]
+    assert all(4 == row.marks for row in nested)  # its own enter/exit and load()'s
+    folded = {row.function: row.calls for row in function_rows(rows)}
+    assert {"__main__.load": 3 * LOAD_CALLS, "__main__.validate": 3 * VALIDATE_CALLS} == folded
+
+
+def test_many_json_files_are_read_by_workers_with_the_same_rows(results, tmp_path, monkeypatch):
+    """The worker processes that read many .json files give the rows a single reader gives."""
+    from multimeter._cli import _summary
+
+    alone = list(scan([results / "files"]))
+    monkeypatch.setattr(_summary, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(_summary, "_FILES_PER_TASK", 7)
+    monkeypatch.setattr(_summary, "_workers", lambda count: 2)
+    (tmp_path / "bad.json").write_text("[]")
+    shutil.copytree(results / "files", tmp_path / "files")
+    together = list(scan([results / "files"]))
+    assert alone == together
+    skipped: list[tuple[pathlib.Path, str]] = []
+    rows = list(scan([tmp_path], on_damaged=lambda path, reason: skipped.append((path, reason))))
+    assert len(alone) == len(rows)
+    assert [tmp_path / "bad.json"] == [path for path, _ in skipped]
