@@ -86,6 +86,7 @@ class StatusLine:
         self._thread: threading.Thread | None = None
         self._rows = 0
         self._started = time.monotonic()
+        self._owner = os.getpid()
 
     def __enter__(self) -> StatusLine:
         if self._enabled:
@@ -109,7 +110,7 @@ class StatusLine:
 
     def close(self) -> None:
         """Stop drawing, give the scroll region back and clear the bottom row."""
-        if not self._enabled:
+        if not self._enabled or os.getpid() != self._owner:  # not in a forked child
             return
         self._enabled = False
         self._stop.set()
