@@ -108,8 +108,8 @@ def test_a_module_runs_as_python_m_runs_it(tmp_path):
     """-m: sys.argv[0] is the module's file, sys.path[0] the current directory."""
     _write(tmp_path / "pkg" / "__init__.py", "")
     _write(tmp_path / "pkg" / "who.py", WHO_AM_I)
-    plain = _plain(tmp_path, "-m", "pkg.who", "a", "--b")
-    measured = _run(tmp_path, "-m", "pkg.who", "a", "--b")
+    plain = _plain(tmp_path, "-m", "pkg.who", "--tag", "a=b", "-m", "x")
+    measured = _run(tmp_path, "-m", "pkg.who", "--tag", "a=b", "-m", "x")
     assert 0 == plain.returncode == measured.returncode
     assert plain.stdout == measured.stdout
     assert "pkg.who exited with status 0" in _summary(measured)
@@ -438,6 +438,8 @@ def test_options_set_the_run_and_what_the_program_measures(tmp_path):
         "out",
         "--format",
         "json",
+        "--probes",
+        "resource,gc",
         script.name,
         MULTIMETER_RUN="ci-42",
         MULTIMETER_TAGS="team=data",
@@ -451,8 +453,35 @@ def test_options_set_the_run_and_what_the_program_measures(tmp_path):
     assert {"ci-42"} == {r.meta_data["run"] for r in results}
     assert all(r.tags == run.tags for r in results)
     assert len(run.points) >= 5  # a point every 0.05 s
+    for result in results:
+        keys = {measure.key for measure in result.schema.measures}
+        assert {"process.cpu_user", "python.gc_collections_gen0"} <= keys
     assert str(tmp_path / "out" / "job-ci-42.json") in _summary(measured)
     (tmp_path / "out" / "job-ci-42.json").stat()
+
+
+def test_a_command_and_the_python_programs_it_starts_share_the_run(tmp_path):
+    app = _write(
+        tmp_path / "app.py",
+        """
+        import multimeter
+
+        @multimeter.measured
+        def work():
+            return 1
+
+        work()
+        """,
+    )
+    python = sys.executable
+    measured = _run(tmp_path, "--", "sh", "-c", f"{python} {app} && {python} {app}")
+    assert 0 == measured.returncode, measured.stderr.decode()
+    results = list(load_results(tmp_path / "results"))
+    (run,) = _runs(tmp_path)
+    assert 3 == len(results)
+    calls = [r for r in results if "exit_status" not in r.meta_data]
+    assert 2 == len({call.meta_data["pid"] for call in calls})
+    assert {run.meta_data["run"]} == {r.meta_data["run"] for r in results}
 
 
 def test_the_environment_chooses_the_storage_as_for_configure(tmp_path):
@@ -490,6 +519,7 @@ def test_each_run_has_its_own_run_identifier(tmp_path):
         (("--tag", "novalue", "job.py"), 2, "--tag 'novalue' is not valid"),
         (("--probes", "tracemalloc", "--", "true"), 2, "measures the Python interpreter"),
         (("--",), 2, "no command after --"),
+        (("-m",), 2, "-m needs a module name"),
         ((), 2, "nothing to run"),
     ],
 )

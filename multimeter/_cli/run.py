@@ -56,7 +56,11 @@ def add_parser(commands: Any, name: str) -> None:
         ),
     )
     parser.add_argument(
-        "-m", dest="module", metavar="MODULE", help="run a module as python -m does"
+        "-m",
+        dest="module",
+        nargs=argparse.REMAINDER,  # what follows the module is the module's, options too
+        metavar="MODULE",
+        help="run a module as python -m does",
     )
     parser.add_argument(
         "--tag",
@@ -95,7 +99,9 @@ def main(arguments: argparse.Namespace) -> int:
     """Run the program as one measured run; returns its exit status."""
     words = list(arguments.program)
     if arguments.module is not None:
-        mode, target, rest = "module", arguments.module, words
+        if not arguments.module:
+            raise CommandError(f"-m needs a module name; usage: {USAGE}")
+        mode, target, rest = "module", arguments.module[0], arguments.module[1:]
     elif words and words[0] == "--":
         if len(words) < 2:
             raise CommandError(f"no command after --; usage: {USAGE}")
