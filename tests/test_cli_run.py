@@ -28,6 +28,7 @@ RUN = [sys.executable, "-m", "multimeter", "run"]
 
 WHO_AM_I = textwrap.dedent(
     """
+    "The docstring."
     import sys
     print("argv", sys.argv)
     print("file", __file__)
@@ -35,6 +36,7 @@ WHO_AM_I = textwrap.dedent(
     print("name", __name__, "package", __package__, "spec", __spec__ is None)
     print("loader", type(__loader__).__name__)
     print("main", sys.modules["__main__"].__dict__ is globals())
+    print("builtins", type(__builtins__).__name__, __doc__)
     sys.stdout.buffer.write(bytes(range(256)))
     """
 )

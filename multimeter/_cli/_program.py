@@ -11,6 +11,7 @@ ended into an exit status the way the interpreter does.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import importlib.machinery
 import importlib.util
@@ -153,7 +154,7 @@ def script(path: str, arguments: list[str]) -> Program:
         globals={
             "__name__": "__main__",
             "__file__": absolute,
-            "__builtins__": __builtins__,
+            "__builtins__": builtins,  # in __main__, the module (elsewhere its dict)
             "__loader__": importlib.machinery.SourceFileLoader("__main__", absolute),
             "__spec__": None,
             "__package__": None,
@@ -209,7 +210,7 @@ def module(name: str, arguments: list[str]) -> Program:
         globals={
             "__name__": "__main__",
             "__file__": spec.origin,
-            "__builtins__": __builtins__,
+            "__builtins__": builtins,  # in __main__, the module (elsewhere its dict)
             "__loader__": spec.loader,
             "__spec__": spec,
             "__package__": spec.parent,
