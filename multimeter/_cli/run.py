@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from multimeter import _config, _env, _measured, _meta, _process
@@ -230,12 +231,35 @@ def _run_program(program: _program.Program, mode: str, status_wanted: bool) -> i
         _measured.run_marks = None
     if os.getpid() != pid:  # a child the program forked ends here: the parent reports
         return ending.status
-    if sigterm is not None:
-        sigterm.uninstall()
     with contextlib.suppress(Exception):
         sys.stdout.flush()  # the program's output first, then the summary
-    run.finish(ending.status, ending.error)
+    with _sigterm_deferred(config.exit_timeout if sigterm is not None else None):
+        run.finish(ending.status, ending.error)
     return ending.status
+
+
+@contextlib.contextmanager
+def _sigterm_deferred(timeout: float | None) -> Iterator[None]:
+    """The program has ended and its run is being stored: a SIGTERM now waits for
+    that (then what is pending is flushed and the process dies of it). With
+    ``timeout`` ``None`` (``MULTIMETER_HANDLE_SIGTERM=0``) SIGTERM kills at once."""
+    if timeout is None:
+        yield
+        return
+    received: list[int] = []
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if received:
+            flush_at_exit(timeout)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _SigtermHandler:
@@ -255,11 +279,6 @@ class _SigtermHandler:
         with contextlib.suppress(ValueError, OSError):
             if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
                 signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def uninstall(self) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         with contextlib.suppress(ValueError, OSError):
@@ -308,8 +327,9 @@ def _run_command(command: list[str], probe_names: tuple[str, ...], status_wanted
         run.status = status
         with status:
             returncode = _wait(child)
-    exit_status = _child.status_of(returncode)
-    run.finish(exit_status, None, killed_by=-returncode if returncode < 0 else None)
+        exit_status = _child.status_of(returncode)
+        # Still in the block: a SIGTERM or Ctrl-C now does not cut the storing short.
+        run.finish(exit_status, None, killed_by=-returncode if returncode < 0 else None)
     return exit_status
 
 
