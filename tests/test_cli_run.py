@@ -496,6 +496,16 @@ def test_the_environment_chooses_the_storage_as_for_configure(tmp_path):
     assert "not stored" in _summary(nothing)
 
 
+def test_a_run_identifier_chosen_again_gets_a_result_file_of_its_own(tmp_path):
+    script = _write(tmp_path / "job.py", "print('out')\n")
+    for _ in range(2):
+        measured = _run(tmp_path, "--format", "json", script.name, MULTIMETER_RUN="ci-7")
+        assert b"out\n" == measured.stdout
+    assert ["job-ci-7-2.json", "job-ci-7.json"] == sorted(
+        path.name for path in (tmp_path / "results").iterdir()
+    )
+
+
 def test_each_run_has_its_own_run_identifier(tmp_path):
     script = _write(tmp_path / "job.py", "pass\n")
     _run(tmp_path, script.name)

@@ -33,6 +33,7 @@ from multimeter._lifecycle import flush_at_exit
 from multimeter.measurement import Measurement
 from multimeter.multimeter import Multimeter
 from multimeter.probe import Probe
+from multimeter.storages.file import FileStorage
 
 #: Probes that measure the interpreter they run in: with ``-- COMMAND`` they would
 #: measure multimeter, not the command.
@@ -199,9 +200,20 @@ def _command_probes(text: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for name in names if name != "psutil"))
 
 
-def _identifier(name: str) -> str:
-    """``<name>-<run>``: the script, module or command, then the run identifier."""
-    return _measured.safe_prefix(f"{name}-{_meta.run_id()}")
+def _identifier(name: str, storage: Located) -> str:
+    """``<name>-<run>``: the script, module or command, then the run identifier; with
+    ``-2``, ``-3``... where a file of that name exists (``MULTIMETER_RUN`` chosen
+    again: a CI job run twice), so that no storage has to warn about it."""
+    base = _measured.safe_prefix(f"{name}-{_meta.run_id()}")
+    inner = getattr(storage.inner, "inner", storage.inner)
+    if not isinstance(inner, FileStorage):
+        return base
+    identifier, number = base, 1
+    with contextlib.suppress(OSError, ValueError):
+        while inner.path_for(identifier).exists() and number < 1000:
+            number += 1
+            identifier = f"{base}-{number}"
+    return identifier
 
 
 # -- a Python program in this process ----------------------------------------------------
@@ -212,7 +224,7 @@ def _run_program(program: _program.Program, mode: str, status_wanted: bool) -> i
     meter = config.multimeter
     located = Located(meter.storage)
     meter.set_storage(located)
-    measurement = meter.measure(_identifier(program.name))
+    measurement = meter.measure(_identifier(program.name, located))
     marks = RunMarks()
     pid = os.getpid()
     run = _Run(measurement, located, marks, program.name, tree=False)
@@ -315,7 +327,7 @@ def _run_command(command: list[str], probe_names: tuple[str, ...], status_wanted
             tree: Probe = PsutilProbe(pid=child.pid, children=True)
             meter = Multimeter(tree, *others, cycle_time=config.multimeter.cycle_time)
             meter.set_storage(storage).set_tags(config.tags)
-            measurement = meter.measure(_identifier(name))
+            measurement = meter.measure(_identifier(name, storage))
             run = _Run(measurement, storage, RunMarks(), name, tree=True)
             run.meta.update(mode="command", command=" ".join(command))
             measurement.start()
