@@ -655,7 +655,7 @@ def test_on_a_terminal_the_program_output_is_never_written_over(tmp_path):
     )
     try:
         seen = []
-        for _ in range(80):
+        for _ in range(400):  # up to 40 s on a busy machine
             time.sleep(0.1)
             screen = subprocess.run(
                 [*tmux, "capture-pane", "-p"], capture_output=True, text=True, check=True
