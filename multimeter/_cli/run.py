@@ -321,6 +321,7 @@ def _run_command(command: list[str], probe_names: tuple[str, ...], status_wanted
     others = [_config.PROBES[name]() for name in probe_names]
     storage = Located(config.multimeter.storage)
     name = os.path.basename(command[0]) or command[0]
+    _start_reader(PsutilProbe)
     child = _child.start(command)
     with _child.signals_to(child):
         try:
@@ -343,6 +344,19 @@ def _run_command(command: list[str], probe_names: tuple[str, ...], status_wanted
         # Still in the block: a SIGTERM or Ctrl-C now does not cut the storing short.
         run.finish(exit_status, None, killed_by=-returncode if returncode < 0 else None)
     return exit_status
+
+
+def _start_reader(probe_class: Any, wait: float = 1.0) -> None:
+    """Start the background reader before the command, and give it up to ``wait``
+    seconds to read: its helper process takes a few tenths of a second to start,
+    which the command's tree would miss."""
+    from multimeter import _reader
+
+    with contextlib.suppress(Exception):
+        probe_class(children=False).read()
+        deadline = time.monotonic() + wait
+        while not _reader.reader().started_reading and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _logs_to_stderr() -> None:
