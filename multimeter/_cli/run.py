@@ -16,6 +16,7 @@ to stderr; the exit status is the program's.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import signal
@@ -247,7 +248,23 @@ def _run_program(program: _program.Program, mode: str, status_wanted: bool) -> i
         sys.stdout.flush()  # the program's output first, then the summary
     with _sigterm_deferred(config.exit_timeout if sigterm is not None else None):
         run.finish(ending.status, ending.error)
+    if isinstance(ending.error, KeyboardInterrupt):
+        _die_of_sigint()
     return ending.status
+
+
+def _die_of_sigint() -> None:
+    """End as Python ends after an unhandled ``KeyboardInterrupt``: the exit handlers
+    run, then the process kills itself with SIGINT, so that a calling shell sees a
+    death by Ctrl-C (a loop in a shell script stops) and not a plain status 130."""
+    with contextlib.suppress(BaseException):
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 @contextlib.contextmanager
