@@ -19,6 +19,7 @@ import argparse
 import atexit
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -347,7 +348,7 @@ def _run_command(command: list[str], probe_names: tuple[str, ...], status_wanted
             meter.set_storage(storage).set_tags(config.tags)
             measurement = meter.measure(_identifier(name, storage))
             run = _Run(measurement, storage, RunMarks(), name, tree=True)
-            run.meta.update(mode="command", command=" ".join(command))
+            run.meta.update(mode="command", command=shlex.join(command))
             measurement.start()
         except BaseException:
             child.kill()
