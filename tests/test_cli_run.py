@@ -13,6 +13,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -510,6 +511,27 @@ def test_a_run_identifier_chosen_again_gets_a_result_file_of_its_own(tmp_path):
     )
 
 
+def test_influxdb_away_keeps_the_run_in_the_spool_and_stdout_the_programs(tmp_path):
+    """multimeter's own log lines about storing the run go to stderr."""
+    script = _write(tmp_path / "job.py", "print('out')\n")
+    with socket.socket() as unused:  # a loopback port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    measured = _run(
+        tmp_path,
+        "--storage",
+        "influxdb",
+        script.name,
+        MULTIMETER_INFLUXDB_URL=f"http://127.0.0.1:{port}",
+        MULTIMETER_INFLUXDB_TOKEN="token",
+    )
+    assert 0 == measured.returncode
+    assert b"out\n" == measured.stdout
+    assert "InfluxDB unreachable" in measured.stderr.decode()
+    assert f"kept in the spool {tmp_path / 'results' / 'spool'}" in _summary(measured)
+    assert list((tmp_path / "results" / "spool").glob("*.line"))
+
+
 def test_each_run_has_its_own_run_identifier(tmp_path):
     script = _write(tmp_path / "job.py", "pass\n")
     _run(tmp_path, script.name)
@@ -639,10 +661,9 @@ def test_on_a_terminal_the_program_output_is_never_written_over(tmp_path):
     """What a user sees (tmux renders the terminal): every line of the program intact,
     the status line on the bottom row while it runs, gone at the end."""
     _write(tmp_path / "printer.py", PRINTER)
-    socket = str(tmp_path / "tmux.sock")
     env = _environment(tmp_path)
     command = " ".join([*RUN, "printer.py"])
-    tmux = ["tmux", "-S", socket]
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
     subprocess.run(
         [
             *tmux,

@@ -247,6 +247,7 @@ def _run_program(program: _program.Program, mode: str, status_wanted: bool) -> i
         return ending.status
     with contextlib.suppress(Exception):
         sys.stdout.flush()  # the program's output first, then the summary
+    _logs_to_stderr(unless_configured=True)  # from here on multimeter is in charge
     with _sigterm_deferred(config.exit_timeout if sigterm is not None else None):
         run.finish(ending.status, ending.error)
     if isinstance(ending.error, KeyboardInterrupt):
@@ -377,10 +378,14 @@ def _start_reader(probe_class: Any, wait: float = 1.0) -> None:
             time.sleep(0.01)
 
 
-def _logs_to_stderr() -> None:
+def _logs_to_stderr(*, unless_configured: bool = False) -> None:
     """Here multimeter is the program: its log lines go to stderr (stdout is the
-    command's), without the expected news that the measured process has ended."""
+    program's), without the expected news that the measured process has ended.
+    ``unless_configured``: leave a structlog configuration the program made alone."""
     import structlog
+
+    if unless_configured and structlog.is_configured():
+        return
 
     def drop_ended(logger: Any, method: str, event: Any) -> Any:
         if "has ended" in str(event.get("error", "")):
