@@ -84,3 +84,45 @@ def test_the_environment_guide_shows_the_table_made_from_the_code(tmp_path):
         sys.path.remove(str(DOCS))
     for variable in _env.VARIABLES:
         assert f"| `{variable.name}` | {variable.meaning} | {variable.default} |" in rendered
+
+
+def _reference_modules() -> list[str]:
+    """The modules the API reference documents (``::: module`` lines)."""
+    found = []
+    for page in sorted((DOCS / "reference").glob("*.md")):
+        found += re.findall(r"^::: ([\w.]+)$", page.read_text(), re.M)
+    return found
+
+
+def test_the_reference_covers_every_public_module():
+    modules = set(_reference_modules())
+    public = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for path in (ROOT / "multimeter").rglob("*.py")
+        if not any(part.startswith("_") for part in path.relative_to(ROOT).parts)
+    }
+    assert public - {"multimeter.probes", "multimeter.storages"} <= modules | {"multimeter"}
+
+
+@pytest.mark.parametrize("module_name", _reference_modules())
+def test_every_public_name_in_the_reference_has_a_docstring(module_name):
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", [n for n in vars(module) if not n.startswith("_")])
+    undocumented = []
+    for name in names:
+        value = getattr(module, name)
+        if not (inspect.isclass(value) or inspect.isfunction(value)):
+            continue
+        if not (value.__doc__ or "").strip():
+            undocumented.append(name)
+        if inspect.isclass(value):
+            for attribute, member in vars(value).items():
+                function = member.fget if isinstance(member, property) else member
+                if attribute.startswith("_") or not callable(function):
+                    continue
+                if not (function.__doc__ or "").strip():
+                    undocumented.append(f"{name}.{attribute}")
+    assert [] == undocumented
