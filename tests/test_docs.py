@@ -61,6 +61,8 @@ def _variables_read_by_the_code() -> set[str]:
                 isinstance(node, ast.Constant)
                 and isinstance(node.value, str)
                 and re.fullmatch(r"MULTIMETER_[A-Z0-9_]*[A-Z0-9]", node.value)
+                # set by the visualization tool for its compose file, not read
+                and not node.value.startswith("MULTIMETER_VISU_")
             ):
                 names.add(node.value)
     return names
