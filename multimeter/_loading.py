@@ -75,7 +75,7 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
     ``skip_damaged`` is true: then the damaged lines (or files) are passed over
     and one warning per file says how many and why. The batches of an InfluxDB spool
     (``<20-digit time>-<pid>-<n>.line``, for ``multimeter push``) are not results
-    and are passed over.
+    and are passed over, and so is the pytest plugin's ``pytest-summary.json``.
 
     >>> for result in multimeter.load_results("multimeter-results"):  # doctest: +SKIP
     ...     print(result.identifier, result.duration)
@@ -156,6 +156,8 @@ def _batch_file(path: pathlib.Path, pending: _Pending, skip_damaged: bool) -> It
 #: An InfluxDB spool batch (``storages/_spool.py``): many results in line protocol, for
 #: ``multimeter push``, not a result file.
 _SPOOL_BATCH = re.compile(r"\d{20}-\d+-\d+\.line")
+#: The pytest plugin's summary of a run (``multimeter/_testrun/summary.py``): rows, not a result.
+_PYTEST_SUMMARY = "pytest-summary.json"
 
 
 def _result_files(directory: pathlib.Path) -> Iterator[pathlib.Path]:
@@ -167,6 +169,7 @@ def _result_files(directory: pathlib.Path) -> Iterator[pathlib.Path]:
                 pathlib.PurePath(name).suffix in (EXTENSION, *_FORMATS)
                 and not name.startswith(".")
                 and not _SPOOL_BATCH.fullmatch(name)
+                and name != _PYTEST_SUMMARY
             ):
                 yield pathlib.Path(root, name)
 
