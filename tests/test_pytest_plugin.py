@@ -417,6 +417,17 @@ def test_a_bad_gate_is_a_usage_error_naming_the_setting(pytester, monkeypatch, l
     assert "Traceback" not in error
 
 
+def test_comparing_with_a_run_that_is_not_there_is_a_usage_error(pytester, monkeypatch):
+    """--multimeter-compare=NAME of no stored run: exit status 4, one line naming it."""
+    suite = _passing_suite(pytester, monkeypatch)
+
+    ran = _run(suite, "--multimeter-compare=20200101T000000-000000")
+
+    assert pytest.ExitCode.USAGE_ERROR == ran.ret
+    assert "--multimeter-compare='20200101T000000-000000': no such run" in ran.stderr.str()
+    assert "Traceback" not in ran.stderr.str()
+
+
 def test_environment_variable_switches_it_on(pytester, monkeypatch):
     """MULTIMETER_PYTEST=1 measures like --multimeter."""
     suite = _passing_suite(pytester, monkeypatch)

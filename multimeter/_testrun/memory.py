@@ -26,7 +26,10 @@ class PeakMemory:
 
     def start(self) -> tuple[int, int]:
         """Reset the high-water mark (where possible); (resident bytes now, the mark now)."""
-        if self.resets and not _reset():
+        if self.resets:
+            if _reset():
+                resident = _resident()
+                return resident, resident  # the mark is the resident size now
             self.resets = False
         return _resident(), self._mark()
 
@@ -69,18 +72,23 @@ def _reset() -> bool:
 
 def _resident() -> int:
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE
+        descriptor = os.open("/proc/self/statm", os.O_RDONLY)
+        try:
+            return int(os.read(descriptor, 512).split()[1]) * _PAGE
+        finally:
+            os.close(descriptor)
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_SCALE
 
 
 def _status_kb(field: str) -> int | None:
     try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(field.encode()):
-                    return int(line.split()[1])
+        descriptor = os.open("/proc/self/status", os.O_RDONLY)
+        try:
+            text = os.read(descriptor, 16384)
+        finally:
+            os.close(descriptor)
+        at = text.index(field.encode())
+        return int(text[at + len(field) :].split(None, 1)[0])
     except (OSError, ValueError, IndexError):
         return None
-    return None

@@ -120,6 +120,8 @@ def _settings(config: pytest.Config) -> Settings:
         compare_with = "latest"
     given = config.getoption("multimeter_dir")
     directory = pathlib.Path(given) if given else config.rootpath / DEFAULT_DIR
+    if compare_with not in (None, "latest"):
+        _check_named_run(directory, compare_with)
     run = _meta.new_run_id()
     while (directory / run).exists():  # two runs started in the same second
         run = _meta.new_run_id()
@@ -131,6 +133,21 @@ def _settings(config: pytest.Config) -> Settings:
         compare_with=compare_with,
         limits=limits,
         git_commit=git_commit(config.rootpath),
+    )
+
+
+def _check_named_run(directory: pathlib.Path, name: str) -> None:
+    """Raise a usage error unless ``name`` names a stored run's summary."""
+    for candidate in (directory / name, pathlib.Path(name)):
+        if candidate.exists():
+            try:
+                read_summary(candidate)
+                return
+            except (ValueError, OSError) as error:
+                raise pytest.UsageError(f"--multimeter-compare: {error}") from None
+    raise pytest.UsageError(
+        f"--multimeter-compare={name!r}: no such run; allowed: the name of a run folder in"
+        f" {str(directory)!r}, a run folder or a {SUMMARY_NAME}"
     )
 
 
@@ -196,6 +213,11 @@ class MeasuringPlugin:
             return cls(settings, worker)
         except ValueError as error:
             raise pytest.UsageError(f"multimeter: {error}") from None
+        except ImportError as error:  # MULTIMETER_STORAGE=influxdb without influxdb-client
+            raise pytest.UsageError(
+                f"multimeter: {error}; for MULTIMETER_STORAGE=influxdb install"
+                " 'multimeter[influxdb]'"
+            ) from None
 
     def measurement_of(self, item: pytest.Item) -> Measurement | None:
         """The measurement of the test ``item`` while it runs."""

@@ -15,7 +15,7 @@ import os
 import pathlib
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 FORMAT = "multimeter-pytest-summary"
@@ -56,13 +56,15 @@ class Row:
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON object."""
-        return asdict(self)
+        return {name: getattr(self, name) for name in _ROW_FIELDS}
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Row:
         """The row from :meth:`to_json` (unknown keys are passed over)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in value.items() if k in known})
+        return cls(**{k: v for k, v in value.items() if k in _ROW_FIELDS})
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(Row))
 
 
 @dataclass(frozen=True)
@@ -89,19 +91,20 @@ def write_summary(
     """Write ``<directory>/pytest-summary.json`` atomically; returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / SUMMARY_NAME
-    document = {
+    header = {
         "format": FORMAT,
         "version": VERSION,
         "run": run,
         "started": started,
         "meta_data": dict(meta_data),
-        "tests": [row.to_json() for row in rows],
     }
+    # One row a line: readable with grep and diff, cheap to write.
+    lines = ",\n".join(json.dumps(row.to_json()) for row in rows)
+    text = json.dumps(header)[:-1] + ', "tests": [\n' + lines + "\n]}\n"
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".summary-", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, indent=1)
-            stream.write("\n")
+            stream.write(text)
         os.replace(temporary, path)
     except BaseException:
         pathlib.Path(temporary).unlink(missing_ok=True)
