@@ -513,13 +513,13 @@ def report_lines(plugin: MeasuringPlugin) -> Iterator[str]:
     baseline = comparison.baseline
     yield f"= multimeter: compared with run {baseline.run} ="
     shown = top or 5
-    for figure in FIGURES:
+    for figure, (_, floor, unit) in FIGURES.items():
         grown = sorted(
-            (c for c in comparison.changes if c.figure == figure and c.growth > 0),
+            (c for c in comparison.changes if c.figure == figure and c.growth > floor),
             key=lambda c: -c.growth,
         )[:shown]
         if grown:
-            yield f"grew most in {figure}:"
+            yield f"grew most in {figure} (by more than {format_value(floor, unit)}):"
             for change in grown:
                 yield f"  {change.describe():<44}  {change.test}"
     for label, tests in (("new", comparison.new), ("gone", comparison.gone)):
