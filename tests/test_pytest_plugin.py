@@ -351,6 +351,22 @@ def test_the_gate_fails_a_test_that_got_twice_as_cpu_heavy(pytester, monkeypatch
     ran.assert_outcomes(passed=3)
 
 
+def test_with_xdist_the_gate_covers_every_workers_tests(pytester, monkeypatch):
+    """-n 2 both times: the comparison sees every test, and the regressed one fails the run."""
+    suite = _passing_suite(pytester, monkeypatch)
+    assert 0 == _run(suite, "--multimeter", "-n", "2").ret
+
+    monkeypatch.setenv("BURN", "2")
+    ran = _run(suite, "--multimeter-fail=cpu:50%", "-n", "2")
+
+    assert 1 == ran.ret
+    text = ran.stdout.str()
+    worse = [line for line in text.splitlines() if line.strip().startswith("worse:")]
+    assert ["test_passing.py::test_cpu"] == [line.split()[1].rstrip(":") for line in worse]
+    assert "new tests" not in text
+    assert "gone tests" not in text
+
+
 def test_the_gate_passes_an_unchanged_suite_ten_times_in_a_row(pytester, monkeypatch):
     """An unchanged suite against its first run passes cpu:50%,memory:10% ten times."""
     suite = _passing_suite(pytester, monkeypatch)
