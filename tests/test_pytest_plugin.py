@@ -135,7 +135,11 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 
 def _runs(pytester: pytest.Pytester) -> list[pathlib.Path]:
-    return sorted(p for p in (pytester.path / ".multimeter").iterdir() if p.is_dir())
+    """The run folders in the order the runs started (two may share a second in their name)."""
+    folders = [p for p in (pytester.path / ".multimeter").iterdir() if p.is_dir()]
+    return sorted(
+        folders, key=lambda p: json.loads((p / "pytest-summary.json").read_text())["started"]
+    )
 
 
 def _summary(run: pathlib.Path) -> dict[str, dict]:

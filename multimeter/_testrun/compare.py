@@ -17,11 +17,13 @@ from multimeter._testrun.summary import Row, Summary
 
 #: The figures the gate knows: name -> (how to read it from a row, noise floor, unit).
 FIGURES: dict[str, tuple[Callable[[Row], float | None], float, str]] = {
-    "cpu": (lambda row: row.cpu_s, 0.020, "s"),
+    "cpu": (lambda row: row.cpu_s, 0.050, "s"),
     "memory": (lambda row: row.peak_memory_bytes, 2.0 * 2**20, "B"),
     "duration": (lambda row: row.duration_s, 0.050, "s"),
 }
-#: The absolute noise floors, for the documentation: 20 ms CPU, 2 MiB, 50 ms.
+#: The absolute noise floors, for the documentation: 50 ms CPU, 2 MiB, 50 ms. An
+#: allocating test's CPU is mostly the kernel's page faults, whose time varies by
+#: +-50 % between runs (a 60 MiB test: 40 to 60 ms); 20 ms was too little.
 FLOORS = {name: floor for name, (_, floor, _) in FIGURES.items()}
 ALLOWED_FORM = "FIGURE:PERCENT% separated by commas, e.g. cpu:20%,memory:10%,duration:25%"
 _LIMIT = re.compile(r"\s*([a-z]+)\s*:\s*([0-9]+(?:\.[0-9]*)?)\s*%\s*")
