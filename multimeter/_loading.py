@@ -77,7 +77,7 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
     ``skip_damaged`` is true: then the damaged lines (or files) are passed over
     and one warning per file says how many and why. The batches of an InfluxDB spool
     (``<20-digit time>-<pid>-<n>.line``, for ``multimeter push``) are not results
-    and are passed over.
+    and are passed over, and so is the pytest plugin's ``pytest-summary.json``.
 
     >>> for result in multimeter.load_results("multimeter-results"):  # doctest: +SKIP
     ...     print(result.identifier, result.duration)
@@ -159,6 +159,8 @@ def _batch_file(path: pathlib.Path, pending: PendingMarks, skip_damaged: bool) -
 #: An InfluxDB spool batch (``storages/_spool.py``): many results in line protocol, for
 #: ``multimeter push``, not a result file.
 _SPOOL_BATCH = re.compile(r"\d{20}-\d+-\d+\.line")
+#: The pytest plugin's summary of a run (``multimeter/_testrun/summary.py``): rows, not a result.
+_PYTEST_SUMMARY = "pytest-summary.json"
 
 
 def result_files(directory: pathlib.Path) -> Iterator[pathlib.Path]:
@@ -176,6 +178,7 @@ def result_files(directory: pathlib.Path) -> Iterator[pathlib.Path]:
             if name.endswith(_EXTENSIONS)
             and not name.startswith(".")
             and not (name.endswith(".line") and _SPOOL_BATCH.fullmatch(name))
+            and name != _PYTEST_SUMMARY
         ]
         base = pathlib.Path(root)
         for name in sorted(wanted, key=_order):

@@ -642,6 +642,35 @@ class _Call:
         )
 
 
+class MarksCollector:
+    """Collects the enter and exit marks of the measured calls made in this context
+    while it is open, for a measurement that is not a measured call (a test measured
+    by the pytest plugin). It stands where an enclosing call would (``_active``), so
+    those calls add their marks to it as to an enclosing call; it is no call of its
+    own (``pid`` 0: no call record links to it)."""
+
+    __slots__ = ("nested", "number", "pid", "state", "token")
+
+    def __init__(self) -> None:
+        self.state = IN_FLIGHT
+        self.nested: list[tuple[int, str, int, str, Any]] = []
+        self.number = 0
+        self.pid = 0
+        self.token: Token[Any] | None = _active.set(self)  # type: ignore[arg-type]
+
+    def close(self) -> list[tuple[int, str]]:
+        """Stop collecting; the marks, as (microseconds since the epoch, label), in time order."""
+        self.state = ENDED
+        if self.token is not None:
+            with contextlib.suppress(ValueError, RuntimeError):  # reset in another context
+                _active.reset(self.token)
+            self.token = None
+        marks: list[tuple[int, str]] = []
+        _flatten(list(self.nested), marks)
+        marks.sort(key=_timestamp)
+        return marks
+
+
 def _exception_names(error: BaseException) -> tuple[str, str]:
     """(module, qualified name) of ``error``'s type, as clean text (a class may set
     ``__module__`` to anything, ``None`` included)."""
