@@ -101,8 +101,13 @@ def main() -> None:
     parser.add_argument("--out", default="multimeter-results")
     args = parser.parse_args()
 
-    # Once, at start-up: where results go and how often the job is sampled.
-    multimeter.configure(storage=FileStorage(args.out, JsonFormat()), cycle_time=args.cycle_time)
+    # Once, at start-up: where results go, what is read and how often the job is sampled
+    # (psutil's figures give the current memory, getrusage only the high-water mark).
+    multimeter.configure(
+        storage=FileStorage(args.out, JsonFormat()),
+        probes=["resource", "psutil"],
+        cycle_time=args.cycle_time,
+    )
     records, clean, summary = etl_job(args.rows)
     multimeter.flush()  # here only to print the summary below: exit would flush too
 
@@ -119,7 +124,8 @@ def main() -> None:
     print(f"duration     {figures['duration_s']:.3f} s")
     print(f"cpu user     {figures['cpu_user_s']:.3f} s")
     print(f"cpu system   {figures['cpu_system_s']:.3f} s")
-    print(f"peak memory  {figures['peak_memory_bytes'] / 2**20:.1f} MiB")
+    peak = figures["peak_memory_bytes"]
+    print(f"peak memory  {'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}")
     print(f"points       {figures['points']}")
     print(f"marks        {', '.join(m.label for m in result.marks)}")
     print(f"stored in    {args.out}/ ({result.identifier}.json and one file per phase)")

@@ -61,5 +61,5 @@ def main(arguments: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     except OSError as error:
         raise CommandError(f"{error.strerror or error}: {error.filename!r}", 1) from error
-    print(f"multimeter report: wrote {written}", file=sys.stderr)
+    print(f"multimeter report: wrote {pathlib.Path(written).absolute()}", file=sys.stderr)
     return 0
