@@ -242,3 +242,29 @@ def test_many_json_files_are_read_by_workers_with_the_same_rows(results, tmp_pat
     rows = list(scan([tmp_path], on_damaged=lambda path, reason: skipped.append((path, reason))))
     assert len(alone) == len(rows)
     assert [tmp_path / "bad.json"] == [path for path, _ in skipped]
+
+
+def test_rows_read_without_the_schema_equal_those_of_the_loaded_results(results):
+    """The fast reading of .json files and batch files gives Result.summary()'s figures."""
+    from multimeter._cli._summary import _row_of_result
+
+    rows = list(scan([results]))
+    loaded = list(load_results(results))
+    assert len(loaded) == len(rows)
+    assert [
+        _row_of_result(row.path, result) for row, result in zip(rows, loaded, strict=True)
+    ] == rows
+
+
+def test_a_json_result_laid_out_otherwise_reads_the_same(results, tmp_path):
+    """Pretty-printed, keys in another order, tags named like the document's keys."""
+    source = results / "session" / "json" / "session-json.json"
+    document = json.loads(source.read_text())
+    document["tags"] = {"schema": "{", "points": "[", **document["tags"]}
+    document = {key: document[key] for key in reversed(list(document))}
+    (tmp_path / "pretty.json").write_text(json.dumps(document, indent=2))
+    (row,) = scan([tmp_path / "pretty.json"])
+    (original,) = scan([source])
+    assert {"schema": "{", "points": "["} | dict(original.tags) == dict(row.tags)
+    for name in ("identifier", "start", "duration_s", "points", "marks", "cpu_user_s"):
+        assert getattr(original, name) == getattr(row, name)

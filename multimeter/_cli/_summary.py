@@ -341,8 +341,7 @@ class _Reader:
         finally:
             os.close(descriptor)
         try:  # the common case, without the cost of reading()'s error messages
-            text = data.decode("utf-8")
-            document = _skimmed(text)
+            document = _skimmed(data)
             if document is not None:
                 return _row_of_document(path, document, self._wanted)
         except Exception:  # noqa: BLE001 - read it again below, for the reason
@@ -455,36 +454,42 @@ def _read_json_files(names: list[str], tags: dict[str, str]) -> list[tuple[Any, 
     return out
 
 
-def _skimmed(text: str) -> dict[str, Any] | None:
+def _skimmed(data: bytes) -> dict[str, Any] | None:
     """The identifier, tags, meta data, points and marks of a ``.json`` result laid
-    out as :class:`~multimeter.JsonFormat` writes it, without decoding its schema;
-    ``None`` for text laid out otherwise (decode it whole).
+    out as :class:`~multimeter.JsonFormat` writes it, without decoding its schema
+    (neither from UTF-8 nor as JSON); ``None`` for data laid out otherwise (decode
+    it whole).
 
-    The schema ends at the first ``},"points":[`` after it: JSON escapes every
-    quote inside a string, and no key of a schema is ``points``.
+    The schema starts at the first ``,"schema":{`` (the values of tags and meta
+    data are strings, so no ``{`` follows a key of theirs) and ends at the first
+    ``},"points":[`` after it (JSON escapes every quote inside a string, and no key
+    of a schema is ``points``); the split happens at ASCII characters.
     """
-    if not text.startswith('{"identifier":'):
+    if not data.startswith(b'{"identifier":'):
+        return None
+    schema = data.find(b',"schema":{')
+    points_at = data.find(b'},"points":[', schema)
+    if schema < 0 or points_at < 0:
         return None
     try:
-        identifier, position = _scan(text, 14)
-        if not text.startswith(',"tags":', position):
+        head = data[:schema].decode("utf-8")
+        tail = data[points_at + 11 :].decode("utf-8")
+        identifier, position = _scan(head, 14)
+        if not head.startswith(',"tags":', position):
             return None
-        tags, position = _scan(text, position + 8)
-        if not text.startswith(',"meta_data":', position):
+        tags, position = _scan(head, position + 8)
+        if not head.startswith(',"meta_data":', position):
             return None
-        meta, position = _scan(text, position + 13)
-        if not text.startswith(',"schema":{', position):
+        meta, position = _scan(head, position + 13)
+        if position != len(head):
             return None
-        position = text.find('},"points":[', position)
-        if position < 0:
+        points, position = _scan(tail, 0)
+        if not tail.startswith(',"marks":', position):
             return None
-        points, position = _scan(text, position + 11)
-        if not text.startswith(',"marks":', position):
-            return None
-        marks, position = _scan(text, position + 9)
+        marks, position = _scan(tail, position + 9)
     except (StopIteration, ValueError):
         return None
-    if text[position:].strip() != "}":
+    if tail[position:].strip() != "}":
         return None
     return {
         "identifier": identifier,
