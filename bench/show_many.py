@@ -123,6 +123,7 @@ def main() -> None:
         _copy(templates, files, FILES)
         generate_s = time.perf_counter() - started
         size = sum(entry.stat().st_size for entry in os.scandir(files))
+        load_before = os.getloadavg()[0]
         times, alone = [], []
         for _ in range(RUNS):  # alternated, so that load from elsewhere hits both alike
             times.append(_show(files)[0])
@@ -147,6 +148,10 @@ def main() -> None:
                 "one_process_median_s": round(statistics.median(alone), 2),
                 "us_per_file": round(median / FILES * 1e6, 1),
                 "calls_by_function": json.dumps(functions),
+                "load_average_1min_before_after": [
+                    round(load_before, 2),
+                    round(os.getloadavg()[0], 2),
+                ],
             },
             {
                 f"show of {FILES} files <= {TARGET_S} s": median <= TARGET_S,
