@@ -51,7 +51,7 @@ PROGRAM = textwrap.dedent(
             )
             measurement = meter.measure(f"session-{name}", stage="report", team="a b")
             with measurement as result:
-                data = [str(i) * 10 for i in range(200_000)]
+                data = [b"x" * (16 << 20) for _ in range(4)]  # 64 MiB, every page touched
                 measurement.add_mark("built")
                 del data
                 sum(range(300_000))
