@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from multimeter import load_result, load_results
+from multimeter._cli import show
 from multimeter._cli._summary import ResultRow, function_rows, scan
 from tests._cli_results import LOAD_CALLS, VALIDATE_CALLS, multimeter_command, write_results
 
@@ -113,8 +114,11 @@ def test_the_table_shows_runs_functions_and_human_units(results):
     assert all(line.split()[1] == str(LOAD_CALLS) for line in load_rows)
     session = next(line for line in lines if line.startswith("session-json"))
     assert "stage=report,team=a b" in session
-    assert any(unit in session for unit in (" ms", " s", " us"))
-    assert " MiB" in session
+    summary = load_result(results / "session" / "json" / "session-json.json").summary()
+    assert show.seconds(summary["duration_s"]) in session
+    # "-" where no new high-water mark was reached: a subprocess of a big process (this
+    # test run) starts with its parent's maximum RSS (Linux keeps it across exec).
+    assert f"  {show.memory(summary['peak_memory_bytes'])}  " in session
     assert "\x1b[" not in done.stdout  # no colours when not a terminal
 
 
@@ -268,3 +272,35 @@ def test_a_json_result_laid_out_otherwise_reads_the_same(results, tmp_path):
     assert {"schema": "{", "points": "["} | dict(original.tags) == dict(row.tags)
     for name in ("identifier", "start", "duration_s", "points", "marks", "cpu_user_s"):
         assert getattr(original, name) == getattr(row, name)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        (0.000_85, "850 us"),
+        (0.0123, "12.3 ms"),
+        (4.561, "4.56 s"),
+        (187.0, "3m07s"),
+        (7500.0, "2h05m"),
+    ],
+)
+def test_durations_are_written_in_human_units(value, text):
+    """us below a millisecond, ms below a second, then s, minutes, hours."""
+    assert text == show.seconds(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        (512, "512 B"),
+        (3 * 1024, "3.0 KiB"),
+        (28.4 * 2**20, "28.4 MiB"),
+        (1.25 * 2**30, "1.2 GiB"),
+        (3 * 2**40, "3072.0 GiB"),
+    ],
+)
+def test_memory_is_written_in_human_units(value, text):
+    """Binary units up to GiB."""
+    assert text == show.memory(value)

@@ -306,9 +306,9 @@ class _Reader:
                     continue
                 for item in future.result():
                     if len(item) == 2:
-                        self._damaged(pathlib.Path(item[0]), item[1])
+                        self._damaged(segment[item[0]], item[1])
                     else:
-                        yield ResultRow(pathlib.Path(item[0]), *item[1:])
+                        yield ResultRow(segment[item[0]], *item[1:])
 
     def file(self, path: pathlib.Path) -> Iterator[ResultRow]:
         """The rows of one file."""
@@ -444,13 +444,15 @@ def _workers(json_files: int) -> int:
 
 
 def _read_json_files(names: list[str], tags: dict[str, str]) -> list[tuple[Any, ...]]:
-    """(In a worker process.) The rows of ``.json`` files as tuples of their fields
-    (the path as text), or (path, reason) for a file that cannot be read."""
+    """(In a worker process.) The rows of the ``.json`` files ``names`` as tuples:
+    the file's index in ``names``, then the row's fields after ``path``; or (index,
+    reason) for a file that cannot be read."""
     out: list[tuple[Any, ...]] = []
-    reader = _Reader(tags, lambda path, reason: out.append((str(path), reason)))
-    for name in names:
+    index = 0
+    reader = _Reader(tags, lambda path, reason: out.append((index, reason)))
+    for index, name in enumerate(names):  # the callback above reads the current index
         for row in reader.file(pathlib.Path(name)):
-            out.append((name, *(getattr(row, field) for field in _FIELDS[1:])))
+            out.append((index, *(getattr(row, field) for field in _FIELDS[1:])))
     return out
 
 
