@@ -237,7 +237,7 @@ def test_many_json_files_are_read_by_workers_with_the_same_rows(results, tmp_pat
     alone = list(scan([results / "files"]))
     monkeypatch.setattr(_summary, "_PARALLEL_MIN", 1)
     monkeypatch.setattr(_summary, "_FILES_PER_TASK", 7)
-    monkeypatch.setattr(_summary, "_workers", lambda count: 2)
+    monkeypatch.setattr(_summary, "_workers", lambda count: 2)  # and this process
     (tmp_path / "bad.json").write_text("[]")
     shutil.copytree(results / "files", tmp_path / "files")
     together = list(scan([results / "files"]))

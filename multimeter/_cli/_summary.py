@@ -273,12 +273,11 @@ class _Reader:
         return not self._tags or all(tags.get(k) == v for k, v in self._tags.items())
 
     def files(self, files: list[pathlib.Path]) -> Iterator[ResultRow]:
-        """The rows of ``files``, in order; many ``.json`` files are read by worker
-        processes (one per CPU), in chunks."""
+        """The rows of ``files``, in order. Many ``.json`` files are read in chunks,
+        by this process and worker processes (one per other CPU) taking turns."""
         workers = _workers(sum(1 for file in files if str(file).endswith(".json")))
-        if workers < 2:
-            for file in files:
-                yield from self.file(file)
+        if not workers:
+            yield from self._rows(files)
             return
         segments: list[list[pathlib.Path]] = []  # chunks of .json files, or one other file
         for file in files:
@@ -294,15 +293,17 @@ class _Reader:
                 segments.append([file])
         context = multiprocessing.get_context("fork")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(_read_json_files, [str(f) for f in segment], self._tags)
-                if str(segment[0]).endswith(".json")
-                else None
-                for segment in segments
-            ]
+            futures: list[concurrent.futures.Future[list[tuple[Any, ...]]] | None] = []
+            chunks = 0
+            for segment in segments:
+                mine = not str(segment[0]).endswith(".json") or chunks % (workers + 1) == 0
+                if str(segment[0]).endswith(".json"):
+                    chunks += 1
+                names = [str(file) for file in segment]
+                futures.append(None if mine else pool.submit(_read_json_files, names, self._tags))
             for segment, future in zip(segments, futures, strict=True):
-                if future is None:
-                    yield from self.file(segment[0])
+                if future is None:  # this process's turn
+                    yield from self._rows(segment)
                     continue
                 for item in future.result():
                     if len(item) == 2:
@@ -310,15 +311,27 @@ class _Reader:
                     else:
                         yield ResultRow(segment[item[0]], *item[1:])
 
+    def _rows(self, files: list[pathlib.Path]) -> Iterator[ResultRow]:
+        """The rows of ``files``; .json files (the common case) without a generator each."""
+        for file in files:
+            name = str(file)
+            if name.endswith(".json"):
+                row = self.json_row(file, name)
+                if row is not None:
+                    yield row
+            else:
+                yield from self.file(file)
+
     def file(self, path: pathlib.Path) -> Iterator[ResultRow]:
         """The rows of one file."""
         name = str(path)
+        if name.endswith(".json"):
+            row = self.json_row(path, name)
+            if row is not None:
+                yield row
+            return
         try:
-            if name.endswith(".json"):
-                row = self._json_file(path, name)
-                if row is not None:
-                    yield row
-            elif name.endswith(EXTENSION):
+            if name.endswith(EXTENSION):
                 yield from self._batch_file(path)
             else:
                 loaded = _row_of_result(path, load_result(path))
@@ -328,6 +341,17 @@ class _Reader:
             self._damaged(path, error.reason)
         except OSError as error:
             self._damaged(path, f"cannot be read ({error.strerror or error})")
+
+    def json_row(self, path: pathlib.Path, name: str) -> ResultRow | None:
+        """The row of the ``.json`` file ``path`` (``name``: its text); ``None`` when
+        its tags are not wanted or it cannot be read (reported)."""
+        try:
+            return self._json_file(path, name)
+        except ResultFileError as error:
+            self._damaged(path, error.reason)
+        except OSError as error:
+            self._damaged(path, f"cannot be read ({error.strerror or error})")
+        return None
 
     def _json_file(self, path: pathlib.Path, name: str) -> ResultRow | None:
         descriptor = os.open(name, _READ_FLAGS)
@@ -433,14 +457,15 @@ _FIELDS = [f.name for f in dataclasses.fields(ResultRow)]
 
 
 def _workers(json_files: int) -> int:
-    """How many worker processes read ``json_files`` files (1: none, read them here)."""
+    """How many worker processes help read ``json_files`` files: one per CPU but the
+    one this process uses (0: this process reads them all)."""
     if json_files < _PARALLEL_MIN or sys.platform != "linux":
-        return 1  # fork is the cheap start, and safe, on Linux
+        return 0  # fork is the cheap start, and safe, on Linux
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cpus = os.cpu_count() or 1
-    return min(cpus, 8)
+    return min(cpus - 1, 7)
 
 
 def _read_json_files(names: list[str], tags: dict[str, str]) -> list[tuple[Any, ...]]:
@@ -451,7 +476,8 @@ def _read_json_files(names: list[str], tags: dict[str, str]) -> list[tuple[Any, 
     index = 0
     reader = _Reader(tags, lambda path, reason: out.append((index, reason)))
     for index, name in enumerate(names):  # the callback above reads the current index
-        for row in reader.file(pathlib.Path(name)):
+        row = reader.json_row(pathlib.Path(name), name)
+        if row is not None:
             out.append((index, *(getattr(row, field) for field in _FIELDS[1:])))
     return out
 
@@ -535,7 +561,9 @@ def _row_of_document(
         values = point["values"]
         if previous is None:
             origin = previous = moment
-        span = max(moment - previous, 0)  # microseconds
+        span = moment - previous  # microseconds
+        if span < 0:
+            span = 0
         previous = last = moment
         rate = values.get(_CPU_USER, _ABSENT)
         if rate is not _ABSENT:
