@@ -9,9 +9,7 @@ the document (a template copy: writing 100,000 through the library would take
 minutes here and measure the writer, not ``show``). Then ``python -m multimeter
 show DIR`` runs in a subprocess, ``RUNS`` times, and its wall time (interpreter
 start included; warm page cache: the files were just written) is reported, with
-``--json`` once to check the figures: every call counted, per function. The
-same is timed with the files read in the one process (no worker processes),
-alternating with the default runs.
+``--json`` once to check the figures: every call counted, per function.
 Target: at most 10 s for 100,000 files.
 
     .venv/bin/python bench/show_many.py [FILES]
@@ -93,18 +91,10 @@ def _copy(templates: list[pathlib.Path], directory: pathlib.Path, count: int) ->
         (directory / f"{new}.json").write_text(data, encoding="utf-8")
 
 
-#: ``multimeter show`` with the files read in the one process (no worker processes).
-ONE_PROCESS = (
-    "import sys; from multimeter._cli import _summary, main;"
-    " _summary._PARALLEL_MIN = 10**12; sys.exit(main(sys.argv[1:]))"
-)
-
-
-def _show(directory: pathlib.Path, *options: str, one_process: bool = False) -> tuple[float, str]:
-    command = ["-c", ONE_PROCESS] if one_process else ["-m", "multimeter"]
+def _show(directory: pathlib.Path, *options: str) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, *command, "show", str(directory), *options],
+        [sys.executable, "-m", "multimeter", "show", str(directory), *options],
         capture_output=True,
         text=True,
         check=True,
@@ -124,10 +114,7 @@ def main() -> None:
         generate_s = time.perf_counter() - started
         size = sum(entry.stat().st_size for entry in os.scandir(files))
         load_before = os.getloadavg()[0]
-        times, alone = [], []
-        for _ in range(RUNS):  # alternated, so that load from elsewhere hits both alike
-            times.append(_show(files)[0])
-            alone.append(_show(files, one_process=True)[0])
+        times = [_show(files)[0] for _ in range(RUNS)]
         json_s, text = _show(files, "--json")
         document = json.loads(text)
         functions = {row["function"]: row["calls"] for row in document["runs"][0]["functions"]}
@@ -144,8 +131,6 @@ def main() -> None:
                 "show_s": [round(t, 2) for t in times],
                 "show_median_s": round(median, 2),
                 "show_json_s": round(json_s, 2),
-                "one_process_s": [round(t, 2) for t in alone],
-                "one_process_median_s": round(statistics.median(alone), 2),
                 "us_per_file": round(median / FILES * 1e6, 1),
                 "calls_by_function": json.dumps(functions),
                 "load_average_1min_before_after": [

@@ -230,24 +230,6 @@ def test_scan_gives_the_rows_the_report_uses(results):
     assert {"__main__.load": 3 * LOAD_CALLS, "__main__.validate": 3 * VALIDATE_CALLS} == folded
 
 
-def test_many_json_files_are_read_by_workers_with_the_same_rows(results, tmp_path, monkeypatch):
-    """The worker processes that read many .json files give the rows a single reader gives."""
-    from multimeter._cli import _summary
-
-    alone = list(scan([results / "files"]))
-    monkeypatch.setattr(_summary, "_PARALLEL_MIN", 1)
-    monkeypatch.setattr(_summary, "_FILES_PER_TASK", 7)
-    monkeypatch.setattr(_summary, "_workers", lambda count: 2)  # and this process
-    (tmp_path / "bad.json").write_text("[]")
-    shutil.copytree(results / "files", tmp_path / "files")
-    together = list(scan([results / "files"]))
-    assert alone == together
-    skipped: list[tuple[pathlib.Path, str]] = []
-    rows = list(scan([tmp_path], on_damaged=lambda path, reason: skipped.append((path, reason))))
-    assert len(alone) == len(rows)
-    assert [tmp_path / "bad.json"] == [path for path, _ in skipped]
-
-
 def test_rows_read_without_the_schema_equal_those_of_the_loaded_results(results):
     """The fast reading of .json files and batch files gives Result.summary()'s figures."""
     from multimeter._cli._summary import _row_of_result

@@ -19,14 +19,10 @@ and ``load_result`` read everything).
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import pathlib
-import sys
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -273,45 +269,6 @@ class _Reader:
         return not self._tags or all(tags.get(k) == v for k, v in self._tags.items())
 
     def files(self, files: list[pathlib.Path]) -> Iterator[ResultRow]:
-        """The rows of ``files``, in order. Many ``.json`` files are read in chunks,
-        by this process and worker processes (one per other CPU) taking turns."""
-        workers = _workers(sum(1 for file in files if str(file).endswith(".json")))
-        if not workers:
-            yield from self._rows(files)
-            return
-        segments: list[list[pathlib.Path]] = []  # chunks of .json files, or one other file
-        for file in files:
-            if not str(file).endswith(".json"):
-                segments.append([file])
-            elif (
-                segments
-                and len(segments[-1]) < _FILES_PER_TASK
-                and str(segments[-1][0]).endswith(".json")
-            ):
-                segments[-1].append(file)
-            else:
-                segments.append([file])
-        context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures: list[concurrent.futures.Future[list[tuple[Any, ...]]] | None] = []
-            chunks = 0
-            for segment in segments:
-                mine = not str(segment[0]).endswith(".json") or chunks % (workers + 1) == 0
-                if str(segment[0]).endswith(".json"):
-                    chunks += 1
-                names = [str(file) for file in segment]
-                futures.append(None if mine else pool.submit(_read_json_files, names, self._tags))
-            for segment, future in zip(segments, futures, strict=True):
-                if future is None:  # this process's turn
-                    yield from self._rows(segment)
-                    continue
-                for item in future.result():
-                    if len(item) == 2:
-                        self._damaged(segment[item[0]], item[1])
-                    else:
-                        yield ResultRow(segment[item[0]], *item[1:])
-
-    def _rows(self, files: list[pathlib.Path]) -> Iterator[ResultRow]:
         """The rows of ``files``; .json files (the common case) without a generator each."""
         for file in files:
             name = str(file)
@@ -448,38 +405,6 @@ class _Reader:
             error=record.exception is not None,
             outcome="ok" if record.exception is None else "raise",
         )
-
-
-#: Below this many .json files a scan reads them itself (workers take ~50 ms to start).
-_PARALLEL_MIN = 4_000
-_FILES_PER_TASK = 1_000
-_FIELDS = [f.name for f in dataclasses.fields(ResultRow)]
-
-
-def _workers(json_files: int) -> int:
-    """How many worker processes help read ``json_files`` files: one per CPU but the
-    one this process uses (0: this process reads them all)."""
-    if json_files < _PARALLEL_MIN or sys.platform != "linux":
-        return 0  # fork is the cheap start, and safe, on Linux
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return min(cpus - 1, 7)
-
-
-def _read_json_files(names: list[str], tags: dict[str, str]) -> list[tuple[Any, ...]]:
-    """(In a worker process.) The rows of the ``.json`` files ``names`` as tuples:
-    the file's index in ``names``, then the row's fields after ``path``; or (index,
-    reason) for a file that cannot be read."""
-    out: list[tuple[Any, ...]] = []
-    index = 0
-    reader = _Reader(tags, lambda path, reason: out.append((index, reason)))
-    for index, name in enumerate(names):  # the callback above reads the current index
-        row = reader.json_row(pathlib.Path(name), name)
-        if row is not None:
-            out.append((index, *(getattr(row, field) for field in _FIELDS[1:])))
-    return out
 
 
 def _skimmed(data: bytes) -> dict[str, Any] | None:
