@@ -286,3 +286,29 @@ def test_durations_are_written_in_human_units(value, text):
 def test_memory_is_written_in_human_units(value, text):
     """Binary units up to GiB."""
     assert text == show.memory(value)
+
+
+def test_values_are_found_in_points_whatever_their_neighbours_hold(tmp_path):
+    """Several points, missing and non-finite values, strings that look like keys."""
+    from datetime import datetime, timedelta, timezone
+
+    from multimeter import JsonFormat, ResourceProbe, Result
+    from multimeter._cli._summary import _row_of_result
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    result = Result(ResourceProbe(), identifier="tricky", tags={"k": '"process.cpu_user":9'})
+    result.add_meta_data(started=start.isoformat(), note='{"datetime":"x"')
+    rows = [
+        {"process.cpu_user": 0.5, "note.text": '"process.cpu_system":7,}', "proc.rss": 10},
+        {"process.cpu_user": float("nan"), "process.cpu_system": 0.25, "note.text": "}}],"},
+        {"process.cpu_system": float("inf"), "process.peak_rss": 2.5e9, "proc.rss": 12},
+        {"note.text": '{"datetime":"2020-01-01T00:00:00+00:00","values":{'},
+    ]
+    for number, values in enumerate(rows, 1):
+        result.append(start + timedelta(milliseconds=number * 10), values)
+    result.add_mark(start, 'a "quoted" mark {"datetime":"')
+    with open(tmp_path / "tricky.json", "wb") as stream:
+        JsonFormat().save_result_to_stream(result, stream)
+    (row,) = scan([tmp_path / "tricky.json"])
+    assert _row_of_result(row.path, load_result(tmp_path / "tricky.json")) == row
+    assert (4, 1, 2.5e9) == (row.points, row.marks, row.peak_memory_bytes)

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import pathlib
+import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -436,13 +437,17 @@ def _skimmed(data: bytes) -> dict[str, Any] | None:
         meta, position = _scan(head, position + 13)
         if position != len(head):
             return None
-        points, position = _scan(tail, 0)
-        if not tail.startswith(',"marks":', position):
-            return None
-        marks, position = _scan(tail, position + 9)
+        found = None if meta.get("calls") == "aggregate" else _points_needed(tail)
+        if found is not None:
+            points, marks = found
+        else:
+            points, position = _scan(tail, 0)
+            if not tail.startswith(',"marks":', position):
+                return None
+            marks, position = _scan(tail, position + 9)
+            if tail[position:].strip() != "}":
+                return None
     except (StopIteration, ValueError):
-        return None
-    if tail[position:].strip() != "}":
         return None
     return {
         "identifier": identifier,
@@ -451,6 +456,56 @@ def _skimmed(data: bytes) -> dict[str, Any] | None:
         "points": points,
         "marks": marks,
     }
+
+
+_POINT = '{"datetime":"'
+#: The value of a needed key in a point's values: a JSON string, or anything up to
+#: the next comma or brace (a number, true, false, null).
+_NEEDED = {
+    key: re.compile(re.escape(f'"{key}":') + r'("(?:[^"\\]|\\.)*"|[^,}]*)')
+    for key in (_CPU_USER, _CPU_SYSTEM, *_PEAK_KEYS)
+}
+
+
+def _points_needed(tail: str) -> tuple[list[dict[str, Any]], list[None]] | None:
+    """From ``[points],"marks":[marks]}``: each point with only the values a row
+    needs, and a placeholder per mark (a row counts them); ``None`` where the text
+    is laid out otherwise (scan it whole).
+
+    Safe to split on ``{"datetime":"`` and to search for ``"<key>":``: inside a
+    JSON string every quote is escaped, so neither occurs there.
+    """
+    middle = tail.rfind('],"marks":[')
+    if middle < 0 or not tail.endswith("]}"):
+        return None
+    chunks = tail[: middle + 1].split(_POINT)
+    if chunks[0] != "[":
+        return None
+    points = []
+    last = len(chunks) - 1
+    for number, chunk in enumerate(chunks[1:], 1):
+        end = chunk.find('"')
+        if not chunk.startswith('","values":{', end) or not chunk.endswith(
+            "}}]" if number == last else "}},"
+        ):
+            return None
+        values = {}
+        for key, pattern in _NEEDED.items():
+            if key in chunk:
+                match = pattern.search(chunk, end)
+                if match is not None:
+                    values[key] = _json_scalar(match[1])
+        points.append({"datetime": chunk[:end], "values": values})
+    return points, [None] * tail.count(_POINT, middle)
+
+
+def _json_scalar(text: str) -> Any:
+    """The value of a JSON number, string, true, false or null."""
+    if text[:1] in "-0123456789" and text:
+        if "." in text or "e" in text or "E" in text:
+            return float(text)
+        return int(text)
+    return json.loads(text)
 
 
 def _row_of_document(
