@@ -341,7 +341,7 @@ class _Reader:
                     break  # a partial last line: the write was cut short
                 try:
                     with reading(f"line {number}"):
-                        value = json.loads(raw)
+                        value = _line_value(raw)
                         if decoder is None:
                             decoder = Decoder(value, self._pending)
                             continue
@@ -406,6 +406,18 @@ class _Reader:
             error=record.exception is not None,
             outcome="ok" if record.exception is None else "raise",
         )
+
+
+def _line_value(raw: bytes) -> Any:
+    """The JSON value of a line, as ``json.loads`` gives it (and its error), faster."""
+    try:
+        text = raw.decode("utf-8")
+        value, end = _scan(text, 0)
+        if end == len(text) or not text[end:].strip():
+            return value
+    except (StopIteration, ValueError):
+        pass
+    return json.loads(raw)  # raises what reading() turns into the reason
 
 
 def _skimmed(data: bytes) -> dict[str, Any] | None:
