@@ -20,9 +20,7 @@ PROGRAM = textwrap.dedent(
     from multimeter import Multimeter, ResourceProbe
 
     mode, directory = sys.argv[1], sys.argv[2]
-    if mode == "batch":
-        multimeter.configure(storage=JsonLinesStorage(directory))
-    elif mode == "files":
+    if mode == "files":
         multimeter.configure(storage=FileStorage(directory, JsonFormat()))
     elif mode == "aggregate":
         multimeter.configure(
@@ -71,13 +69,16 @@ PROGRAM = textwrap.dedent(
 
 
 def write_results(directory: pathlib.Path, mode: str, run: str) -> pathlib.Path:
-    """Run the program in ``mode`` (batch, files, aggregate, session) with
-    ``MULTIMETER_RUN=run``; returns the directory of its results."""
+    """Run the program in ``mode`` with ``MULTIMETER_RUN=run``; returns the directory
+    of its results. ``batch``: no configuration, the default storage (batch files in
+    ``MULTIMETER_DIR``); ``files``: a ``.json`` file per call; ``aggregate``: aggregate
+    mode into batch files; ``session``: two ``measure()`` results, ``.json`` and ``.line``."""
     directory.mkdir(parents=True, exist_ok=True)
     script = directory.parent / "program.py"
     script.write_text(PROGRAM)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
     env["MULTIMETER_RUN"] = run
+    env["MULTIMETER_DIR"] = str(directory)  # batch: the default storage, batch files there
     subprocess.run(
         [sys.executable, str(script), mode, str(directory)],
         env=env,

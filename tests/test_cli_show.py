@@ -209,6 +209,15 @@ def test_bad_input_is_one_line_and_a_non_zero_status(tmp_path, arguments, messag
     assert "" == done.stdout
 
 
+def test_files_without_a_result_say_so(results, tmp_path):
+    """A batch file with only its header (a process that stored nothing) is no result."""
+    batch = next((results / "batch").glob("*.jsonl"))
+    (tmp_path / batch.name).write_bytes(batch.read_bytes().splitlines(keepends=True)[0])
+    done = multimeter_command("show", str(tmp_path))
+    assert 2 == done.returncode
+    assert [f"multimeter show: no results in {tmp_path}"] == done.stderr.splitlines()
+
+
 def test_a_partial_last_line_of_a_batch_file_is_passed_over(results, tmp_path):
     """What a crash in the middle of a write leaves is not damage (as load_results())."""
     batch = next((results / "batch").glob("*.jsonl"))

@@ -137,9 +137,11 @@ def main(arguments: argparse.Namespace) -> int:
     ordered = sorted(
         runs.values(), key=lambda r: (r.first is None, r.first or datetime.min, r.run or "")
     )
-    if not ordered and tags and not skipped:
-        wanted = " ".join(f"{k}={v}" for k, v in tags.items())
-        raise CommandError(f"no results with the tag(s) {wanted}", 1)
+    if not ordered and not skipped:
+        if tags:
+            wanted = " ".join(f"{k}={v}" for k, v in tags.items())
+            raise CommandError(f"no results with the tag(s) {wanted}", 1)
+        raise CommandError(f"no results in {', '.join(map(str, arguments.paths))}")
     tables = [
         (
             run,
@@ -160,17 +162,22 @@ def main(arguments: argparse.Namespace) -> int:
 
 
 def write_out(text: str) -> bool:
-    """Write ``text`` to stdout; ``False`` when the reader went away (``| head``):
-    stdout is then pointed at ``/dev/null``, so the exit's flush does not fail again."""
+    """Write ``text`` to stdout; ``False`` when the reader went away (``| head``)."""
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        stdout_gone()
         return False
     return True
+
+
+def stdout_gone() -> None:
+    """After a ``BrokenPipeError``: point stdout at ``/dev/null``, so that the flush at
+    exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _sorted(
