@@ -144,6 +144,7 @@ def test_csv_to_stdout_says_that_the_marks_were_left_out(results):
         (["good.json"], "say which format: --format json, line or csv"),
         (["good.json", "--format", "csv", "-o", "empty"], "'empty' is a directory"),
         (["good.json", "--format", "json", "-o", "no/such/dir/x.json"], "cannot write"),
+        (["good.json", "--output"], "argument -o/--output: expected one argument"),
     ],
 )
 def test_bad_input_is_one_line_and_a_non_zero_status(results, tmp_path, arguments, message):
