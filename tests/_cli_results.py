@@ -22,6 +22,8 @@ PROGRAM = textwrap.dedent(
     mode, directory = sys.argv[1], sys.argv[2]
     if mode == "files":
         multimeter.configure(storage=FileStorage(directory, JsonFormat()))
+    elif mode == "linefiles":
+        multimeter.configure(storage=FileStorage(directory, LineFormat()))
     elif mode == "aggregate":
         multimeter.configure(
             storage=JsonLinesStorage(directory), calls="aggregate", cycle_time=0.05
@@ -71,7 +73,8 @@ PROGRAM = textwrap.dedent(
 def write_results(directory: pathlib.Path, mode: str, run: str) -> pathlib.Path:
     """Run the program in ``mode`` with ``MULTIMETER_RUN=run``; returns the directory
     of its results. ``batch``: no configuration, the default storage (batch files in
-    ``MULTIMETER_DIR``); ``files``: a ``.json`` file per call; ``aggregate``: aggregate
+    ``MULTIMETER_DIR``); ``files``: a ``.json`` file per call; ``linefiles``: a
+    ``.line`` file per call; ``aggregate``: aggregate
     mode into batch files; ``session``: two ``measure()`` results, ``.json`` and ``.line``."""
     directory.mkdir(parents=True, exist_ok=True)
     script = directory.parent / "program.py"

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from multimeter import load_result, load_results
+from multimeter import LineFormat, load_result, load_results
 from multimeter._cli import show
 from multimeter._cli._summary import ResultRow, function_rows, scan
 from tests._cli_results import LOAD_CALLS, VALIDATE_CALLS, multimeter_command, write_results
@@ -16,11 +16,12 @@ from tests._cli_results import LOAD_CALLS, VALIDATE_CALLS, multimeter_command, w
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """batch/ (default batch files), files/ (a .json file per call), aggregate/
+    """batch/ (default batch files), files/ (a .json file per call), linefiles/ (a
+    .line file per call), aggregate/
     (aggregate mode), session/json and session/line (measure() results): each
     written by a real program, each its own run."""
     root = tmp_path_factory.mktemp("results")
-    for mode in ("batch", "files", "aggregate", "session"):
+    for mode in ("batch", "files", "linefiles", "aggregate", "session"):
         write_results(root / mode, mode, f"run-{mode}")
     return root
 
@@ -35,7 +36,7 @@ def _functions(document: dict) -> dict[str, dict]:
     return {row["function"]: row for run in document["runs"] for row in run["functions"]}
 
 
-@pytest.mark.parametrize("mode", ["batch", "files", "aggregate"])
+@pytest.mark.parametrize("mode", ["batch", "files", "linefiles", "aggregate"])
 def test_measured_calls_are_summed_per_function(results, mode):
     """Batch files, a file per call and aggregate mode give the same calls and errors."""
     functions = _functions(_show_json(str(results / mode)))
@@ -55,7 +56,7 @@ def test_measured_calls_are_summed_per_function(results, mode):
         assert (mode == "aggregate") == row["approximate"]
 
 
-@pytest.mark.parametrize("mode", ["batch", "files"])
+@pytest.mark.parametrize("mode", ["batch", "files", "linefiles"])
 def test_function_figures_are_those_of_the_loaded_results(results, mode):
     """Durations, CPU and peak memory per function agree with Result.summary()."""
     summaries = [
@@ -95,10 +96,10 @@ def test_results_of_measurements_get_a_row_each_with_the_library_s_figures(resul
 def test_results_are_grouped_by_run_in_the_order_the_runs_started(results):
     """Each program's MULTIMETER_RUN is a group of its own."""
     document = _show_json(str(results))
-    assert ["run-batch", "run-files", "run-aggregate", "run-session"] == [
+    assert ["run-batch", "run-files", "run-linefiles", "run-aggregate", "run-session"] == [
         run["run"] for run in document["runs"]
     ]
-    assert [30, 30, 30, 0] == [run["call_count"] for run in document["runs"]]
+    assert [30, 30, 30, 30, 0] == [run["call_count"] for run in document["runs"]]
 
 
 def test_the_table_shows_runs_functions_and_human_units(results):
@@ -107,10 +108,10 @@ def test_the_table_shows_runs_functions_and_human_units(results):
     assert 0 == done.returncode, done.stderr
     assert "" == done.stderr
     lines = done.stdout.splitlines()
-    assert 4 == sum(line.startswith("run run-") for line in lines)
+    assert 5 == sum(line.startswith("run run-") for line in lines)
     assert "run run-batch: 30 calls of 2 functions" in lines
     load_rows = [line for line in lines if line.startswith("__main__.load ")]
-    assert 3 == len(load_rows)
+    assert 4 == len(load_rows)
     assert all(line.split()[1] == str(LOAD_CALLS) for line in load_rows)
     session = next(line for line in lines if line.startswith("session-json"))
     assert "stage=report,team=a b" in session
@@ -233,12 +234,12 @@ def test_scan_gives_the_rows_the_report_uses(results):
     rows = list(scan([results]))
     assert all(isinstance(row, ResultRow) for row in rows)
     calls = [row for row in rows if row.function is not None and row.aggregate is None]
-    assert 2 * (LOAD_CALLS + VALIDATE_CALLS) == len(calls)
-    assert 2 * VALIDATE_CALLS == sum(row.error for row in calls)
+    assert 3 * (LOAD_CALLS + VALIDATE_CALLS) == len(calls)
+    assert 3 * VALIDATE_CALLS == sum(row.error for row in calls)
     nested = [row for row in calls if row.function == "__main__.validate"]
     assert all(4 == row.marks for row in nested)  # its own enter/exit and load()'s
     folded = {row.function: row.calls for row in function_rows(rows)}
-    assert {"__main__.load": 3 * LOAD_CALLS, "__main__.validate": 3 * VALIDATE_CALLS} == folded
+    assert {"__main__.load": 4 * LOAD_CALLS, "__main__.validate": 4 * VALIDATE_CALLS} == folded
 
 
 def test_rows_read_without_the_schema_equal_those_of_the_loaded_results(results):
@@ -303,7 +304,7 @@ def test_values_are_found_in_points_whatever_their_neighbours_hold(tmp_path):
     """Several points, missing and non-finite values, strings that look like keys."""
     from datetime import datetime, timedelta, timezone
 
-    from multimeter import JsonFormat, ResourceProbe, Result
+    from multimeter import JsonFormat, LineFormat, ResourceProbe, Result
     from multimeter._cli._summary import _row_of_result
 
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -323,3 +324,33 @@ def test_values_are_found_in_points_whatever_their_neighbours_hold(tmp_path):
     (row,) = scan([tmp_path / "tricky.json"])
     assert _row_of_result(row.path, load_result(tmp_path / "tricky.json")) == row
     assert (4, 1, 2.5e9) == (row.points, row.marks, row.peak_memory_bytes)
+    with open(tmp_path / "tricky.line", "wb") as stream:
+        LineFormat().save_result_to_stream(result, stream)
+    (row,) = scan([tmp_path / "tricky.line"])
+    assert _row_of_result(row.path, load_result(tmp_path / "tricky.line")) == row
+    assert (4, 1, 2.5e9) == (row.points, row.marks, row.peak_memory_bytes)
+
+
+def test_a_line_file_s_points_and_marks_are_found_whatever_their_fields_hold(tmp_path):
+    """Labels with commas and equals signs, escaped names, fields that look like others."""
+    from datetime import datetime, timedelta, timezone
+
+    from multimeter import ResourceProbe, Result
+    from multimeter._cli._summary import _line_parts, _row_of_result
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    result = Result(ResourceProbe(), identifier="a b,c", tags={"k=1": "v ,w", "z": ""})
+    result.add_meta_data(started=start.isoformat())
+    for number in range(1, 4):
+        values = {"process.cpu_user": 0.5 * number, "x.process.cpu_user": 9.0}
+        if number == 2:
+            values["process.peak_rss"] = 1e9
+        result.append(start + timedelta(milliseconds=number), values)
+    result.add_mark(start, "a,process.cpu_user=5 mark")
+    result.add_mark(start + timedelta(milliseconds=2), "phase=2, done")
+    with open(tmp_path / "names.line", "wb") as stream:
+        LineFormat().save_result_to_stream(result, stream)
+    assert _line_parts((tmp_path / "names.line").read_bytes()) is not None  # the fast way
+    (row,) = scan([tmp_path / "names.line"])
+    assert _row_of_result(row.path, load_result(tmp_path / "names.line")) == row
+    assert (3, 2, 1e9) == (row.points, row.marks, row.peak_memory_bytes)

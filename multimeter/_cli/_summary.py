@@ -12,9 +12,10 @@ its :class:`~multimeter.Result`. The figures are those of
 
 A file that cannot be read (damaged, truncated, not a result) raises
 :class:`~multimeter._cli._common.CommandError` naming it, or, when ``scan`` is
-given ``on_damaged``, is reported there and passed over; the schema of a
-``.json`` file is not read, so damage inside it goes unnoticed here (``export``
-and ``load_result`` read everything).
+given ``on_damaged``, is reported there and passed over. What a row does not
+need is not read: damage in the schema of a ``.json`` or ``.line`` file, or in
+the fields of a ``.line`` point that a row does not use, goes unnoticed here
+(``export`` and ``load_result`` read everything).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from multimeter.metric import DURATION_BUCKETS
 from multimeter.result import Result, Schema, us_to_datetime
 from multimeter.storages._format import ResultFileError, reading
 from multimeter.storages._jsonl import EXTENSION, Call, Decoder
+from multimeter.storages._line import HEADER, escape_key, series_prefix
 
 __all__ = [
     "BUCKET_BOUNDS_S",
@@ -61,6 +63,8 @@ _ABSENT = object()
 #: Where a result's own peak memory is read from, as in Result.summary().
 _PEAK_KEYS = ("process.peak_rss", "proc.rss")
 _CPU_USER, _CPU_SYSTEM = "process.cpu_user", "process.cpu_system"
+#: How a schema (as JSON writes it, in .json and .line files) names a measure's key.
+_SCHEMA_KEYS = {key: f'"key": "{key}"'.encode() for key in (_CPU_USER, _CPU_SYSTEM)}
 _AGGREGATE_KEYS = [m.key for m in _AGGREGATE_SCHEMA.measures]
 _COUNT, _ERRORS, _DURATION, _MAX, _AGG_USER, _AGG_SYSTEM = _AGGREGATE_KEYS[:6]
 _BUCKET_KEYS = _AGGREGATE_KEYS[6:]
@@ -292,9 +296,13 @@ class _Reader:
             if name.endswith(EXTENSION):
                 yield from self._batch_file(path)
             else:
-                loaded = _row_of_result(path, load_result(path))
-                if self._wanted(loaded.tags):
-                    yield loaded
+                skimmed = _line_parts(_read(name))
+                if skimmed is not None:
+                    row = _row(path, *skimmed)
+                else:  # laid out otherwise: read it whole
+                    row = _row_of_result(path, load_result(path))
+                if self._wanted(row.tags):
+                    yield row
         except ResultFileError as error:
             self._damaged(path, error.reason)
         except OSError as error:
@@ -312,16 +320,7 @@ class _Reader:
         return None
 
     def _json_file(self, path: pathlib.Path, name: str) -> ResultRow | None:
-        descriptor = os.open(name, _READ_FLAGS)
-        try:
-            data = os.read(descriptor, _CHUNK)
-            if len(data) == _CHUNK:  # a big result: read the rest
-                chunks = [data]
-                while chunks[-1]:
-                    chunks.append(os.read(descriptor, _CHUNK))
-                data = b"".join(chunks)
-        finally:
-            os.close(descriptor)
+        data = _read(name)
         try:  # the common case, without the cost of reading()'s error messages
             document = _skimmed(data)
             if document is not None:
@@ -408,6 +407,21 @@ class _Reader:
         )
 
 
+def _read(name: str) -> bytes:
+    """The bytes of a file, in as few system calls as it takes."""
+    descriptor = os.open(name, _READ_FLAGS)
+    try:
+        data = os.read(descriptor, _CHUNK)
+        if len(data) == _CHUNK:  # a big result: read the rest
+            chunks = [data]
+            while chunks[-1]:
+                chunks.append(os.read(descriptor, _CHUNK))
+            data = b"".join(chunks)
+    finally:
+        os.close(descriptor)
+    return data
+
+
 def _line_value(raw: bytes) -> Any:
     """The JSON value of a line, as ``json.loads`` gives it (and its error), faster."""
     try:
@@ -467,6 +481,7 @@ def _skimmed(data: bytes) -> dict[str, Any] | None:
         "meta_data": meta,
         "points": points,
         "marks": marks,
+        "cpu_in_schema": _cpu_in_schema(data[schema:points_at]),
     }
 
 
@@ -511,6 +526,88 @@ def _points_needed(tail: str) -> tuple[list[dict[str, Any]], list[None]] | None:
     return points, [None] * tail.count(_POINT, middle)
 
 
+_HEADER_START = HEADER + '{"identifier": '
+_SCHEMA_START = ', "schema": {'
+#: (key, what precedes its value in ``,`` + a line's fields) of the values a row needs.
+_LINE_NEEDED = [(key, f",{escape_key(key)}=") for key in (_CPU_USER, _CPU_SYSTEM, *_PEAK_KEYS)]
+
+
+def _line_parts(
+    data: bytes,
+) -> (
+    tuple[
+        str, dict[str, str], dict[str, str], list[tuple[int, dict[str, Any]]], int, frozenset[str]
+    ]
+    | None
+):
+    """Identifier, tags, meta data, points (with the values a row needs), the
+    number of marks and the CPU measures of the schema of a ``.line`` result laid out as
+    :class:`~multimeter.LineFormat` writes it, without decoding its schema or the
+    fields a row does not need; ``None`` for anything else (read it whole).
+
+    Every data line must start with the series of the header's identifier and
+    tags; a line with a string field or a backslash in its fields is left to the
+    full reader, and so are aggregate-mode results (their rows need every field).
+    """
+    if not data.startswith(_HEADER_START.encode()):
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    end = text.find("\n")
+    schema = text.find(_SCHEMA_START, 0, end)
+    if end < 0 or schema < 0:
+        return None
+    try:
+        head = json.loads(text[len(HEADER) : schema] + "}")
+        identifier, tags, meta = head["identifier"], head["tags"], head["meta_data"]
+        if len(head) != 3 or meta.get("calls") == "aggregate":
+            return None
+        prefix = series_prefix(identifier, tags)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    points: list[tuple[int, dict[str, Any]]] = []
+    marks = 0
+    for raw in text[end + 1 :].split("\n"):
+        line = raw.strip(" \t\r")
+        if not line or (line.startswith("#") and not line.startswith(HEADER)):
+            continue
+        if not line.startswith(prefix):
+            return None
+        fields, _, stamp = line[len(prefix) :].rpartition(" ")
+        if not stamp.isdigit() or "\\" in fields:
+            return None
+        if fields.startswith('mark="'):
+            if not fields.endswith('"') or '"' in fields[6:-1]:
+                return None
+            marks += 1
+            continue
+        if '"' in fields:
+            return None
+        fields = "," + fields
+        values = {}
+        for key, before in _LINE_NEEDED:
+            at = fields.find(before)
+            if at >= 0:
+                at += len(before)
+                stop = fields.find(",", at)
+                values[key] = _line_scalar(fields[at : stop if stop >= 0 else len(fields)])
+        points.append((int(stamp) // 1000, values))
+    return identifier, tags, meta, points, marks, _cpu_in_schema(data[: data.find(b"\n")])
+
+
+def _line_scalar(text: str) -> Any:
+    """A line-protocol field value that is no string: an integer, a boolean or a float."""
+    if text.endswith(("i", "u")):
+        return int(text[:-1])
+    if text in ("t", "T", "true", "True", "TRUE"):
+        return True
+    if text in ("f", "F", "false", "False", "FALSE"):
+        return False
+    return float(text)
+
+
 def _json_scalar(text: str) -> Any:
     """The value of a JSON number, string, true, false or null."""
     if text[:1] in "-0123456789" and text:
@@ -542,15 +639,41 @@ def _row_of_document(
     marks = document.get("marks") or []
     if not isinstance(points, list) or not isinstance(marks, list):
         raise ResultFileError("points and marks must be arrays")
+    timed = [(_us(point["datetime"]), point["values"]) for point in points]
+    in_schema = document.get("cpu_in_schema")
+    if in_schema is None:  # a whole document
+        schema = document.get("schema") or {}
+        measures = schema.get("measures") or [] if isinstance(schema, dict) else []
+        keys = {m.get("key") for m in measures if isinstance(m, dict)}
+        in_schema = frozenset(key for key in (_CPU_USER, _CPU_SYSTEM) if key in keys)
+    return _row(path, identifier, tags, meta, timed, len(marks), in_schema)
+
+
+def _cpu_in_schema(schema: bytes) -> frozenset[str]:
+    """The CPU measures a schema's JSON text names (it is not decoded)."""
+    return frozenset(key for key, text in _SCHEMA_KEYS.items() if text in schema)
+
+
+def _row(
+    path: pathlib.Path,
+    identifier: str,
+    tags: dict[str, str],
+    meta: dict[str, str],
+    points: Sequence[tuple[int, Mapping[str, Any]]],
+    marks: int,
+    cpu_in_schema: frozenset[str],
+) -> ResultRow:
+    """The row of a result from its parts; ``points``: (microseconds since the
+    epoch, values), with at least the values a row needs (all, for aggregates);
+    ``cpu_in_schema``: the CPU measures of the schema (0 s where no point has one,
+    as Result.summary() says; ``None`` for one the schema lacks too)."""
     started = meta.get("started")
     origin = _us(started) if isinstance(started, str) and started else None
     # One pass over the points: CPU seconds as Result.summary() computes them (None
     # where no point has the measure), the highest peak memory, the last time.
     user = system = peak = None
     last = previous = origin
-    for point in points:
-        moment = _us(point["datetime"])
-        values = point["values"]
+    for moment, values in points:
         if previous is None:
             origin = previous = moment
         span = moment - previous  # microseconds
@@ -571,9 +694,14 @@ def _row_of_document(
                 value = _number(value)
                 if value is not None and value > 0 and (peak is None or value > peak):
                     peak = value
+    if points:
+        if user is None and _CPU_USER in cpu_in_schema:
+            user = 0.0
+        if system is None and _CPU_SYSTEM in cpu_in_schema:
+            system = 0.0
     aggregate = None
     if meta.get("calls") == "aggregate":
-        aggregate = _aggregate([point["values"] for point in points])
+        aggregate = _aggregate([values for _, values in points])
     outcome = meta.get("outcome")
     module, qualname = meta.get("module"), meta.get("qualname")
     return ResultRow(
@@ -586,7 +714,7 @@ def _row_of_document(
         if points and last is not None and origin is not None
         else None,
         points=len(points),
-        marks=len(marks),
+        marks=marks,
         peak_memory_bytes=peak,
         cpu_user_s=user,
         cpu_system_s=system,
