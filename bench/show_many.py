@@ -2,7 +2,8 @@
 
 The files are what a program writes with one ``.json`` file per ``@measured``
 call (``FileStorage(dir, JsonFormat())``, the ``resource`` probe: about 6.5 kB
-each, most of it the schema). A real program writes ``REAL`` of them in a
+each, most of it the schema), or one ``.line`` file (``LineFormat()``) with the
+second argument ``line``. A real program writes ``REAL`` of them in a
 subprocess (three functions, one of which raises, one with a tag); the other
 files are copies of those, each with its own identifier in the file name and in
 the document (a template copy: writing 100,000 through the library would take
@@ -12,7 +13,7 @@ start included; warm page cache: the files were just written) is reported, with
 ``--json`` once to check the figures: every call counted, per function.
 Target: at most 10 s for 100,000 files.
 
-    .venv/bin/python bench/show_many.py [FILES]
+    .venv/bin/python bench/show_many.py [FILES] [json|line]
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import time
 from _common import finish, report
 
 FILES = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+#: json (JsonFormat) or line (LineFormat): the format of the per-call files.
+FORMAT = sys.argv[2] if len(sys.argv) > 2 else "json"
 REAL = 1_000
 RUNS = 3
 TARGET_S = 10.0
@@ -40,7 +43,8 @@ PROGRAM = textwrap.dedent(
     import sys
     import multimeter
 
-    multimeter.configure(storage=multimeter.FileStorage(sys.argv[1], multimeter.JsonFormat()))
+    file_format = multimeter.JsonFormat() if sys.argv[2] == "json" else multimeter.LineFormat()
+    multimeter.configure(storage=multimeter.FileStorage(sys.argv[1], file_format))
 
     @multimeter.measured(tags={"stage": "parse"})
     def parse(line):
@@ -72,8 +76,8 @@ def _write_real(directory: pathlib.Path) -> list[pathlib.Path]:
     """Have a real program write about REAL per-call result files."""
     calls = REAL * 3 // 7  # 7 calls per 3 iterations
     code = PROGRAM % calls
-    subprocess.run([sys.executable, "-c", code, str(directory)], check=True)
-    return sorted(directory.glob("*.json"))
+    subprocess.run([sys.executable, "-c", code, str(directory), FORMAT], check=True)
+    return sorted(directory.glob(f"*.{FORMAT}"))
 
 
 def _copy(templates: list[pathlib.Path], directory: pathlib.Path, count: int) -> None:
@@ -81,14 +85,19 @@ def _copy(templates: list[pathlib.Path], directory: pathlib.Path, count: int) ->
     texts = []
     for path in templates:
         text = path.read_text(encoding="utf-8")
-        identifier = json.loads(text)["identifier"]
+        identifier = path.stem
         prefix = identifier.rsplit("-", 1)[0]
         texts.append((identifier, prefix, text))
     for number in range(count):
         identifier, prefix, text = texts[number % len(texts)]
         new = f"{prefix}-c{number}"
-        data = text.replace(f'"identifier":"{identifier}"', f'"identifier":"{new}"', 1)
-        (directory / f"{new}.json").write_text(data, encoding="utf-8")
+        if FORMAT == "json":
+            data = text.replace(f'"identifier":"{identifier}"', f'"identifier":"{new}"', 1)
+        else:  # the header, and the measurement name that starts every line
+            data = text.replace(f'"identifier": "{identifier}"', f'"identifier": "{new}"', 1)
+            data = data.replace(f"\n{identifier},", f"\n{new},")  # tags follow
+            data = data.replace(f"\n{identifier} ", f"\n{new} ")  # no tags
+        (directory / f"{new}.{FORMAT}").write_text(data, encoding="utf-8")
 
 
 def _show(directory: pathlib.Path, *options: str) -> tuple[float, str]:
@@ -113,6 +122,7 @@ def main() -> None:
         _copy(templates, files, FILES)
         generate_s = time.perf_counter() - started
         size = sum(entry.stat().st_size for entry in os.scandir(files))
+        load_before = os.getloadavg()[0]
         times = [_show(files)[0] for _ in range(RUNS)]
         json_s, text = _show(files, "--json")
         document = json.loads(text)
@@ -124,6 +134,7 @@ def main() -> None:
             "show_many",
             {
                 "files": FILES,
+                "format": FORMAT,
                 "templates": len(templates),
                 "megabytes": round(size / 1e6, 1),
                 "generate_s": round(generate_s, 1),
@@ -132,6 +143,10 @@ def main() -> None:
                 "show_json_s": round(json_s, 2),
                 "us_per_file": round(median / FILES * 1e6, 1),
                 "calls_by_function": json.dumps(functions),
+                "load_average_1min_before_after": [
+                    round(load_before, 2),
+                    round(os.getloadavg()[0], 2),
+                ],
             },
             {
                 f"show of {FILES} files <= {TARGET_S} s": median <= TARGET_S,

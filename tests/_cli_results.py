@@ -20,10 +20,10 @@ PROGRAM = textwrap.dedent(
     from multimeter import Multimeter, ResourceProbe
 
     mode, directory = sys.argv[1], sys.argv[2]
-    if mode == "batch":
-        multimeter.configure(storage=JsonLinesStorage(directory))
-    elif mode == "files":
+    if mode == "files":
         multimeter.configure(storage=FileStorage(directory, JsonFormat()))
+    elif mode == "linefiles":
+        multimeter.configure(storage=FileStorage(directory, LineFormat()))
     elif mode == "aggregate":
         multimeter.configure(
             storage=JsonLinesStorage(directory), calls="aggregate", cycle_time=0.05
@@ -51,7 +51,7 @@ PROGRAM = textwrap.dedent(
             )
             measurement = meter.measure(f"session-{name}", stage="report", team="a b")
             with measurement as result:
-                data = [str(i) * 10 for i in range(200_000)]
+                data = [b"x" * (16 << 20) for _ in range(4)]  # 64 MiB, every page touched
                 measurement.add_mark("built")
                 del data
                 sum(range(300_000))
@@ -71,13 +71,17 @@ PROGRAM = textwrap.dedent(
 
 
 def write_results(directory: pathlib.Path, mode: str, run: str) -> pathlib.Path:
-    """Run the program in ``mode`` (batch, files, aggregate, session) with
-    ``MULTIMETER_RUN=run``; returns the directory of its results."""
+    """Run the program in ``mode`` with ``MULTIMETER_RUN=run``; returns the directory
+    of its results. ``batch``: no configuration, the default storage (batch files in
+    ``MULTIMETER_DIR``); ``files``: a ``.json`` file per call; ``linefiles``: a
+    ``.line`` file per call; ``aggregate``: aggregate
+    mode into batch files; ``session``: two ``measure()`` results, ``.json`` and ``.line``."""
     directory.mkdir(parents=True, exist_ok=True)
     script = directory.parent / "program.py"
     script.write_text(PROGRAM)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
     env["MULTIMETER_RUN"] = run
+    env["MULTIMETER_DIR"] = str(directory)  # batch: the default storage, batch files there
     subprocess.run(
         [sys.executable, str(script), mode, str(directory)],
         env=env,

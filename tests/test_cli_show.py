@@ -8,18 +8,20 @@ import shutil
 
 import pytest
 
-from multimeter import load_result, load_results
+from multimeter import LineFormat, load_result, load_results
+from multimeter._cli import show
 from multimeter._cli._summary import ResultRow, function_rows, scan
 from tests._cli_results import LOAD_CALLS, VALIDATE_CALLS, multimeter_command, write_results
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """batch/ (default batch files), files/ (a .json file per call), aggregate/
+    """batch/ (default batch files), files/ (a .json file per call), linefiles/ (a
+    .line file per call), aggregate/
     (aggregate mode), session/json and session/line (measure() results): each
     written by a real program, each its own run."""
     root = tmp_path_factory.mktemp("results")
-    for mode in ("batch", "files", "aggregate", "session"):
+    for mode in ("batch", "files", "linefiles", "aggregate", "session"):
         write_results(root / mode, mode, f"run-{mode}")
     return root
 
@@ -34,7 +36,7 @@ def _functions(document: dict) -> dict[str, dict]:
     return {row["function"]: row for run in document["runs"] for row in run["functions"]}
 
 
-@pytest.mark.parametrize("mode", ["batch", "files", "aggregate"])
+@pytest.mark.parametrize("mode", ["batch", "files", "linefiles", "aggregate"])
 def test_measured_calls_are_summed_per_function(results, mode):
     """Batch files, a file per call and aggregate mode give the same calls and errors."""
     functions = _functions(_show_json(str(results / mode)))
@@ -54,7 +56,7 @@ def test_measured_calls_are_summed_per_function(results, mode):
         assert (mode == "aggregate") == row["approximate"]
 
 
-@pytest.mark.parametrize("mode", ["batch", "files"])
+@pytest.mark.parametrize("mode", ["batch", "files", "linefiles"])
 def test_function_figures_are_those_of_the_loaded_results(results, mode):
     """Durations, CPU and peak memory per function agree with Result.summary()."""
     summaries = [
@@ -94,10 +96,10 @@ def test_results_of_measurements_get_a_row_each_with_the_library_s_figures(resul
 def test_results_are_grouped_by_run_in_the_order_the_runs_started(results):
     """Each program's MULTIMETER_RUN is a group of its own."""
     document = _show_json(str(results))
-    assert ["run-batch", "run-files", "run-aggregate", "run-session"] == [
+    assert ["run-batch", "run-files", "run-linefiles", "run-aggregate", "run-session"] == [
         run["run"] for run in document["runs"]
     ]
-    assert [30, 30, 30, 0] == [run["call_count"] for run in document["runs"]]
+    assert [30, 30, 30, 30, 0] == [run["call_count"] for run in document["runs"]]
 
 
 def test_the_table_shows_runs_functions_and_human_units(results):
@@ -106,15 +108,18 @@ def test_the_table_shows_runs_functions_and_human_units(results):
     assert 0 == done.returncode, done.stderr
     assert "" == done.stderr
     lines = done.stdout.splitlines()
-    assert 4 == sum(line.startswith("run run-") for line in lines)
+    assert 5 == sum(line.startswith("run run-") for line in lines)
     assert "run run-batch: 30 calls of 2 functions" in lines
     load_rows = [line for line in lines if line.startswith("__main__.load ")]
-    assert 3 == len(load_rows)
+    assert 4 == len(load_rows)
     assert all(line.split()[1] == str(LOAD_CALLS) for line in load_rows)
     session = next(line for line in lines if line.startswith("session-json"))
     assert "stage=report,team=a b" in session
-    assert any(unit in session for unit in (" ms", " s", " us"))
-    assert " MiB" in session
+    summary = load_result(results / "session" / "json" / "session-json.json").summary()
+    assert show.seconds(summary["duration_s"]) in session
+    # "-" where no new high-water mark was reached: a subprocess of a big process (this
+    # test run) starts with its parent's maximum RSS (Linux keeps it across exec).
+    assert f"  {show.memory(summary['peak_memory_bytes'])}  " in session
     assert "\x1b[" not in done.stdout  # no colours when not a terminal
 
 
@@ -191,6 +196,8 @@ def test_a_damaged_file_is_named_and_the_others_are_shown(results, tmp_path):
         (["notes.txt"], "multimeter show: 'notes.txt' is not a result file"),
         (["empty", "--sort", "size"], "multimeter show: unknown sort key 'size'"),
         (["empty", "--tag", "stage"], "multimeter show: --tag 'stage': write it as KEY=VALUE"),
+        (["empty", "--limit", "x"], "multimeter show: argument --limit: invalid int value"),
+        ([], "multimeter show: the following arguments are required: PATH"),
     ],
 )
 def test_bad_input_is_one_line_and_a_non_zero_status(tmp_path, arguments, message):
@@ -203,6 +210,15 @@ def test_bad_input_is_one_line_and_a_non_zero_status(tmp_path, arguments, messag
     assert 1 == len(done.stderr.splitlines()), done.stderr
     assert done.stderr.startswith(message)
     assert "" == done.stdout
+
+
+def test_files_without_a_result_say_so(results, tmp_path):
+    """A batch file with only its header (a process that stored nothing) is no result."""
+    batch = next((results / "batch").glob("*.jsonl"))
+    (tmp_path / batch.name).write_bytes(batch.read_bytes().splitlines(keepends=True)[0])
+    done = multimeter_command("show", str(tmp_path))
+    assert 2 == done.returncode
+    assert [f"multimeter show: no results in {tmp_path}"] == done.stderr.splitlines()
 
 
 def test_a_partial_last_line_of_a_batch_file_is_passed_over(results, tmp_path):
@@ -218,27 +234,123 @@ def test_scan_gives_the_rows_the_report_uses(results):
     rows = list(scan([results]))
     assert all(isinstance(row, ResultRow) for row in rows)
     calls = [row for row in rows if row.function is not None and row.aggregate is None]
-    assert 2 * (LOAD_CALLS + VALIDATE_CALLS) == len(calls)
-    assert 2 * VALIDATE_CALLS == sum(row.error for row in calls)
+    assert 3 * (LOAD_CALLS + VALIDATE_CALLS) == len(calls)
+    assert 3 * VALIDATE_CALLS == sum(row.error for row in calls)
     nested = [row for row in calls if row.function == "__main__.validate"]
     assert all(4 == row.marks for row in nested)  # its own enter/exit and load()'s
     folded = {row.function: row.calls for row in function_rows(rows)}
-    assert {"__main__.load": 3 * LOAD_CALLS, "__main__.validate": 3 * VALIDATE_CALLS} == folded
+    assert {"__main__.load": 4 * LOAD_CALLS, "__main__.validate": 4 * VALIDATE_CALLS} == folded
 
 
-def test_many_json_files_are_read_by_workers_with_the_same_rows(results, tmp_path, monkeypatch):
-    """The worker processes that read many .json files give the rows a single reader gives."""
-    from multimeter._cli import _summary
+def test_rows_read_without_the_schema_equal_those_of_the_loaded_results(results):
+    """The fast reading of .json files and batch files gives Result.summary()'s figures."""
+    from multimeter._cli._summary import _row_of_result
 
-    alone = list(scan([results / "files"]))
-    monkeypatch.setattr(_summary, "_PARALLEL_MIN", 1)
-    monkeypatch.setattr(_summary, "_FILES_PER_TASK", 7)
-    monkeypatch.setattr(_summary, "_workers", lambda count: 2)
-    (tmp_path / "bad.json").write_text("[]")
-    shutil.copytree(results / "files", tmp_path / "files")
-    together = list(scan([results / "files"]))
-    assert alone == together
-    skipped: list[tuple[pathlib.Path, str]] = []
-    rows = list(scan([tmp_path], on_damaged=lambda path, reason: skipped.append((path, reason))))
-    assert len(alone) == len(rows)
-    assert [tmp_path / "bad.json"] == [path for path, _ in skipped]
+    rows = list(scan([results]))
+    loaded = list(load_results(results))
+    assert len(loaded) == len(rows)
+    assert [
+        _row_of_result(row.path, result) for row, result in zip(rows, loaded, strict=True)
+    ] == rows
+
+
+def test_a_json_result_laid_out_otherwise_reads_the_same(results, tmp_path):
+    """Pretty-printed, keys in another order, tags named like the document's keys."""
+    source = results / "session" / "json" / "session-json.json"
+    document = json.loads(source.read_text())
+    document["tags"] = {"schema": "{", "points": "[", **document["tags"]}
+    document = {key: document[key] for key in reversed(list(document))}
+    (tmp_path / "pretty.json").write_text(json.dumps(document, indent=2))
+    (row,) = scan([tmp_path / "pretty.json"])
+    (original,) = scan([source])
+    assert {"schema": "{", "points": "["} | dict(original.tags) == dict(row.tags)
+    for name in ("identifier", "start", "duration_s", "points", "marks", "cpu_user_s"):
+        assert getattr(original, name) == getattr(row, name)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        (0.000_85, "850 us"),
+        (0.0123, "12.3 ms"),
+        (4.561, "4.56 s"),
+        (187.0, "3m07s"),
+        (7500.0, "2h05m"),
+    ],
+)
+def test_durations_are_written_in_human_units(value, text):
+    """us below a millisecond, ms below a second, then s, minutes, hours."""
+    assert text == show.seconds(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        (512, "512 B"),
+        (3 * 1024, "3.0 KiB"),
+        (28.4 * 2**20, "28.4 MiB"),
+        (1.25 * 2**30, "1.2 GiB"),
+        (3 * 2**40, "3072.0 GiB"),
+    ],
+)
+def test_memory_is_written_in_human_units(value, text):
+    """Binary units up to GiB."""
+    assert text == show.memory(value)
+
+
+def test_values_are_found_in_points_whatever_their_neighbours_hold(tmp_path):
+    """Several points, missing and non-finite values, strings that look like keys."""
+    from datetime import datetime, timedelta, timezone
+
+    from multimeter import JsonFormat, LineFormat, ResourceProbe, Result
+    from multimeter._cli._summary import _row_of_result
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    result = Result(ResourceProbe(), identifier="tricky", tags={"k": '"process.cpu_user":9'})
+    result.add_meta_data(started=start.isoformat(), note='{"datetime":"x"')
+    rows = [
+        {"process.cpu_user": 0.5, "note.text": '"process.cpu_system":7,}', "proc.rss": 10},
+        {"process.cpu_user": float("nan"), "process.cpu_system": 0.25, "note.text": "}}],"},
+        {"process.cpu_system": float("inf"), "process.peak_rss": 2.5e9, "proc.rss": 12},
+        {"note.text": '{"datetime":"2020-01-01T00:00:00+00:00","values":{'},
+    ]
+    for number, values in enumerate(rows, 1):
+        result.append(start + timedelta(milliseconds=number * 10), values)
+    result.add_mark(start, 'a "quoted" mark {"datetime":"')
+    with open(tmp_path / "tricky.json", "wb") as stream:
+        JsonFormat().save_result_to_stream(result, stream)
+    (row,) = scan([tmp_path / "tricky.json"])
+    assert _row_of_result(row.path, load_result(tmp_path / "tricky.json")) == row
+    assert (4, 1, 2.5e9) == (row.points, row.marks, row.peak_memory_bytes)
+    with open(tmp_path / "tricky.line", "wb") as stream:
+        LineFormat().save_result_to_stream(result, stream)
+    (row,) = scan([tmp_path / "tricky.line"])
+    assert _row_of_result(row.path, load_result(tmp_path / "tricky.line")) == row
+    assert (4, 1, 2.5e9) == (row.points, row.marks, row.peak_memory_bytes)
+
+
+def test_a_line_file_s_points_and_marks_are_found_whatever_their_fields_hold(tmp_path):
+    """Labels with commas and equals signs, escaped names, fields that look like others."""
+    from datetime import datetime, timedelta, timezone
+
+    from multimeter import ResourceProbe, Result
+    from multimeter._cli._summary import _line_parts, _row_of_result
+
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    result = Result(ResourceProbe(), identifier="a b,c", tags={"k=1": "v ,w", "z": ""})
+    result.add_meta_data(started=start.isoformat())
+    for number in range(1, 4):
+        values = {"process.cpu_user": 0.5 * number, "x.process.cpu_user": 9.0}
+        if number == 2:
+            values["process.peak_rss"] = 1e9
+        result.append(start + timedelta(milliseconds=number), values)
+    result.add_mark(start, "a,process.cpu_user=5 mark")
+    result.add_mark(start + timedelta(milliseconds=2), "phase=2, done")
+    with open(tmp_path / "names.line", "wb") as stream:
+        LineFormat().save_result_to_stream(result, stream)
+    assert _line_parts((tmp_path / "names.line").read_bytes()) is not None  # the fast way
+    (row,) = scan([tmp_path / "names.line"])
+    assert _row_of_result(row.path, load_result(tmp_path / "names.line")) == row
+    assert (3, 2, 1e9) == (row.points, row.marks, row.peak_memory_bytes)

@@ -12,21 +12,19 @@ its :class:`~multimeter.Result`. The figures are those of
 
 A file that cannot be read (damaged, truncated, not a result) raises
 :class:`~multimeter._cli._common.CommandError` naming it, or, when ``scan`` is
-given ``on_damaged``, is reported there and passed over; the schema of a
-``.json`` file is not read, so damage inside it goes unnoticed here (``export``
-and ``load_result`` read everything).
+given ``on_damaged``, is reported there and passed over. What a row does not
+need is not read: damage in the schema of a ``.json`` or ``.line`` file, or in
+the fields of a ``.line`` point that a row does not use, goes unnoticed here
+(``export`` and ``load_result`` read everything).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import pathlib
-import sys
+import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from multimeter.metric import DURATION_BUCKETS
 from multimeter.result import Result, Schema, us_to_datetime
 from multimeter.storages._format import ResultFileError, reading
 from multimeter.storages._jsonl import EXTENSION, Call, Decoder
+from multimeter.storages._line import HEADER, escape_key, series_prefix
 
 __all__ = [
     "BUCKET_BOUNDS_S",
@@ -64,6 +63,8 @@ _ABSENT = object()
 #: Where a result's own peak memory is read from, as in Result.summary().
 _PEAK_KEYS = ("process.peak_rss", "proc.rss")
 _CPU_USER, _CPU_SYSTEM = "process.cpu_user", "process.cpu_system"
+#: How a schema (as JSON writes it, in .json and .line files) names a measure's key.
+_SCHEMA_KEYS = {key: f'"key": "{key}"'.encode() for key in (_CPU_USER, _CPU_SYSTEM)}
 _AGGREGATE_KEYS = [m.key for m in _AGGREGATE_SCHEMA.measures]
 _COUNT, _ERRORS, _DURATION, _MAX, _AGG_USER, _AGG_SYSTEM = _AGGREGATE_KEYS[:6]
 _BUCKET_KEYS = _AGGREGATE_KEYS[6:]
@@ -273,76 +274,55 @@ class _Reader:
         return not self._tags or all(tags.get(k) == v for k, v in self._tags.items())
 
     def files(self, files: list[pathlib.Path]) -> Iterator[ResultRow]:
-        """The rows of ``files``, in order; many ``.json`` files are read by worker
-        processes (one per CPU), in chunks."""
-        workers = _workers(sum(1 for file in files if str(file).endswith(".json")))
-        if workers < 2:
-            for file in files:
-                yield from self.file(file)
-            return
-        segments: list[list[pathlib.Path]] = []  # chunks of .json files, or one other file
+        """The rows of ``files``; .json files (the common case) without a generator each."""
         for file in files:
-            if not str(file).endswith(".json"):
-                segments.append([file])
-            elif (
-                segments
-                and len(segments[-1]) < _FILES_PER_TASK
-                and str(segments[-1][0]).endswith(".json")
-            ):
-                segments[-1].append(file)
+            name = str(file)
+            if name.endswith(".json"):
+                row = self.json_row(file, name)
+                if row is not None:
+                    yield row
             else:
-                segments.append([file])
-        context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(_read_json_files, [str(f) for f in segment], self._tags)
-                if str(segment[0]).endswith(".json")
-                else None
-                for segment in segments
-            ]
-            for segment, future in zip(segments, futures, strict=True):
-                if future is None:
-                    yield from self.file(segment[0])
-                    continue
-                for item in future.result():
-                    if len(item) == 2:
-                        self._damaged(pathlib.Path(item[0]), item[1])
-                    else:
-                        yield ResultRow(pathlib.Path(item[0]), *item[1:])
+                yield from self.file(file)
 
     def file(self, path: pathlib.Path) -> Iterator[ResultRow]:
         """The rows of one file."""
         name = str(path)
+        if name.endswith(".json"):
+            row = self.json_row(path, name)
+            if row is not None:
+                yield row
+            return
         try:
-            if name.endswith(".json"):
-                row = self._json_file(path, name)
-                if row is not None:
-                    yield row
-            elif name.endswith(EXTENSION):
+            if name.endswith(EXTENSION):
                 yield from self._batch_file(path)
             else:
-                loaded = _row_of_result(path, load_result(path))
-                if self._wanted(loaded.tags):
-                    yield loaded
+                skimmed = _line_parts(_read(name))
+                if skimmed is not None:
+                    row = _row(path, *skimmed)
+                else:  # laid out otherwise: read it whole
+                    row = _row_of_result(path, load_result(path))
+                if self._wanted(row.tags):
+                    yield row
         except ResultFileError as error:
             self._damaged(path, error.reason)
         except OSError as error:
             self._damaged(path, f"cannot be read ({error.strerror or error})")
 
-    def _json_file(self, path: pathlib.Path, name: str) -> ResultRow | None:
-        descriptor = os.open(name, _READ_FLAGS)
+    def json_row(self, path: pathlib.Path, name: str) -> ResultRow | None:
+        """The row of the ``.json`` file ``path`` (``name``: its text); ``None`` when
+        its tags are not wanted or it cannot be read (reported)."""
         try:
-            data = os.read(descriptor, _CHUNK)
-            if len(data) == _CHUNK:  # a big result: read the rest
-                chunks = [data]
-                while chunks[-1]:
-                    chunks.append(os.read(descriptor, _CHUNK))
-                data = b"".join(chunks)
-        finally:
-            os.close(descriptor)
+            return self._json_file(path, name)
+        except ResultFileError as error:
+            self._damaged(path, error.reason)
+        except OSError as error:
+            self._damaged(path, f"cannot be read ({error.strerror or error})")
+        return None
+
+    def _json_file(self, path: pathlib.Path, name: str) -> ResultRow | None:
+        data = _read(name)
         try:  # the common case, without the cost of reading()'s error messages
-            text = data.decode("utf-8")
-            document = _skimmed(text)
+            document = _skimmed(data)
             if document is not None:
                 return _row_of_document(path, document, self._wanted)
         except Exception:  # noqa: BLE001 - read it again below, for the reason
@@ -360,7 +340,7 @@ class _Reader:
                     break  # a partial last line: the write was cut short
                 try:
                     with reading(f"line {number}"):
-                        value = json.loads(raw)
+                        value = _line_value(raw)
                         if decoder is None:
                             decoder = Decoder(value, self._pending)
                             continue
@@ -427,64 +407,73 @@ class _Reader:
         )
 
 
-#: Below this many .json files a scan reads them itself (workers take ~50 ms to start).
-_PARALLEL_MIN = 4_000
-_FILES_PER_TASK = 1_000
-_FIELDS = [f.name for f in dataclasses.fields(ResultRow)]
-
-
-def _workers(json_files: int) -> int:
-    """How many worker processes read ``json_files`` files (1: none, read them here)."""
-    if json_files < _PARALLEL_MIN or sys.platform != "linux":
-        return 1  # fork is the cheap start, and safe, on Linux
+def _read(name: str) -> bytes:
+    """The bytes of a file, in as few system calls as it takes."""
+    descriptor = os.open(name, _READ_FLAGS)
     try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return min(cpus, 8)
+        data = os.read(descriptor, _CHUNK)
+        if len(data) == _CHUNK:  # a big result: read the rest
+            chunks = [data]
+            while chunks[-1]:
+                chunks.append(os.read(descriptor, _CHUNK))
+            data = b"".join(chunks)
+    finally:
+        os.close(descriptor)
+    return data
 
 
-def _read_json_files(names: list[str], tags: dict[str, str]) -> list[tuple[Any, ...]]:
-    """(In a worker process.) The rows of ``.json`` files as tuples of their fields
-    (the path as text), or (path, reason) for a file that cannot be read."""
-    out: list[tuple[Any, ...]] = []
-    reader = _Reader(tags, lambda path, reason: out.append((str(path), reason)))
-    for name in names:
-        for row in reader.file(pathlib.Path(name)):
-            out.append((name, *(getattr(row, field) for field in _FIELDS[1:])))
-    return out
-
-
-def _skimmed(text: str) -> dict[str, Any] | None:
-    """The identifier, tags, meta data, points and marks of a ``.json`` result laid
-    out as :class:`~multimeter.JsonFormat` writes it, without decoding its schema;
-    ``None`` for text laid out otherwise (decode it whole).
-
-    The schema ends at the first ``},"points":[`` after it: JSON escapes every
-    quote inside a string, and no key of a schema is ``points``.
-    """
-    if not text.startswith('{"identifier":'):
-        return None
+def _line_value(raw: bytes) -> Any:
+    """The JSON value of a line, as ``json.loads`` gives it (and its error), faster."""
     try:
-        identifier, position = _scan(text, 14)
-        if not text.startswith(',"tags":', position):
-            return None
-        tags, position = _scan(text, position + 8)
-        if not text.startswith(',"meta_data":', position):
-            return None
-        meta, position = _scan(text, position + 13)
-        if not text.startswith(',"schema":{', position):
-            return None
-        position = text.find('},"points":[', position)
-        if position < 0:
-            return None
-        points, position = _scan(text, position + 11)
-        if not text.startswith(',"marks":', position):
-            return None
-        marks, position = _scan(text, position + 9)
+        text = raw.decode("utf-8")
+        value, end = _scan(text, 0)
+        if end == len(text) or not text[end:].strip():
+            return value
     except (StopIteration, ValueError):
+        pass
+    return json.loads(raw)  # raises what reading() turns into the reason
+
+
+def _skimmed(data: bytes) -> dict[str, Any] | None:
+    """The identifier, tags, meta data, points and marks of a ``.json`` result laid
+    out as :class:`~multimeter.JsonFormat` writes it, without decoding its schema
+    (neither from UTF-8 nor as JSON); ``None`` for data laid out otherwise (decode
+    it whole).
+
+    The schema starts at the first ``,"schema":{`` (the values of tags and meta
+    data are strings, so no ``{`` follows a key of theirs) and ends at the first
+    ``},"points":[`` after it (JSON escapes every quote inside a string, and no key
+    of a schema is ``points``); the split happens at ASCII characters.
+    """
+    if not data.startswith(b'{"identifier":'):
         return None
-    if text[position:].strip() != "}":
+    schema = data.find(b',"schema":{')
+    points_at = data.find(b'},"points":[', schema)
+    if schema < 0 or points_at < 0:
+        return None
+    try:
+        head = data[:schema].decode("utf-8")
+        tail = data[points_at + 11 :].decode("utf-8")
+        identifier, position = _scan(head, 14)
+        if not head.startswith(',"tags":', position):
+            return None
+        tags, position = _scan(head, position + 8)
+        if not head.startswith(',"meta_data":', position):
+            return None
+        meta, position = _scan(head, position + 13)
+        if position != len(head):
+            return None
+        found = None if meta.get("calls") == "aggregate" else _points_needed(tail)
+        if found is not None:
+            points, marks = found
+        else:
+            points, position = _scan(tail, 0)
+            if not tail.startswith(',"marks":', position):
+                return None
+            marks, position = _scan(tail, position + 9)
+            if tail[position:].strip() != "}":
+                return None
+    except (StopIteration, ValueError):
         return None
     return {
         "identifier": identifier,
@@ -492,7 +481,140 @@ def _skimmed(text: str) -> dict[str, Any] | None:
         "meta_data": meta,
         "points": points,
         "marks": marks,
+        "cpu_in_schema": _cpu_in_schema(data[schema:points_at]),
     }
+
+
+_POINT = '{"datetime":"'
+#: The value of a needed key in a point's values: a JSON string, or anything up to
+#: the next comma or brace (a number, true, false, null).
+_NEEDED = {
+    key: re.compile(re.escape(f'"{key}":') + r'("(?:[^"\\]|\\.)*"|[^,}]*)')
+    for key in (_CPU_USER, _CPU_SYSTEM, *_PEAK_KEYS)
+}
+
+
+def _points_needed(tail: str) -> tuple[list[dict[str, Any]], list[None]] | None:
+    """From ``[points],"marks":[marks]}``: each point with only the values a row
+    needs, and a placeholder per mark (a row counts them); ``None`` where the text
+    is laid out otherwise (scan it whole).
+
+    Safe to split on ``{"datetime":"`` and to search for ``"<key>":``: inside a
+    JSON string every quote is escaped, so neither occurs there.
+    """
+    middle = tail.rfind('],"marks":[')
+    if middle < 0 or not tail.endswith("]}"):
+        return None
+    chunks = tail[: middle + 1].split(_POINT)
+    if chunks[0] != "[":
+        return None
+    points = []
+    last = len(chunks) - 1
+    for number, chunk in enumerate(chunks[1:], 1):
+        end = chunk.find('"')
+        if not chunk.startswith('","values":{', end) or not chunk.endswith(
+            "}}]" if number == last else "}},"
+        ):
+            return None
+        values = {}
+        for key, pattern in _NEEDED.items():
+            if key in chunk:
+                match = pattern.search(chunk, end)
+                if match is not None:
+                    values[key] = _json_scalar(match[1])
+        points.append({"datetime": chunk[:end], "values": values})
+    return points, [None] * tail.count(_POINT, middle)
+
+
+_HEADER_START = HEADER + '{"identifier": '
+_SCHEMA_START = ', "schema": {'
+#: (key, what precedes its value in ``,`` + a line's fields) of the values a row needs.
+_LINE_NEEDED = [(key, f",{escape_key(key)}=") for key in (_CPU_USER, _CPU_SYSTEM, *_PEAK_KEYS)]
+
+
+def _line_parts(
+    data: bytes,
+) -> (
+    tuple[
+        str, dict[str, str], dict[str, str], list[tuple[int, dict[str, Any]]], int, frozenset[str]
+    ]
+    | None
+):
+    """Identifier, tags, meta data, points (with the values a row needs), the
+    number of marks and the CPU measures of the schema of a ``.line`` result laid out as
+    :class:`~multimeter.LineFormat` writes it, without decoding its schema or the
+    fields a row does not need; ``None`` for anything else (read it whole).
+
+    Every data line must start with the series of the header's identifier and
+    tags; a line with a string field or a backslash in its fields is left to the
+    full reader, and so are aggregate-mode results (their rows need every field).
+    """
+    if not data.startswith(_HEADER_START.encode()):
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    end = text.find("\n")
+    schema = text.find(_SCHEMA_START, 0, end)
+    if end < 0 or schema < 0:
+        return None
+    try:
+        head = json.loads(text[len(HEADER) : schema] + "}")
+        identifier, tags, meta = head["identifier"], head["tags"], head["meta_data"]
+        if len(head) != 3 or meta.get("calls") == "aggregate":
+            return None
+        prefix = series_prefix(identifier, tags)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    points: list[tuple[int, dict[str, Any]]] = []
+    marks = 0
+    for raw in text[end + 1 :].split("\n"):
+        line = raw.strip(" \t\r")
+        if not line or (line.startswith("#") and not line.startswith(HEADER)):
+            continue
+        if not line.startswith(prefix):
+            return None
+        fields, _, stamp = line[len(prefix) :].rpartition(" ")
+        if not stamp.isdigit() or "\\" in fields:
+            return None
+        if fields.startswith('mark="'):
+            if not fields.endswith('"') or '"' in fields[6:-1]:
+                return None
+            marks += 1
+            continue
+        if '"' in fields:
+            return None
+        fields = "," + fields
+        values = {}
+        for key, before in _LINE_NEEDED:
+            at = fields.find(before)
+            if at >= 0:
+                at += len(before)
+                stop = fields.find(",", at)
+                values[key] = _line_scalar(fields[at : stop if stop >= 0 else len(fields)])
+        points.append((int(stamp) // 1000, values))
+    return identifier, tags, meta, points, marks, _cpu_in_schema(data[: data.find(b"\n")])
+
+
+def _line_scalar(text: str) -> Any:
+    """A line-protocol field value that is no string: an integer, a boolean or a float."""
+    if text.endswith(("i", "u")):
+        return int(text[:-1])
+    if text in ("t", "T", "true", "True", "TRUE"):
+        return True
+    if text in ("f", "F", "false", "False", "FALSE"):
+        return False
+    return float(text)
+
+
+def _json_scalar(text: str) -> Any:
+    """The value of a JSON number, string, true, false or null."""
+    if text[:1] in "-0123456789" and text:
+        if "." in text or "e" in text or "E" in text:
+            return float(text)
+        return int(text)
+    return json.loads(text)
 
 
 def _row_of_document(
@@ -517,18 +639,46 @@ def _row_of_document(
     marks = document.get("marks") or []
     if not isinstance(points, list) or not isinstance(marks, list):
         raise ResultFileError("points and marks must be arrays")
+    timed = [(_us(point["datetime"]), point["values"]) for point in points]
+    in_schema = document.get("cpu_in_schema")
+    if in_schema is None:  # a whole document
+        schema = document.get("schema") or {}
+        measures = schema.get("measures") or [] if isinstance(schema, dict) else []
+        keys = {m.get("key") for m in measures if isinstance(m, dict)}
+        in_schema = frozenset(key for key in (_CPU_USER, _CPU_SYSTEM) if key in keys)
+    return _row(path, identifier, tags, meta, timed, len(marks), in_schema)
+
+
+def _cpu_in_schema(schema: bytes) -> frozenset[str]:
+    """The CPU measures a schema's JSON text names (it is not decoded)."""
+    return frozenset(key for key, text in _SCHEMA_KEYS.items() if text in schema)
+
+
+def _row(
+    path: pathlib.Path,
+    identifier: str,
+    tags: dict[str, str],
+    meta: dict[str, str],
+    points: Sequence[tuple[int, Mapping[str, Any]]],
+    marks: int,
+    cpu_in_schema: frozenset[str],
+) -> ResultRow:
+    """The row of a result from its parts; ``points``: (microseconds since the
+    epoch, values), with at least the values a row needs (all, for aggregates);
+    ``cpu_in_schema``: the CPU measures of the schema (0 s where no point has one,
+    as Result.summary() says; ``None`` for one the schema lacks too)."""
     started = meta.get("started")
     origin = _us(started) if isinstance(started, str) and started else None
     # One pass over the points: CPU seconds as Result.summary() computes them (None
     # where no point has the measure), the highest peak memory, the last time.
     user = system = peak = None
     last = previous = origin
-    for point in points:
-        moment = _us(point["datetime"])
-        values = point["values"]
+    for moment, values in points:
         if previous is None:
             origin = previous = moment
-        span = max(moment - previous, 0)  # microseconds
+        span = moment - previous  # microseconds
+        if span < 0:
+            span = 0
         previous = last = moment
         rate = values.get(_CPU_USER, _ABSENT)
         if rate is not _ABSENT:
@@ -544,9 +694,14 @@ def _row_of_document(
                 value = _number(value)
                 if value is not None and value > 0 and (peak is None or value > peak):
                     peak = value
+    if points:
+        if user is None and _CPU_USER in cpu_in_schema:
+            user = 0.0
+        if system is None and _CPU_SYSTEM in cpu_in_schema:
+            system = 0.0
     aggregate = None
     if meta.get("calls") == "aggregate":
-        aggregate = _aggregate([point["values"] for point in points])
+        aggregate = _aggregate([values for _, values in points])
     outcome = meta.get("outcome")
     module, qualname = meta.get("module"), meta.get("qualname")
     return ResultRow(
@@ -559,7 +714,7 @@ def _row_of_document(
         if points and last is not None and origin is not None
         else None,
         points=len(points),
-        marks=len(marks),
+        marks=marks,
         peak_memory_bytes=peak,
         cpu_user_s=user,
         cpu_system_s=system,

@@ -34,6 +34,7 @@ from typing import IO, Any
 from multimeter._cli._common import CommandError, add_debug
 from multimeter._cli._csv import CsvWriter, measure_keys
 from multimeter._cli._summary import check_paths
+from multimeter._cli.show import one_line_errors, stdout_gone
 from multimeter._loading import load_results, result_files
 from multimeter.result import Result
 from multimeter.storages._json import result_text
@@ -66,6 +67,7 @@ def add_parser(commands: Any, name: str) -> None:
         "-o", "--output", metavar="OUT", help="a file, a directory, or - for stdout (default)"
     )
     add_debug(parser)
+    one_line_errors(parser, name)
     parser.set_defaults(handler=main)
 
 
@@ -89,7 +91,11 @@ def main(arguments: argparse.Namespace) -> int:
     everything = itertools.chain(first, results)
     file_format = _FILE_FORMATS[chosen]()
     if output is None:
-        _to_stdout(everything, chosen, file_format)
+        try:
+            _to_stdout(everything, chosen, file_format)
+        except BrokenPipeError:  # the reader went away (| head)
+            stdout_gone()
+            return 1
         return 0
     target = pathlib.Path(output)
     if several or target.is_dir() or output.endswith(os.sep):
@@ -167,9 +173,13 @@ def _csv(paths: Sequence[pathlib.Path], first: list[Result], output: str | None)
         results = iter(first)
     if output is None:
         writer = CsvWriter(sys.stdout, None, columns, identifier=several)
-        for result in results:
-            writer.add(result)
-        sys.stdout.flush()
+        try:
+            for result in results:
+                writer.add(result)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader went away (| head)
+            stdout_gone()
+            return 1
         if writer.marks_left_out:
             print(
                 f"multimeter export: {writer.marks_left_out} mark(s) not written:"

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from multimeter._cli._common import CommandError, add_debug, fail
 from multimeter._cli._summary import FunctionRow, FunctionTable, ResultRow, scan
@@ -82,7 +82,19 @@ def add_parser(commands: Any, name: str) -> None:
         "--limit", type=int, default=None, metavar="N", help="at most N rows per table"
     )
     add_debug(parser)
+    one_line_errors(parser, name)
     parser.set_defaults(handler=main)
+
+
+def one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
+    """Usage errors of ``parser`` as one line (``multimeter NAME: ...``) and exit
+    status 2, instead of argparse's usage lines."""
+
+    def error(message: str) -> NoReturn:
+        fail(name, f"{message} (see multimeter {name} --help)", 2)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]  # this parser's only
 
 
 def parse_tags(items: Sequence[str]) -> dict[str, str]:
@@ -137,9 +149,11 @@ def main(arguments: argparse.Namespace) -> int:
     ordered = sorted(
         runs.values(), key=lambda r: (r.first is None, r.first or datetime.min, r.run or "")
     )
-    if not ordered and tags and not skipped:
-        wanted = " ".join(f"{k}={v}" for k, v in tags.items())
-        raise CommandError(f"no results with the tag(s) {wanted}", 1)
+    if not ordered and not skipped:
+        if tags:
+            wanted = " ".join(f"{k}={v}" for k, v in tags.items())
+            raise CommandError(f"no results with the tag(s) {wanted}", 1)
+        raise CommandError(f"no results in {', '.join(map(str, arguments.paths))}")
     tables = [
         (
             run,
@@ -160,17 +174,22 @@ def main(arguments: argparse.Namespace) -> int:
 
 
 def write_out(text: str) -> bool:
-    """Write ``text`` to stdout; ``False`` when the reader went away (``| head``):
-    stdout is then pointed at ``/dev/null``, so the exit's flush does not fail again."""
+    """Write ``text`` to stdout; ``False`` when the reader went away (``| head``)."""
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        stdout_gone()
         return False
     return True
+
+
+def stdout_gone() -> None:
+    """After a ``BrokenPipeError``: point stdout at ``/dev/null``, so that the flush at
+    exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _sorted(
