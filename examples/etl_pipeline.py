@@ -1,11 +1,15 @@
-"""Measure a small, realistic ETL job and store the result as JSON.
+"""Measure a small, realistic ETL job: each phase measured, the whole job too.
 
 Generates CSV sales records, parses them, cleans and enriches them, and
-aggregates revenue per region and month, with a mark at every phase. The
-result goes to ``./multimeter-results/<identifier>.json`` and a short summary
-is printed.
+aggregates revenue per region and month. Each phase is a ``@measured``
+function tagged with its stage, and the job that calls them is measured as
+well, so its result holds the job's time series with every phase as marks.
+Results go to ``./multimeter-results/`` (one JSON file per call); a short
+summary of the job is printed. Then look at it:
 
-    python examples/etl_pipeline.py [--rows 300000] [--cycle-time 0.05]
+    python examples/etl_pipeline.py [--rows 300000]
+    multimeter show multimeter-results
+    multimeter report multimeter-results -o multimeter-report.html
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import random
 import statistics
 from collections import defaultdict
 
-from multimeter import FileStorage, JsonFormat, Multimeter, ResourceProbe
+import multimeter
+from multimeter import FileStorage, JsonFormat
 
 REGIONS = ("north", "south", "east", "west", "central")
 PRODUCTS = {f"P{n:03d}": round(random.Random(n).uniform(2, 300), 2) for n in range(200)}
 
 
+@multimeter.measured(tags={"stage": "generate"})
 def generate(rows: int, seed: int = 7) -> str:
     """CSV text of ``rows`` sales records, some of them dirty."""
     rng = random.Random(seed)
@@ -44,11 +50,13 @@ def generate(rows: int, seed: int = 7) -> str:
     return out.getvalue()
 
 
+@multimeter.measured(tags={"stage": "parse"})
 def parse(text: str) -> list[dict[str, str]]:
     """The CSV records as dictionaries."""
     return list(csv.DictReader(io.StringIO(text)))
 
 
+@multimeter.measured(tags={"stage": "transform"})
 def transform(records: list[dict[str, str]]) -> list[tuple[str, str, float]]:
     """Clean records: drop bad quantities, normalise regions, compute revenue."""
     cleaned = []
@@ -62,6 +70,7 @@ def transform(records: list[dict[str, str]]) -> list[tuple[str, str, float]]:
     return cleaned
 
 
+@multimeter.measured(tags={"stage": "aggregate"})
 def aggregate(rows: list[tuple[str, str, float]]) -> dict[tuple[str, str], dict[str, float]]:
     """Revenue total, mean and median per (region, month)."""
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -77,6 +86,14 @@ def aggregate(rows: list[tuple[str, str, float]]) -> dict[tuple[str, str], dict[
     }
 
 
+@multimeter.measured(tags={"stage": "job"})
+def etl_job(rows: int) -> tuple[int, int, dict[tuple[str, str], dict[str, float]]]:
+    """The whole job: its result holds the time series, each phase a pair of marks."""
+    records = parse(generate(rows))
+    cleaned = transform(records)
+    return len(records), len(cleaned), aggregate(cleaned)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=300_000)
@@ -84,33 +101,34 @@ def main() -> None:
     parser.add_argument("--out", default="multimeter-results")
     args = parser.parse_args()
 
-    storage = FileStorage(args.out, JsonFormat())
-    meter = Multimeter(ResourceProbe(), cycle_time=args.cycle_time, storage=storage)
-    measurement = meter.measure(None, job="etl-example", rows=args.rows)
-    with measurement as result:
-        measurement.add_mark("generate")
-        text = generate(args.rows)
-        measurement.add_mark("parse")
-        records = parse(text)
-        measurement.add_mark("transform")
-        rows = transform(records)
-        measurement.add_mark("aggregate")
-        summary = aggregate(rows)
-        measurement.add_mark("done")
+    # Once, at start-up: where results go, what is read and how often the job is sampled
+    # (psutil's figures give the current memory, getrusage only the high-water mark).
+    multimeter.configure(
+        storage=FileStorage(args.out, JsonFormat()),
+        probes=["resource", "psutil"],
+        cycle_time=args.cycle_time,
+    )
+    records, clean, summary = etl_job(args.rows)
+    multimeter.flush()  # here only to print the summary below: exit would flush too
 
-    best = max(summary.items(), key=lambda item: item[1]["total"])
+    result = max(
+        (r for r in multimeter.load_results(args.out) if r.tags.get("stage") == "job"),
+        key=lambda r: r.start or 0,
+    )
     figures = result.summary()
+    (region, month), best = max(summary.items(), key=lambda item: item[1]["total"])
     print(
-        f"ETL: {len(records)} records, {len(rows)} clean, {len(summary)} groups;"
-        f" best {best[0]} with {best[1]['total']:.2f}"
+        f"ETL: {records} records, {clean} clean, {len(summary)} groups;"
+        f" best {region} {month} with {best['total']:.2f}"
     )
     print(f"duration     {figures['duration_s']:.3f} s")
     print(f"cpu user     {figures['cpu_user_s']:.3f} s")
     print(f"cpu system   {figures['cpu_system_s']:.3f} s")
-    print(f"peak memory  {figures['peak_memory_bytes'] / 2**20:.1f} MiB (max RSS)")
+    peak = figures["peak_memory_bytes"]
+    print(f"peak memory  {'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}")
     print(f"points       {figures['points']}")
     print(f"marks        {', '.join(m.label for m in result.marks)}")
-    print(f"stored       {storage.path_for(result.identifier)}")
+    print(f"stored in    {args.out}/ ({result.identifier}.json and one file per phase)")
 
 
 if __name__ == "__main__":

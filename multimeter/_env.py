@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 ENABLED = "MULTIMETER_ENABLED"
 STORAGE = "MULTIMETER_STORAGE"
@@ -44,6 +45,82 @@ STORAGE_CHOICES = ("none", "file", "log", "influxdb")
 FORMAT_CHOICES = ("jsonl", "json", "line")
 #: ``each``: one result per ``@measured`` call; ``aggregate``: sums per function and cycle.
 CALLS_CHOICES = ("each", "aggregate")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable multimeter reads, as the documentation shows it."""
+
+    name: str
+    meaning: str  # what it sets and the values it takes (Markdown)
+    default: str  # (Markdown)
+
+
+#: Every variable multimeter reads, in the documented order: the documentation's
+#: table is made from this list, and a test checks the code reads no other.
+VARIABLES = (
+    Variable(
+        ENABLED, "measure at all: `1`/`0`, `true`/`false` (also `yes`/`no`, `on`/`off`)", "`1`"
+    ),
+    Variable(
+        STORAGE,
+        "where results go: `none` (measure, store nothing), `file`, `log`, `influxdb`",
+        "`file`",
+    ),
+    Variable(DIR, "directory for result files", f"`{DEFAULT_DIR}`"),
+    Variable(
+        FORMAT,
+        "for `file`: `jsonl` (batch files, `JsonLinesStorage`), or one file per result"
+        " (`FileStorage`): `json`, `line`",
+        "`jsonl`",
+    ),
+    Variable(CYCLE_TIME, f"seconds between points, at least `{MIN_CYCLE_TIME}`", "`1`"),
+    Variable(
+        PROBES,
+        "comma-separated probe names: `resource`, `psutil`, `system`, `tracemalloc`, `gc`, `nvml`",
+        "`resource`",
+    ),
+    Variable(
+        "MULTIMETER_READER",
+        "`process` (a helper process reads the psutil/system/NVML figures) or `thread`"
+        " (a thread of the program does)",
+        "`process`",
+    ),
+    Variable(TAGS, "global tags, `key=value,key=value`", "none"),
+    Variable(
+        RUN,
+        "the `run` meta datum of every result (a CI build number, say): results with the"
+        " same run belong together",
+        "one per process start, kept by forked children",
+    ),
+    Variable(SAMPLE_RATE, "fraction of calls measured, 0 to 1 (for hot functions)", "`1`"),
+    Variable(
+        CALLS,
+        "`each` (a result per `@measured` call), `aggregate` (sums per function and cycle)",
+        "`each`",
+    ),
+    Variable(
+        EXIT_TIMEOUT,
+        "seconds the exit (also on SIGTERM) waits for pending results, > 0",
+        f"`{DEFAULT_EXIT_TIMEOUT:g}`",
+    ),
+    Variable(HANDLE_SIGTERM, "`1`/`0`: store pending results on SIGTERM", "`1`"),
+    Variable(INFLUXDB_URL, "InfluxDB URL (else `INFLUXDB_V2_URL`)", "`http://localhost:8086`"),
+    Variable(
+        INFLUXDB_TOKEN, "API token (else `INFLUXDB_V2_TOKEN`); required for `influxdb`", "none"
+    ),
+    Variable(INFLUXDB_ORG, "organisation (else `INFLUXDB_V2_ORG`)", "`kantai`"),
+    Variable(INFLUXDB_BUCKET, "bucket", "`multimeter`"),
+    Variable(SPOOL_DIR, "where undelivered InfluxDB data waits", "`<MULTIMETER_DIR>/spool`"),
+)
+
+
+def markdown_table() -> str:
+    """The variables as a Markdown table (the documentation's, generated)."""
+    lines = ["| variable | what it sets, and its values | default |", "| --- | --- | --- |"]
+    lines += [f"| `{v.name}` | {v.meaning} | {v.default} |" for v in VARIABLES]
+    return "\n".join(lines) + "\n"
+
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")

@@ -18,6 +18,8 @@ from multimeter.storages.file import FileFormat, JsonFormat, LineFormat, ResultF
 _FORMATS: dict[str, FileFormat] = {".json": JsonFormat(), ".line": LineFormat()}
 _ALLOWED = ".json, .line and .jsonl"
 _BATCH_NAME = re.compile(r"(calls-.*)-(\d+)\.jsonl")
+#: What result files end with (a file named only that is hidden and passed over).
+_EXTENSIONS = (EXTENSION, *_FORMATS)
 
 
 def load_result(path: str | os.PathLike[str]) -> Result:
@@ -37,7 +39,7 @@ def load_result(path: str | os.PathLike[str]) -> Result:
     """
     path = pathlib.Path(path)
     if path.suffix == EXTENSION:
-        results = list(itertools.islice(_batch_file(path, _Pending(), skip_damaged=False), 2))
+        results = list(itertools.islice(_batch_file(path, PendingMarks(), skip_damaged=False), 2))
         if len(results) != 1:
             count = "no result" if not results else "more than one result"
             raise ValueError(
@@ -75,7 +77,7 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
     ``skip_damaged`` is true: then the damaged lines (or files) are passed over
     and one warning per file says how many and why. The batches of an InfluxDB spool
     (``<20-digit time>-<pid>-<n>.line``, for ``multimeter push``) are not results
-    and are passed over.
+    and are passed over, and so is the pytest plugin's ``pytest-summary.json``.
 
     >>> for result in multimeter.load_results("multimeter-results"):  # doctest: +SKIP
     ...     print(result.identifier, result.duration)
@@ -88,8 +90,8 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
-    files = _result_files(path) if path.is_dir() else iter([path])
-    pending = _Pending()
+    files = result_files(path) if path.is_dir() else iter([path])
+    pending = PendingMarks()
     for file in files:
         if file.suffix == EXTENSION:
             yield from _batch_file(file, pending, skip_damaged)
@@ -104,8 +106,9 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
         yield result
 
 
-class _Pending:
-    """The marks waiting for calls not read yet, of one process (by its token)."""
+class PendingMarks:
+    """The marks waiting for calls not read yet, of one process (by its token): one
+    object for all the files of a reading, passed to each file's ``Decoder``."""
 
     __slots__ = ("marks", "token")
 
@@ -121,7 +124,7 @@ class _Pending:
         return self.marks
 
 
-def _batch_file(path: pathlib.Path, pending: _Pending, skip_damaged: bool) -> Iterator[Result]:
+def _batch_file(path: pathlib.Path, pending: PendingMarks, skip_damaged: bool) -> Iterator[Result]:
     """The results of one batch file, line by line."""
     decoder: Decoder | None = None
     damaged, first_reason = 0, ""
@@ -156,24 +159,35 @@ def _batch_file(path: pathlib.Path, pending: _Pending, skip_damaged: bool) -> It
 #: An InfluxDB spool batch (``storages/_spool.py``): many results in line protocol, for
 #: ``multimeter push``, not a result file.
 _SPOOL_BATCH = re.compile(r"\d{20}-\d+-\d+\.line")
+#: The pytest plugin's summary of a run (``multimeter/_testrun/summary.py``): rows, not a result.
+_PYTEST_SUMMARY = "pytest-summary.json"
 
 
-def _result_files(directory: pathlib.Path) -> Iterator[pathlib.Path]:
-    """The result files under ``directory``, in reading order."""
+def result_files(directory: pathlib.Path) -> Iterator[pathlib.Path]:
+    """The result files under ``directory``, in reading order (hidden files and
+    InfluxDB spool batches left out).
+
+    Raises:
+        OSError: when a directory cannot be read.
+    """
     for root, folders, names in os.walk(directory, onerror=_raise):
         folders.sort()
-        for name in sorted(names, key=_order):
-            if (
-                pathlib.PurePath(name).suffix in (EXTENSION, *_FORMATS)
-                and not name.startswith(".")
-                and not _SPOOL_BATCH.fullmatch(name)
-            ):
-                yield pathlib.Path(root, name)
+        wanted = [
+            name
+            for name in names
+            if name.endswith(_EXTENSIONS)
+            and not name.startswith(".")
+            and not (name.endswith(".line") and _SPOOL_BATCH.fullmatch(name))
+            and name != _PYTEST_SUMMARY
+        ]
+        base = pathlib.Path(root)
+        for name in sorted(wanted, key=_order):
+            yield base / name
 
 
 def _order(name: str) -> tuple[str, int]:
     """Batch files of a process by number (``-10`` after ``-9``), others by name."""
-    match = _BATCH_NAME.fullmatch(name)
+    match = _BATCH_NAME.fullmatch(name) if name.endswith(EXTENSION) else None
     return (match[1], int(match[2])) if match else (name, 0)
 
 

@@ -47,6 +47,10 @@ MAX_PREFIX_LENGTH = 100
 _active: ContextVar[_Call | None] = ContextVar("multimeter_active", default=None)
 _time_ns = time.time_ns
 _monotonic = time.monotonic
+#: ``multimeter run`` sets this to receive ``(microseconds, label)`` of every enter and
+#: exit mark of the process's measured calls (the run's timeline); ``None`` otherwise,
+#: which costs a call one check at its start and one at its end. It must not raise.
+run_marks: Callable[[int, str], None] | None = None
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{p}{n}" for p in ("com", "lpt") for n in range(10)
 }
@@ -454,6 +458,8 @@ class _Call:
         # KeyboardInterrupt may land in it: then nothing of the call may stay behind).
         self.state = IN_FLIGHT  # until _register() says otherwise
         self._register(process)
+        if run_marks is not None:
+            run_marks(now_us, spec.enter)
 
     def _register(self, process: _process.ProcessState) -> None:
         plan = self.setup.plan
@@ -549,6 +555,8 @@ class _Call:
         label = spec.exit if error is None else f"{spec.name}:raise {type(error).__name__}"
         self.label = label
         self.end_us = now_us
+        if run_marks is not None:
+            run_marks(now_us, label)
         self.state = ENDED
         nested = self.nested
         if nested:  # calls still running (tasks) may add to the old list; this one is final
@@ -629,6 +637,35 @@ class _Call:
             points,
             spec.shared_meta(),
         )
+
+
+class MarksCollector:
+    """Collects the enter and exit marks of the measured calls made in this context
+    while it is open, for a measurement that is not a measured call (a test measured
+    by the pytest plugin). It stands where an enclosing call would (``_active``), so
+    those calls add their marks to it as to an enclosing call; it is no call of its
+    own (``pid`` 0: no call record links to it)."""
+
+    __slots__ = ("nested", "number", "pid", "state", "token")
+
+    def __init__(self) -> None:
+        self.state = IN_FLIGHT
+        self.nested: list[tuple[int, str, int, str, Any]] = []
+        self.number = 0
+        self.pid = 0
+        self.token: Token[Any] | None = _active.set(self)  # type: ignore[arg-type]
+
+    def close(self) -> list[tuple[int, str]]:
+        """Stop collecting; the marks, as (microseconds since the epoch, label), in time order."""
+        self.state = ENDED
+        if self.token is not None:
+            with contextlib.suppress(ValueError, RuntimeError):  # reset in another context
+                _active.reset(self.token)
+            self.token = None
+        marks: list[tuple[int, str]] = []
+        _flatten(list(self.nested), marks)
+        marks.sort(key=_timestamp)
+        return marks
 
 
 def _exception_names(error: BaseException) -> tuple[str, str]:

@@ -169,7 +169,8 @@ def test_the_rss_curve_goes_down_when_memory_is_freed():
 def test_the_tree_counts_a_child_process_cpu_while_it_runs():
     """A running child's CPU shows in tree.* long before it is waited for."""
     meter = Multimeter(ResourceProbe(), _warm(PsutilProbe(interval=0.05)), cycle_time=0.1)
-    burn = "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"
+    # a second of CPU whatever the load (a busy machine stretches its wall time)
+    burn = "import time\nwhile time.process_time() < 1.0: pass"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with meter.measure("child") as result:
         child = subprocess.Popen([sys.executable, "-c", burn])
@@ -181,7 +182,7 @@ def test_the_tree_counts_a_child_process_cpu_while_it_runs():
     used = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert during.get("tree.processes", 0) >= 2
     summary = _cpu_seconds(result, "tree") - _cpu_seconds(result, "proc")
-    assert used > 0.05
+    assert used > 0.5
     assert 0.7 * used < summary < 1.3 * used  # the child's CPU (about 1 s), counted once
 
 

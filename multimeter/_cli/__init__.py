@@ -23,6 +23,7 @@ COMMANDS = {
     "report": "report",
     "export": "export",
     "push": "push",
+    "visualization": "visualization",
 }
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from multimeter.calls import CallFunction, CallRecord, nested_marks
 from multimeter.result import Result, Schema
@@ -218,6 +218,18 @@ class Encoder:
         return eid
 
 
+class Call(NamedTuple):
+    """A call as read from a batch file: its record and the marks of the calls made
+    inside it (read before it), as (microseconds since the epoch, label)."""
+
+    record: CallRecord
+    marks: list[tuple[int, str]]
+
+    def to_result(self) -> Result:
+        """The call's result, as :func:`multimeter.load_results` gives it."""
+        return self.record.to_result(self.marks)
+
+
 class Pending(Protocol):
     """Where the marks of calls not read yet wait, per process."""
 
@@ -294,12 +306,21 @@ class Decoder:
     def line(self, value: Any) -> Iterator[Result]:
         """The results of one decoded line (none for a definition)."""
         if isinstance(value, list):
-            yield self._call(value)
+            yield self.call(value).to_result()
             return
         line = expect(value, dict, "a line")
         if "result" in line:
             yield result_from_document(line["result"])
             return
+        self.define(line)
+
+    def define(self, line: Any) -> None:
+        """Take in a definition line (``{"def": ...}``).
+
+        Raises:
+            ResultFileError: for a line that is no known definition.
+        """
+        line = expect(line, dict, "a line")
         kind = line.get("def")
         definer = self._definers.get(kind) if isinstance(kind, str) else None
         if definer is None:
@@ -347,7 +368,14 @@ class Decoder:
             member(line, "token", str, "group.token", self.token),
         )
 
-    def _call(self, line: list[Any]) -> Result:
+    def call(self, line: Any) -> Call:
+        """The call of a decoded call line (a JSON array), with the marks of the calls
+        made inside it; the marks it adds to the call it was made in wait in ``pending``.
+
+        Raises:
+            ResultFileError: for a line that is no call of this file.
+        """
+        line = expect(line, list, "a call")
         if len(line) < 7:
             raise ResultFileError(f"a call has 7 fields and its points, not {len(line)} values")
         gid, number, lane, started, duration, parent, exception = line[:7]
@@ -398,10 +426,9 @@ class Decoder:
         )
         pending = self._pending
         own = pending.pop(number, [])
-        result = record.to_result(own)
         if parent is not None:
             pending.setdefault(parent, []).extend([*nested_marks(record), *own])
-        return result
+        return Call(record, own)
 
 
-__all__ = ["EXTENSION", "FORMAT", "VERSION", "Decoder", "Encoder", "Pending"]
+__all__ = ["EXTENSION", "FORMAT", "VERSION", "Call", "Decoder", "Encoder", "Pending"]

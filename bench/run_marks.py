@@ -1,0 +1,118 @@
+"""What ``multimeter run``'s marks hook costs a ``@measured`` call.
+
+``multimeter run`` makes every measured call of a script add its enter and exit
+marks to the run's result through a module-level hook in ``multimeter._measured``
+(``run_marks``), which is ``None`` otherwise: a call then pays one check of a module
+global at its start and one at its end. In the same run, 9 interleaved rounds of
+20,000 single calls of an empty measured function (each timed with
+``perf_counter_ns``, the median taken, the bare function's median subtracted):
+
+- off: ``run_marks`` is ``None`` (every program not under ``multimeter run``);
+- on: the hook of ``multimeter run`` collects the marks;
+- the two checks alone: a function doing just those two checks, against an empty one.
+
+Targets: the two checks cost at most 2 % of an enabled call (off); a call under
+``multimeter run`` (on) costs at most 1.2x one that is not.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+from _common import finish, report
+
+import multimeter
+from multimeter import _measured
+from multimeter._cli._run_result import RunMarks
+from multimeter.storages.base import Storage
+
+CALLS = 20_000
+ROUNDS = 9
+
+
+class Discard(Storage):
+    """Takes every result and keeps none (results are still built by the writer)."""
+
+    def store(self, result) -> None:
+        pass
+
+
+def per_call(function: Callable[[], None]) -> float:
+    """The median duration of single calls, in seconds (timer cost included)."""
+    clock = time.perf_counter_ns
+    durations = []
+    for _ in range(CALLS):
+        started = clock()
+        function()
+        durations.append(clock() - started)
+    durations.sort()
+    return durations[len(durations) // 2] / 1e9
+
+
+hook: Callable[[int, str], None] | None = None
+
+
+def two_checks() -> None:
+    if hook is not None:
+        pass
+    if hook is not None:
+        pass
+
+
+def empty() -> None:
+    pass
+
+
+def main() -> None:
+    multimeter.configure(storage=Discard(), probes=["resource"])
+
+    @multimeter.measured
+    def work() -> None:
+        pass
+
+    def bare() -> None:
+        pass
+
+    off, on, checks = [], [], []
+    for _ in range(ROUNDS):
+        base = per_call(bare)
+        _measured.run_marks = None
+        off.append(per_call(work) - base)
+        marks = RunMarks(limit=10**9)
+        _measured.run_marks = marks.add
+        on.append(per_call(work) - base)
+        _measured.run_marks = None
+        multimeter.flush()
+        # The checks alone are below the timer's resolution per call: time a loop.
+        started = time.perf_counter_ns()
+        for _ in range(CALLS):
+            two_checks()
+        middle = time.perf_counter_ns()
+        for _ in range(CALLS):
+            empty()
+        checks.append(max(2 * middle - started - time.perf_counter_ns(), 0) / CALLS / 1e9)
+    off_us = statistics.median(off) * 1e6
+    on_us = statistics.median(on) * 1e6
+    checks_us = statistics.median(checks) * 1e6
+    ratios = statistics.median(b / a for a, b in zip(off, on, strict=True) if a > 0)
+    ok = report(
+        "run_marks",
+        {
+            "measured_call_us_hook_off": round(off_us, 3),
+            "measured_call_us_hook_on": round(on_us, 3),
+            "on_vs_off": round(ratios, 3),
+            "two_checks_us": round(checks_us, 4),
+            "two_checks_share_of_call": round(checks_us / off_us, 4),
+        },
+        {
+            "two checks <= 2% of a call": checks_us <= 0.02 * off_us,
+            "on <= 1.2x off": ratios <= 1.2,
+        },
+    )
+    finish(ok)
+
+
+if __name__ == "__main__":
+    main()

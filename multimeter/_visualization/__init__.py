@@ -1,0 +1,1 @@
+"""The parts of ``multimeter visualization`` (see :mod:`multimeter.visualization`)."""

@@ -1,0 +1,109 @@
+"""Real results for the command-line tests, written by a real program in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+#: load() is called 20 times directly and once inside each of the 5 validate() calls,
+#: which raise.
+LOAD_CALLS, VALIDATE_CALLS = 25, 5
+
+PROGRAM = textwrap.dedent(
+    """
+    import sys
+    import multimeter
+    from multimeter import FileStorage, GCProbe, JsonFormat, JsonLinesStorage, LineFormat
+    from multimeter import Multimeter, ResourceProbe
+
+    mode, directory = sys.argv[1], sys.argv[2]
+    if mode == "files":
+        multimeter.configure(storage=FileStorage(directory, JsonFormat()))
+    elif mode == "linefiles":
+        multimeter.configure(storage=FileStorage(directory, LineFormat()))
+    elif mode == "aggregate":
+        multimeter.configure(
+            storage=JsonLinesStorage(directory), calls="aggregate", cycle_time=0.05
+        )
+
+
+    @multimeter.measured(tags={"stage": "etl"})
+    def load(n):
+        return sum(range(n))
+
+
+    @multimeter.measured
+    def validate(n):
+        load(n)
+        raise ValueError(n)
+
+
+    if mode == "session":
+        for name, file_format in (("json", JsonFormat()), ("line", LineFormat())):
+            meter = Multimeter(
+                ResourceProbe(),
+                GCProbe(),
+                storage=FileStorage(f"{directory}/{name}", file_format),
+                cycle_time=0.02,
+            )
+            measurement = meter.measure(f"session-{name}", stage="report", team="a b")
+            with measurement as result:
+                data = [b"x" * (16 << 20) for _ in range(4)]  # 64 MiB, every page touched
+                measurement.add_mark("built")
+                del data
+                sum(range(300_000))
+                measurement.add_mark("summed, done")
+            result.add_meta_data(note="hand-made")
+    else:
+        for i in range(20):
+            load(1000 * (i + 1))
+            if i % 4 == 0:
+                try:
+                    validate(10)
+                except ValueError:
+                    pass
+        multimeter.flush()
+    """
+)
+
+
+def write_results(directory: pathlib.Path, mode: str, run: str) -> pathlib.Path:
+    """Run the program in ``mode`` with ``MULTIMETER_RUN=run``; returns the directory
+    of its results. ``batch``: no configuration, the default storage (batch files in
+    ``MULTIMETER_DIR``); ``files``: a ``.json`` file per call; ``linefiles``: a
+    ``.line`` file per call; ``aggregate``: aggregate
+    mode into batch files; ``session``: two ``measure()`` results, ``.json`` and ``.line``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory.parent / "program.py"
+    script.write_text(PROGRAM)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    env["MULTIMETER_RUN"] = run
+    env["MULTIMETER_DIR"] = str(directory)  # batch: the default storage, batch files there
+    subprocess.run(
+        [sys.executable, str(script), mode, str(directory)],
+        env=env,
+        check=True,
+        timeout=120,
+        cwd=directory.parent,
+    )
+    return directory
+
+
+def multimeter_command(
+    *arguments: str, cwd: pathlib.Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m multimeter ARGUMENTS`` as a user would; stdout and stderr as text."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    environment.pop("COLUMNS", None)
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "multimeter", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=120,
+    )
