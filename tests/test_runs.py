@@ -53,10 +53,18 @@ def test_the_results_of_one_program_and_its_forked_workers_share_one_run(tmp_pat
 
 
 def test_two_starts_of_a_program_are_two_runs_that_sort_by_time(tmp_path):
-    first = _runs(_run_program(tmp_path, "first"))
-    second = _runs(_run_program(tmp_path, "second"))
-    assert not first & second
-    assert max(first) < max(second) or max(first)[:15] == max(second)[:15]
+    script = tmp_path / "one_call.py"
+    script.write_text("import multimeter\nmultimeter.measured(print)('hi')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    runs = []
+    for directory in ("first", "second"):
+        env.update(MULTIMETER_DIR=str(tmp_path / directory), MULTIMETER_FORMAT="json")
+        subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=60)
+        (run,) = _runs(load_results(tmp_path / directory))
+        runs.append(run)
+    first, second = runs
+    assert first != second
+    assert first[:15] <= second[:15]  # the start time, to the second, comes first
 
 
 def test_multimeter_run_names_the_run_of_every_process(tmp_path):
