@@ -310,7 +310,7 @@ class MeasuringPlugin:
         try:
             nested = test.collector.close()
             measurement = test.measurement
-            outcome = _outcome(test.reports)
+            outcome = _outcome(test.reports, test.phases)
             result = measurement.result
             assert result is not None
             result.tags["outcome"] = outcome
@@ -388,7 +388,10 @@ class MeasuringPlugin:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Store what is pending; a worker sends its rows, the controller writes the
-        summary, compares, and fails the run where the gate says so."""
+        summary, compares, and fails the run where the gate says so (``--collect-only``:
+        nothing ran, nothing is written)."""
+        if session.config.getoption("collectonly", False):
+            return
         self._store_pending()
         close = getattr(self.storage, "close", None)
         if callable(close):
@@ -446,7 +449,10 @@ class MeasuringPlugin:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """The tests with the most CPU, peak memory and duration; the comparison; the gate."""
-        if getattr(terminalreporter.config, "workerinput", None) is not None:
+        config = terminalreporter.config
+        if getattr(config, "workerinput", None) is not None or config.getoption(
+            "collectonly", False
+        ):
             return
         for line in report_lines(self):
             if line.startswith("="):
@@ -467,8 +473,11 @@ def _tags(item: pytest.Item) -> dict[str, str]:
     return tags
 
 
-def _outcome(reports: dict[str, pytest.TestReport]) -> str:
-    """passed, failed, skipped, error, xfailed or xpassed, as pytest reports it."""
+def _outcome(reports: dict[str, pytest.TestReport], phases: dict[str, float]) -> str:
+    """passed, failed, skipped, error, xfailed or xpassed, as pytest reports it;
+    interrupted where a phase began and has no report (Ctrl-C, ``pytest.exit()``)."""
+    if any(phase not in reports for phase in phases):
+        return "interrupted"
     setup, call, teardown = (reports.get(phase) for phase in _PHASES)
     if setup is not None and setup.failed:
         return "error"

@@ -140,7 +140,9 @@ def stored_summaries(directory: pathlib.Path) -> Iterable[pathlib.Path]:
 
 def latest_before(directory: pathlib.Path, run: str, started: str) -> Summary | None:
     """The run stored under ``directory`` that started last before ``started``
-    (other than ``run``); unreadable summaries are passed over."""
+    (other than ``run``); unreadable summaries and runs that measured no test
+    (``-k`` matching nothing, a run stopped in its collection) are passed over: a gate
+    against them would pass anything."""
     best: Summary | None = None
     for path in stored_summaries(directory):
         try:
@@ -148,6 +150,8 @@ def latest_before(directory: pathlib.Path, run: str, started: str) -> Summary | 
         except (ValueError, OSError):
             continue
         if summary.run == run or path.parent.name == run or summary.started >= started:
+            continue
+        if not summary.rows:
             continue
         if best is None or (summary.started, summary.run) > (best.started, best.run):
             best = summary
