@@ -514,7 +514,9 @@ def test_a_run_that_measured_no_test_is_passed_over_as_baseline(pytester, monkey
     assert f"compared with run {first.name}" in ran.stdout.str()
 
 
-@pytest.mark.parametrize("limits", ["cpu:50", "cpu=50%", "disk:10%", "cpu:50%,", "cpu:x%"])
+@pytest.mark.parametrize(
+    "limits", ["cpu:50", "cpu=50%", "disk:10%", "cpu:50%,", "cpu:x%", "", "cpu:50%,cpu:20%"]
+)
 def test_a_bad_gate_is_a_usage_error_naming_the_setting(pytester, monkeypatch, limits):
     """Bad --multimeter-fail: exit status 4 and one line naming the option and the form."""
     suite = _passing_suite(pytester, monkeypatch)
@@ -537,6 +539,20 @@ def test_comparing_with_a_run_that_is_not_there_is_a_usage_error(pytester, monke
     assert pytest.ExitCode.USAGE_ERROR == ran.ret
     assert "--multimeter-compare='20200101T000000-000000': no such run" in ran.stderr.str()
     assert "Traceback" not in ran.stderr.str()
+
+
+def test_a_path_after_compare_is_a_usage_error_that_says_how_to_write_it(pytester, monkeypatch):
+    """`pytest --multimeter-compare tests.py`: the path is taken as the run; the one line
+    says so and how to write the option instead."""
+    suite = _passing_suite(pytester, monkeypatch)
+
+    ran = _run(suite, "--multimeter-compare", "test_passing.py")
+
+    assert pytest.ExitCode.USAGE_ERROR == ran.ret
+    error = ran.stderr.str()
+    assert "--multimeter-compare='test_passing.py' is not a stored run" in error
+    assert "write --multimeter-compare=RUN, or put the option after the tests" in error
+    assert "Traceback" not in error
 
 
 def test_environment_variable_switches_it_on(pytester, monkeypatch):

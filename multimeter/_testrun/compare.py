@@ -51,6 +51,11 @@ def parse_limits(text: str) -> tuple[Limit, ...]:
                 f"--multimeter-fail={text!r} is not valid; allowed: {ALLOWED_FORM}"
                 f" (figures: {', '.join(FIGURES)})"
             )
+        if any(limit.figure == match[1] for limit in limits):
+            raise ValueError(
+                f"--multimeter-fail={text!r} gives {match[1]} twice; allowed: {ALLOWED_FORM}"
+                " (each figure once)"
+            )
         limits.append(Limit(match[1], float(match[2])))
     return tuple(limits)
 

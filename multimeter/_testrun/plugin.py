@@ -144,7 +144,11 @@ def _check_named_run(directory: pathlib.Path, name: str) -> None:
                 read_summary(candidate)
                 return
             except (ValueError, OSError) as error:
-                raise pytest.UsageError(f"--multimeter-compare: {error}") from None
+                raise pytest.UsageError(
+                    f"--multimeter-compare={name!r} is not a stored run ({error}); a word"
+                    " after --multimeter-compare is taken as the run to compare with: write"
+                    " --multimeter-compare=RUN, or put the option after the tests"
+                ) from None
     raise pytest.UsageError(
         f"--multimeter-compare={name!r}: no such run; allowed: the name of a run folder in"
         f" {str(directory)!r}, a run folder or a {SUMMARY_NAME}"
