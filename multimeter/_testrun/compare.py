@@ -43,7 +43,7 @@ def parse_limits(text: str) -> tuple[Limit, ...]:
     Raises:
         ValueError: naming ``--multimeter-fail`` and the allowed form.
     """
-    limits = []
+    limits: list[Limit] = []
     for part in text.split(","):
         match = _LIMIT.fullmatch(part)
         if match is None or match[1] not in FIGURES or not math.isfinite(float(match[2])):
