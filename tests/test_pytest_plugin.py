@@ -296,6 +296,15 @@ def test_the_summary_has_a_row_per_test_with_its_figures(measured_run):
     assert rows["test_suite.py::test_fast"]["peak_memory_bytes"] < 2**20
 
 
+def test_the_summary_is_as_readable_as_the_results(measured_run):
+    """The summary gets the results files' mode (0644 less the umask), not a temporary
+    file's 0600: whoever may read the results may read the summary."""
+    (batch,) = measured_run.run.glob("*.jsonl")
+    summary = measured_run.run / "pytest-summary.json"
+    assert oct(batch.stat().st_mode & 0o777) == oct(summary.stat().st_mode & 0o777)
+    assert not list(measured_run.run.glob(".summary-*"))
+
+
 def test_the_terminal_names_the_heaviest_tests_first(measured_run):
     """Like --durations: the tests with the most CPU, peak memory and duration."""
     text = measured_run.output
