@@ -128,3 +128,12 @@ def test_every_public_name_in_the_reference_has_a_docstring(module_name):
                 if not (function.__doc__ or "").strip():
                     undocumented.append(f"{name}.{attribute}")
     assert [] == undocumented
+
+
+def test_every_link_in_the_readme_points_at_a_file_here():
+    """README.md is read on the repository's page, outside the site's strict build: its
+    relative links (the guides, the screenshot) must name files that exist."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    relative = [link for link in links if "://" not in link and not link.startswith("mailto:")]
+    assert relative, "the README links to its guides"
+    assert [] == [link for link in relative if not (ROOT / link).exists()]
