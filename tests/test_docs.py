@@ -55,7 +55,8 @@ def test_every_guide_with_code_has_an_example_that_runs():
 
 def _variables_read_by_the_code() -> set[str]:
     names = set()
-    for path in (ROOT / "multimeter").rglob("*.py"):
+    paths = [*(ROOT / "multimeter").rglob("*.py"), *(ROOT / "pytest_multimeter").rglob("*.py")]
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Constant)
