@@ -112,6 +112,12 @@ VARIABLES = (
     Variable(INFLUXDB_ORG, "organisation (else `INFLUXDB_V2_ORG`)", "`kantai`"),
     Variable(INFLUXDB_BUCKET, "bucket", "`multimeter`"),
     Variable(SPOOL_DIR, "where undelivered InfluxDB data waits", "`<MULTIMETER_DIR>/spool`"),
+    Variable(
+        "MULTIMETER_PYTEST",
+        "`1` (also `true`, `yes`, `on`): the pytest plugin measures every test, as"
+        " `pytest --multimeter` does",
+        "off",
+    ),
 )
 
 

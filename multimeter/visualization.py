@@ -149,6 +149,16 @@ def _load_example_data(config: VisuConfig, influx: _http.InfluxSetup) -> int:
     return len(lines.splitlines())
 
 
+def _check_port(option: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise CommandError(f"{option} {port} is not a port; allowed: 1 to 65535")
+
+
+def _check_timeout(timeout: float) -> None:
+    if not 0 < timeout < float("inf"):
+        raise CommandError(f"--timeout {timeout:g} is not valid; allowed: seconds > 0")
+
+
 def install(args: argparse.Namespace) -> int:
     """Install the visualization containers and configure them; returns the exit status.
 
@@ -171,6 +181,9 @@ def install(args: argparse.Namespace) -> int:
     _check_name("--org", args.org)
     _check_name("--bucket", args.bucket)
     _check_listen(args.listen)
+    _check_port("--influxdb-port", args.influxdb_port)
+    _check_port("--grafana-port", args.grafana_port)
+    _check_timeout(args.timeout)
     if args.influxdb_port == args.grafana_port:
         raise CommandError("--influxdb-port and --grafana-port must differ")
     data_dir = pathlib.Path(args.data_dir).expanduser().absolute()
@@ -260,6 +273,7 @@ def _load(args: argparse.Namespace) -> VisuConfig:
 
 def start(args: argparse.Namespace) -> int:
     """Start the containers (recreating them if they were removed) and wait until ready."""
+    _check_timeout(args.timeout)
     config = _load(args)
     command = _docker_ready()
     compose = _compose(config, command)

@@ -55,7 +55,8 @@ def test_every_guide_with_code_has_an_example_that_runs():
 
 def _variables_read_by_the_code() -> set[str]:
     names = set()
-    for path in (ROOT / "multimeter").rglob("*.py"):
+    paths = [*(ROOT / "multimeter").rglob("*.py"), *(ROOT / "pytest_multimeter").rglob("*.py")]
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Constant)
@@ -128,3 +129,12 @@ def test_every_public_name_in_the_reference_has_a_docstring(module_name):
                 if not (function.__doc__ or "").strip():
                     undocumented.append(f"{name}.{attribute}")
     assert [] == undocumented
+
+
+def test_every_link_in_the_readme_points_at_a_file_here():
+    """README.md is read on the repository's page, outside the site's strict build: its
+    relative links (the guides, the screenshot) must name files that exist."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    relative = [link for link in links if "://" not in link and not link.startswith("mailto:")]
+    assert relative, "the README links to its guides"
+    assert [] == [link for link in relative if not (ROOT / link).exists()]

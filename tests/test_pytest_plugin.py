@@ -296,6 +296,15 @@ def test_the_summary_has_a_row_per_test_with_its_figures(measured_run):
     assert rows["test_suite.py::test_fast"]["peak_memory_bytes"] < 2**20
 
 
+def test_the_summary_is_as_readable_as_the_results(measured_run):
+    """The summary gets the results files' mode (0644 less the umask), not a temporary
+    file's 0600: whoever may read the results may read the summary."""
+    (batch,) = measured_run.run.glob("*.jsonl")
+    summary = measured_run.run / "pytest-summary.json"
+    assert oct(batch.stat().st_mode & 0o777) == oct(summary.stat().st_mode & 0o777)
+    assert not list(measured_run.run.glob(".summary-*"))
+
+
 def test_the_terminal_names_the_heaviest_tests_first(measured_run):
     """Like --durations: the tests with the most CPU, peak memory and duration."""
     text = measured_run.output
@@ -423,7 +432,100 @@ def test_the_first_run_has_nothing_to_compare_with_and_passes(pytester, monkeypa
     assert "nothing to compare with" in ran.stdout.str()
 
 
-@pytest.mark.parametrize("limits", ["cpu:50", "cpu=50%", "disk:10%", "cpu:50%,", "cpu:x%"])
+def test_a_test_stopped_by_ctrl_c_is_interrupted_and_the_run_folder_is_whole(pytester, monkeypatch):
+    """Ctrl-C inside a test: its row says interrupted (not passed), the summary is written."""
+    monkeypatch.delenv("MULTIMETER_PYTEST", raising=False)
+    pytester.makepyfile(
+        test_stopped="""
+        import os
+        import signal
+
+
+        def test_before():
+            pass
+
+
+        def test_stopped():
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+        def test_never_run():
+            pass
+        """
+    )
+
+    ran = _run(pytester, "--multimeter")
+
+    assert pytest.ExitCode.INTERRUPTED == ran.ret
+    (run,) = _runs(pytester)
+    outcomes = {test: row["outcome"] for test, row in _summary(run).items()}
+    assert {
+        "test_stopped.py::test_before": "passed",
+        "test_stopped.py::test_stopped": "interrupted",
+    } == outcomes
+    assert 2 == len(_results(run))
+
+
+def test_an_interrupted_test_is_never_a_baseline_for_the_gate(pytester, monkeypatch):
+    """A test cut short by Ctrl-C has tiny figures: the next run's are not failed against them."""
+    suite = _passing_suite(pytester, monkeypatch)
+    suite.makeconftest(
+        """
+        import os
+        import signal
+
+
+        def pytest_runtest_call(item):
+            if os.environ.get("STOP") and item.name == "test_cpu":
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                os.kill(os.getpid(), signal.SIGINT)
+        """
+    )
+    monkeypatch.setenv("STOP", "1")
+    assert pytest.ExitCode.INTERRUPTED == _run(suite, "--multimeter").ret
+    monkeypatch.delenv("STOP")
+
+    ran = _run(suite, "--multimeter-fail=cpu:50%")
+
+    assert 0 == ran.ret, ran.stdout.str()
+    assert "passed the gate" in ran.stdout.str()
+
+
+def test_a_collect_only_run_writes_nothing_and_is_no_baseline(pytester, monkeypatch):
+    """--collect-only measures nothing: no run folder, and the gate still compares with
+    the last run that measured the tests (an empty run would let any regression pass)."""
+    suite = _passing_suite(pytester, monkeypatch)
+    assert 0 == _run(suite, "--multimeter").ret
+    (first,) = _runs(suite)
+
+    collected = _run(suite, "--multimeter", "--collect-only")
+
+    assert 0 == collected.ret
+    assert [first] == _runs(suite)
+    assert "tests measured" not in collected.stdout.str()
+    monkeypatch.setenv("BURN", "2")
+    ran = _run(suite, "--multimeter-fail=cpu:50%")
+    assert 1 == ran.ret
+    assert f"compared with run {first.name}" in ran.stdout.str()
+
+
+def test_a_run_that_measured_no_test_is_passed_over_as_baseline(pytester, monkeypatch):
+    """-k matching nothing stores an empty run: the next compare looks past it."""
+    suite = _passing_suite(pytester, monkeypatch)
+    _run(suite, "--multimeter")
+    (first,) = _runs(suite)
+    assert pytest.ExitCode.NO_TESTS_COLLECTED == _run(suite, "--multimeter", "-k", "nothing").ret
+    assert 2 == len(_runs(suite))
+
+    ran = _run(suite, "--multimeter-compare")
+
+    assert f"compared with run {first.name}" in ran.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "limits", ["cpu:50", "cpu=50%", "disk:10%", "cpu:50%,", "cpu:x%", "", "cpu:50%,cpu:20%"]
+)
 def test_a_bad_gate_is_a_usage_error_naming_the_setting(pytester, monkeypatch, limits):
     """Bad --multimeter-fail: exit status 4 and one line naming the option and the form."""
     suite = _passing_suite(pytester, monkeypatch)
@@ -446,6 +548,20 @@ def test_comparing_with_a_run_that_is_not_there_is_a_usage_error(pytester, monke
     assert pytest.ExitCode.USAGE_ERROR == ran.ret
     assert "--multimeter-compare='20200101T000000-000000': no such run" in ran.stderr.str()
     assert "Traceback" not in ran.stderr.str()
+
+
+def test_a_path_after_compare_is_a_usage_error_that_says_how_to_write_it(pytester, monkeypatch):
+    """`pytest --multimeter-compare tests.py`: the path is taken as the run; the one line
+    says so and how to write the option instead."""
+    suite = _passing_suite(pytester, monkeypatch)
+
+    ran = _run(suite, "--multimeter-compare", "test_passing.py")
+
+    assert pytest.ExitCode.USAGE_ERROR == ran.ret
+    error = ran.stderr.str()
+    assert "--multimeter-compare='test_passing.py' is not a stored run" in error
+    assert "write --multimeter-compare=RUN, or put the option after the tests" in error
+    assert "Traceback" not in error
 
 
 def test_environment_variable_switches_it_on(pytester, monkeypatch):

@@ -684,6 +684,34 @@ def test_install_refuses_to_publish_on_another_address(docker):
     assert [] == docker.calls()
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--influxdb-port", "0", "--influxdb-port 0 is not a port; allowed: 1 to 65535"),
+        ("--grafana-port", "70000", "--grafana-port 70000 is not a port; allowed: 1 to 65535"),
+        ("--timeout", "-1", "--timeout -1 is not valid; allowed: seconds > 0"),
+        ("--timeout", "nan", "--timeout nan is not valid; allowed: seconds > 0"),
+    ],
+)
+def test_install_refuses_a_port_or_timeout_out_of_range(docker, option, value, said):
+    """Port 0 would publish a random port, 70000 made bind() raise: one line, exit status 2,
+    before docker is asked anything."""
+    result = docker.install(option, value)
+    assert 2 == result.returncode
+    assert [f"multimeter visualization install: {said}"] == result.stderr.splitlines()
+    assert [] == docker.calls()
+
+
+def test_start_refuses_a_timeout_out_of_range(docker):
+    """start --timeout 0: one line, exit status 2, nothing started."""
+    assert 0 == docker.install().returncode
+    calls = len(docker.calls())
+    result = docker.run("start", "--timeout", "0")
+    assert 2 == result.returncode
+    assert "--timeout 0 is not valid" in result.stderr
+    assert calls == len(docker.calls())
+
+
 def test_remove_without_a_terminal_or_yes_refuses(docker):
     """With no terminal to ask on and no --yes, nothing is removed."""
     assert 0 == docker.install().returncode

@@ -43,13 +43,18 @@ def parse_limits(text: str) -> tuple[Limit, ...]:
     Raises:
         ValueError: naming ``--multimeter-fail`` and the allowed form.
     """
-    limits = []
+    limits: list[Limit] = []
     for part in text.split(","):
         match = _LIMIT.fullmatch(part)
         if match is None or match[1] not in FIGURES or not math.isfinite(float(match[2])):
             raise ValueError(
                 f"--multimeter-fail={text!r} is not valid; allowed: {ALLOWED_FORM}"
                 f" (figures: {', '.join(FIGURES)})"
+            )
+        if any(limit.figure == match[1] for limit in limits):
+            raise ValueError(
+                f"--multimeter-fail={text!r} gives {match[1]} twice; allowed: {ALLOWED_FORM}"
+                " (each figure once)"
             )
         limits.append(Limit(match[1], float(match[2])))
     return tuple(limits)

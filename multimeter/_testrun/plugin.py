@@ -144,7 +144,11 @@ def _check_named_run(directory: pathlib.Path, name: str) -> None:
                 read_summary(candidate)
                 return
             except (ValueError, OSError) as error:
-                raise pytest.UsageError(f"--multimeter-compare: {error}") from None
+                raise pytest.UsageError(
+                    f"--multimeter-compare={name!r} is not a stored run ({error}); a word"
+                    " after --multimeter-compare is taken as the run to compare with: write"
+                    " --multimeter-compare=RUN, or put the option after the tests"
+                ) from None
     raise pytest.UsageError(
         f"--multimeter-compare={name!r}: no such run; allowed: the name of a run folder in"
         f" {str(directory)!r}, a run folder or a {SUMMARY_NAME}"
@@ -310,7 +314,7 @@ class MeasuringPlugin:
         try:
             nested = test.collector.close()
             measurement = test.measurement
-            outcome = _outcome(test.reports)
+            outcome = _outcome(test.reports, test.phases)
             result = measurement.result
             assert result is not None
             result.tags["outcome"] = outcome
@@ -388,7 +392,10 @@ class MeasuringPlugin:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Store what is pending; a worker sends its rows, the controller writes the
-        summary, compares, and fails the run where the gate says so."""
+        summary, compares, and fails the run where the gate says so (``--collect-only``:
+        nothing ran, nothing is written)."""
+        if session.config.getoption("collectonly", False):
+            return
         self._store_pending()
         close = getattr(self.storage, "close", None)
         if callable(close):
@@ -446,7 +453,10 @@ class MeasuringPlugin:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """The tests with the most CPU, peak memory and duration; the comparison; the gate."""
-        if getattr(terminalreporter.config, "workerinput", None) is not None:
+        config = terminalreporter.config
+        if getattr(config, "workerinput", None) is not None or config.getoption(
+            "collectonly", False
+        ):
             return
         for line in report_lines(self):
             if line.startswith("="):
@@ -467,8 +477,11 @@ def _tags(item: pytest.Item) -> dict[str, str]:
     return tags
 
 
-def _outcome(reports: dict[str, pytest.TestReport]) -> str:
-    """passed, failed, skipped, error, xfailed or xpassed, as pytest reports it."""
+def _outcome(reports: dict[str, pytest.TestReport], phases: dict[str, float]) -> str:
+    """passed, failed, skipped, error, xfailed or xpassed, as pytest reports it;
+    interrupted where a phase began and has no report (Ctrl-C, ``pytest.exit()``)."""
+    if any(phase not in reports for phase in phases):
+        return "interrupted"
     setup, call, teardown = (reports.get(phase) for phase in _PHASES)
     if setup is not None and setup.failed:
         return "error"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -101,7 +101,10 @@ def write_summary(
     # One row a line: readable with grep and diff, cheap to write.
     lines = ",\n".join(json.dumps(row.to_json()) for row in rows)
     text = json.dumps(header)[:-1] + ', "tests": [\n' + lines + "\n]}\n"
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".summary-", suffix=".tmp")
+    # Not mkstemp: its 0600 would keep the summary from the other users the results
+    # files (0644 less the umask) are readable by.
+    temporary = directory / f".summary-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
             stream.write(text)
@@ -140,7 +143,9 @@ def stored_summaries(directory: pathlib.Path) -> Iterable[pathlib.Path]:
 
 def latest_before(directory: pathlib.Path, run: str, started: str) -> Summary | None:
     """The run stored under ``directory`` that started last before ``started``
-    (other than ``run``); unreadable summaries are passed over."""
+    (other than ``run``); unreadable summaries and runs that measured no test
+    (``-k`` matching nothing, a run stopped in its collection) are passed over: a gate
+    against them would pass anything."""
     best: Summary | None = None
     for path in stored_summaries(directory):
         try:
@@ -148,6 +153,8 @@ def latest_before(directory: pathlib.Path, run: str, started: str) -> Summary | 
         except (ValueError, OSError):
             continue
         if summary.run == run or path.parent.name == run or summary.started >= started:
+            continue
+        if not summary.rows:
             continue
         if best is None or (summary.started, summary.run) > (best.started, best.run):
             best = summary
