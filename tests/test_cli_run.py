@@ -338,6 +338,14 @@ def test_sigterm_to_a_script_stores_the_run_and_its_calls_then_dies_of_sigterm(t
 # -- what is measured -------------------------------------------------------------------
 
 
+def test_a_quick_commands_peak_memory_is_not_multimeters_own(tmp_path):
+    """Linux counts in a child's ``max_rss`` the memory of multimeter it was forked
+    from: a command too quick to be sampled has no peak memory to show, not that."""
+    measured = _run(tmp_path, "--", "true")
+    assert 0 == measured.returncode
+    assert "peak memory n/a;" in _summary(measured)
+
+
 def test_a_command_is_measured_as_a_process_tree(tmp_path):
     """The CPU of a pipeline's processes is counted: compare with what each reports."""
     _write(
@@ -550,6 +558,9 @@ def test_each_run_has_its_own_run_identifier(tmp_path):
         (("-m", "no_such_module"), 1, "no module named no_such_module"),
         (("--", "no-such-command-here"), 127, "command not found: no-such-command-here"),
         (("--", "./job.py"), 126, "permission denied: ./job.py"),
+        (("--", "./sub"), 126, "cannot execute ./sub: it is a directory"),
+        (("--", "./shebang"), 127, "cannot execute ./shebang: required file not found"),
+        (("--", ""), 127, "command not found: ''"),
         (("--cycle-time", "fast", "job.py"), 2, "--cycle-time='fast' is not valid"),
         (("--probes", "resource,cpu", "job.py"), 2, "unknown 'cpu'"),
         (("--format", "xml", "job.py"), 2, "--format='xml' is not valid"),
@@ -563,6 +574,8 @@ def test_each_run_has_its_own_run_identifier(tmp_path):
 )
 def test_bad_input_is_one_line_naming_it(tmp_path, arguments, status, message):
     _write(tmp_path / "job.py", "print('never')\n")  # not executable
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "shebang", "#!/no/such/interpreter\necho never\n").chmod(0o755)
     measured = _run(tmp_path, *arguments)
     assert status == measured.returncode
     lines = measured.stderr.decode().splitlines()
