@@ -20,6 +20,7 @@ import sys
 import termios
 import textwrap
 import time
+import zipfile
 
 import pytest
 
@@ -125,6 +126,32 @@ def test_a_package_runs_its_main_module(tmp_path):
     measured = _run(tmp_path, "-m", "app")
     assert plain.stdout == measured.stdout
     assert [run.identifier.startswith("app-") for run in _runs(tmp_path)] == [True]
+
+
+@pytest.mark.parametrize("target", ["app", "./app/", "app.pyz"])
+def test_a_directory_or_zip_application_runs_its_main_as_python_runs_it(tmp_path, target):
+    """``python app/`` and ``python app.pyz`` run their ``__main__.py``, which imports
+    its neighbours: sys.path[0] is the directory or the zip file."""
+    _write(tmp_path / "app" / "__main__.py", WHO_AM_I + "import helper\nprint(helper.X)\n")
+    _write(tmp_path / "app" / "helper.py", "X = 42\n")
+    with zipfile.ZipFile(tmp_path / "app.pyz", "w") as archive:
+        for name in ("__main__.py", "helper.py"):
+            archive.write(tmp_path / "app" / name, name)
+    plain = _plain(tmp_path, target, "--flag")
+    measured = _run(tmp_path, target, "--flag")
+    assert 0 == plain.returncode == measured.returncode, measured.stderr
+    assert plain.stdout == measured.stdout
+    assert measured.stdout.endswith(b"42\n")
+    assert "app exited with status 0" in _summary(measured)
+
+
+def test_a_directory_without_main_is_one_line_as_python_says_it(tmp_path):
+    (tmp_path / "lib").mkdir()
+    measured = _run(tmp_path, "lib")
+    assert 1 == measured.returncode == _plain(tmp_path, "lib").returncode
+    assert ["multimeter run: can't find '__main__' module in 'lib'"] == (
+        measured.stderr.decode().splitlines()
+    )
 
 
 def test_functions_of_the_script_pickle_into_a_multiprocessing_pool(tmp_path):
