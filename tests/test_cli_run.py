@@ -526,6 +526,32 @@ def test_a_command_and_the_python_programs_it_starts_share_the_run(tmp_path):
     assert {run.meta_data["run"]} == {r.meta_data["run"] for r in results}
 
 
+def test_a_relative_dir_holds_what_programs_measure_wherever_they_run(tmp_path):
+    """``--dir out`` is ``./out`` where multimeter was started: for a script that
+    changes its directory and for the programs a command starts elsewhere."""
+    _write(
+        tmp_path / "sub" / "job.py",
+        """
+        import os, multimeter
+
+        @multimeter.measured
+        def step():
+            return 1
+
+        step()
+        os.chdir(os.path.dirname(os.path.abspath(__file__)))
+        step()
+        """,
+    )
+    script = _run(tmp_path, "--dir", "out", "sub/job.py")
+    command = _run(tmp_path, "--dir", "out", "--", "sh", "-c", f"cd sub && {sys.executable} job.py")
+    assert 0 == script.returncode == command.returncode, command.stderr
+    assert not (tmp_path / "sub" / "out").exists()
+    results = list(load_results(tmp_path / "out"))
+    assert 2 == len([r for r in results if "exit_status" in r.meta_data])
+    assert 4 == len([r for r in results if r.meta_data.get("function") == "step"])
+
+
 def test_the_environment_chooses_the_storage_as_for_configure(tmp_path):
     script = _write(tmp_path / "job.py", "print('hi')\n")
     measured = _run(tmp_path, script.name, MULTIMETER_FORMAT="line")

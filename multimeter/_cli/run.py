@@ -150,10 +150,15 @@ def _settings(arguments: argparse.Namespace, *, export_probes: bool) -> dict[str
     if arguments.probes is not None and export_probes:
         names = _env.parse_names("--probes", arguments.probes, tuple(_config.PROBES))
         settings[_env.PROBES] = ",".join(names)
-    if arguments.dir is not None:
-        if not arguments.dir.strip():
-            raise ValueError("--dir='' is not valid; allowed: a directory path")
-        settings[_env.DIR] = arguments.dir
+    if arguments.dir is not None and not arguments.dir.strip():
+        raise ValueError("--dir='' is not valid; allowed: a directory path")
+    # Absolute: a program that changes its directory, and the processes it starts
+    # elsewhere (``cd sub && ...``, ``make -C sub``), store where the run does.
+    directory = arguments.dir or _env.get(_env.DIR) or _env.DEFAULT_DIR
+    settings[_env.DIR] = os.path.abspath(directory)
+    spool = _env.get(_env.SPOOL_DIR)
+    if spool:
+        settings[_env.SPOOL_DIR] = os.path.abspath(spool)
     if arguments.format is not None:
         settings[_env.FORMAT] = _env.parse_choice("--format", arguments.format, _env.FORMAT_CHOICES)
     if arguments.storage is not None:
