@@ -347,14 +347,16 @@ def test_ctrl_c_in_a_script_raises_keyboardinterrupt_there_and_the_run_is_stored
     )
 
 
-def test_sigterm_to_a_script_stores_the_run_and_its_calls_then_dies_of_sigterm(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_to_a_script_stores_the_run_and_its_calls_then_dies_of_sigterm(tmp_path, signum):
+    """SIGHUP too: the terminal or the ssh connection went away."""
     _write(tmp_path / "slow.py", SLOW_SCRIPT)
     process = _start(tmp_path, "slow.py")
     _wait_for(process, b"ready")
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert -signal.SIGTERM == process.returncode
-    assert b"killed by SIGTERM" in stderr
+    assert -signum == process.returncode
+    assert f"killed by {signum.name}".encode() in stderr
     (run,) = _runs(tmp_path)
     assert "signal" == run.meta_data["outcome"]
     steps = [r for r in load_results(tmp_path / "results") if r.identifier.startswith("step-")]
