@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import pathlib
 import string
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -29,6 +32,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     for mode in ("batch", "session"):
         write_results(root / mode, mode, f"run-{mode}")
     return root
+
+
+EXPORT = [sys.executable, "-m", "multimeter", "export"]
 
 
 def _export(*arguments: str, cwd: pathlib.Path | None = None) -> str:
@@ -86,6 +92,24 @@ def test_line_to_stdout_loads_back(results):
     out = _export(str(results / "session" / "json"), "--format", "line")
     loaded = LineFormat().load_result_from_stream(io.BytesIO(out.encode()))
     assert load_result(results / "session" / "json" / "session-json.json") == loaded
+
+
+@pytest.mark.parametrize("file_format", ["json", "line", "csv"])
+def test_a_reader_that_goes_away_ends_the_export_quietly(results, file_format):
+    """``| head``: stdout closed before the export writes is no error to report."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    reader, writer = os.pipe()
+    process = subprocess.Popen(
+        [*EXPORT, str(results / "batch"), "--format", file_format],
+        stdout=writer,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    os.close(writer)
+    os.close(reader)  # gone before the first write
+    _, stderr = process.communicate(timeout=120)
+    assert b"" == stderr
+    assert 1 == process.returncode
 
 
 def test_csv_has_a_row_per_point_and_the_marks_in_a_second_file(results, tmp_path):

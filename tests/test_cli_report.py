@@ -570,6 +570,18 @@ def test_a_missing_output_directory_is_one_line(
     )
 
 
+def test_an_unwritable_output_is_named_not_its_temporary_file(
+    job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    """The report goes through a temporary file: an error names the path given."""
+    completed = _report(job_results["marked-1"], "-o", "/proc/report.html", cwd=tmp_path)
+
+    assert 1 == completed.returncode
+    assert completed.stderr.startswith("multimeter report: ")
+    assert "'/proc/report.html'" in completed.stderr and ".tmp" not in completed.stderr
+    assert 1 == len(completed.stderr.splitlines())
+
+
 def test_debug_shows_the_traceback(tmp_path: pathlib.Path) -> None:
     """``--debug``: the error with its traceback."""
     completed = _report(tmp_path / "missing", "--debug", cwd=tmp_path)

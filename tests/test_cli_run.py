@@ -20,6 +20,7 @@ import sys
 import termios
 import textwrap
 import time
+import zipfile
 
 import pytest
 
@@ -125,6 +126,32 @@ def test_a_package_runs_its_main_module(tmp_path):
     measured = _run(tmp_path, "-m", "app")
     assert plain.stdout == measured.stdout
     assert [run.identifier.startswith("app-") for run in _runs(tmp_path)] == [True]
+
+
+@pytest.mark.parametrize("target", ["app", "./app/", "app.pyz"])
+def test_a_directory_or_zip_application_runs_its_main_as_python_runs_it(tmp_path, target):
+    """``python app/`` and ``python app.pyz`` run their ``__main__.py``, which imports
+    its neighbours: sys.path[0] is the directory or the zip file."""
+    _write(tmp_path / "app" / "__main__.py", WHO_AM_I + "import helper\nprint(helper.X)\n")
+    _write(tmp_path / "app" / "helper.py", "X = 42\n")
+    with zipfile.ZipFile(tmp_path / "app.pyz", "w") as archive:
+        for name in ("__main__.py", "helper.py"):
+            archive.write(tmp_path / "app" / name, name)
+    plain = _plain(tmp_path, target, "--flag")
+    measured = _run(tmp_path, target, "--flag")
+    assert 0 == plain.returncode == measured.returncode, measured.stderr
+    assert plain.stdout == measured.stdout
+    assert measured.stdout.endswith(b"42\n")
+    assert "app exited with status 0" in _summary(measured)
+
+
+def test_a_directory_without_main_is_one_line_as_python_says_it(tmp_path):
+    (tmp_path / "lib").mkdir()
+    measured = _run(tmp_path, "lib")
+    assert 1 == measured.returncode == _plain(tmp_path, "lib").returncode
+    assert ["multimeter run: can't find '__main__' module in 'lib'"] == (
+        measured.stderr.decode().splitlines()
+    )
 
 
 def test_functions_of_the_script_pickle_into_a_multiprocessing_pool(tmp_path):
@@ -320,14 +347,16 @@ def test_ctrl_c_in_a_script_raises_keyboardinterrupt_there_and_the_run_is_stored
     )
 
 
-def test_sigterm_to_a_script_stores_the_run_and_its_calls_then_dies_of_sigterm(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_to_a_script_stores_the_run_and_its_calls_then_dies_of_sigterm(tmp_path, signum):
+    """SIGHUP too: the terminal or the ssh connection went away."""
     _write(tmp_path / "slow.py", SLOW_SCRIPT)
     process = _start(tmp_path, "slow.py")
     _wait_for(process, b"ready")
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert -signal.SIGTERM == process.returncode
-    assert b"killed by SIGTERM" in stderr
+    assert -signum == process.returncode
+    assert f"killed by {signum.name}".encode() in stderr
     (run,) = _runs(tmp_path)
     assert "signal" == run.meta_data["outcome"]
     steps = [r for r in load_results(tmp_path / "results") if r.identifier.startswith("step-")]
@@ -336,6 +365,14 @@ def test_sigterm_to_a_script_stores_the_run_and_its_calls_then_dies_of_sigterm(t
 
 
 # -- what is measured -------------------------------------------------------------------
+
+
+def test_a_quick_commands_peak_memory_is_not_multimeters_own(tmp_path):
+    """Linux counts in a child's ``max_rss`` the memory of multimeter it was forked
+    from: a command too quick to be sampled has no peak memory to show, not that."""
+    measured = _run(tmp_path, "--", "true")
+    assert 0 == measured.returncode
+    assert "peak memory n/a;" in _summary(measured)
 
 
 def test_a_command_is_measured_as_a_process_tree(tmp_path):
@@ -491,6 +528,32 @@ def test_a_command_and_the_python_programs_it_starts_share_the_run(tmp_path):
     assert {run.meta_data["run"]} == {r.meta_data["run"] for r in results}
 
 
+def test_a_relative_dir_holds_what_programs_measure_wherever_they_run(tmp_path):
+    """``--dir out`` is ``./out`` where multimeter was started: for a script that
+    changes its directory and for the programs a command starts elsewhere."""
+    _write(
+        tmp_path / "sub" / "job.py",
+        """
+        import os, multimeter
+
+        @multimeter.measured
+        def step():
+            return 1
+
+        step()
+        os.chdir(os.path.dirname(os.path.abspath(__file__)))
+        step()
+        """,
+    )
+    script = _run(tmp_path, "--dir", "out", "sub/job.py")
+    command = _run(tmp_path, "--dir", "out", "--", "sh", "-c", f"cd sub && {sys.executable} job.py")
+    assert 0 == script.returncode == command.returncode, command.stderr
+    assert not (tmp_path / "sub" / "out").exists()
+    results = list(load_results(tmp_path / "out"))
+    assert 2 == len([r for r in results if "exit_status" in r.meta_data])
+    assert 4 == len([r for r in results if r.meta_data.get("function") == "step"])
+
+
 def test_the_environment_chooses_the_storage_as_for_configure(tmp_path):
     script = _write(tmp_path / "job.py", "print('hi')\n")
     measured = _run(tmp_path, script.name, MULTIMETER_FORMAT="line")
@@ -550,6 +613,9 @@ def test_each_run_has_its_own_run_identifier(tmp_path):
         (("-m", "no_such_module"), 1, "no module named no_such_module"),
         (("--", "no-such-command-here"), 127, "command not found: no-such-command-here"),
         (("--", "./job.py"), 126, "permission denied: ./job.py"),
+        (("--", "./sub"), 126, "cannot execute ./sub: it is a directory"),
+        (("--", "./shebang"), 127, "cannot execute ./shebang: required file not found"),
+        (("--", ""), 127, "command not found: ''"),
         (("--cycle-time", "fast", "job.py"), 2, "--cycle-time='fast' is not valid"),
         (("--probes", "resource,cpu", "job.py"), 2, "unknown 'cpu'"),
         (("--format", "xml", "job.py"), 2, "--format='xml' is not valid"),
@@ -563,6 +629,8 @@ def test_each_run_has_its_own_run_identifier(tmp_path):
 )
 def test_bad_input_is_one_line_naming_it(tmp_path, arguments, status, message):
     _write(tmp_path / "job.py", "print('never')\n")  # not executable
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "shebang", "#!/no/such/interpreter\necho never\n").chmod(0o755)
     measured = _run(tmp_path, *arguments)
     assert status == measured.returncode
     lines = measured.stderr.decode().splitlines()

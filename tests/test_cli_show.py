@@ -165,6 +165,15 @@ def test_limit_cuts_each_table_and_says_how_many_more(results):
     assert "... 1 more results (see --limit)" in done.stdout.splitlines()
 
 
+def test_limit_0_prints_the_headings_and_counts_only(results):
+    """--limit 0: the tables' headings and how many rows are left out, no error."""
+    done = multimeter_command("show", str(results / "batch"), "--limit", "0")
+    assert 0 == done.returncode, done.stderr
+    lines = done.stdout.splitlines()
+    assert "... 2 more functions (see --limit)" in lines
+    assert "" == done.stderr
+
+
 def test_a_damaged_file_is_named_and_the_others_are_shown(results, tmp_path):
     """A careful user gets the table of the good results, a warning per bad file, status 1."""
     copy = tmp_path / "mixed"

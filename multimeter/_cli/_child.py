@@ -36,14 +36,24 @@ def start(command: Sequence[str]) -> subprocess.Popen[bytes]:
         CommandError: the command is not found (status 127, as a shell) or
             cannot be executed (126).
     """
+    name = command[0]
+    if not name:
+        raise CommandError("command not found: ''", 127)
     try:
         return subprocess.Popen(list(command))
     except FileNotFoundError:
-        raise CommandError(f"command not found: {command[0]}", 127) from None
+        if os.sep in name and os.path.isfile(name):  # the file is there: its #! is not
+            raise CommandError(
+                f"cannot execute {name}: required file not found (the interpreter on its #! line?)",
+                127,
+            ) from None
+        raise CommandError(f"command not found: {name}", 127) from None
     except PermissionError:
-        raise CommandError(f"permission denied: {command[0]}", 126) from None
+        if os.path.isdir(name):
+            raise CommandError(f"cannot execute {name}: it is a directory", 126) from None
+        raise CommandError(f"permission denied: {name}", 126) from None
     except OSError as error:
-        raise CommandError(f"cannot execute {command[0]}: {error.strerror or error}", 126) from None
+        raise CommandError(f"cannot execute {name}: {error.strerror or error}", 126) from None
 
 
 def status_of(returncode: int) -> int:

@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import types
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,11 +132,11 @@ def script(path: str, arguments: list[str]) -> Program:
     """
     # As Python makes it: joined to the current directory, not normalised ("../").
     absolute = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    if os.path.isdir(absolute) or zipfile.is_zipfile(absolute):
+        return _main_of(path, absolute, arguments)
     try:
         with open(absolute, "rb") as stream:
             source = stream.read()
-    except IsADirectoryError:
-        raise CommandError(f"can't run {path!r}: it is a directory, not a script", 2) from None
     except OSError as error:
         raise CommandError(f"can't open file {path!r}: {error.strerror}", 2) from None
     code: types.CodeType | BaseException
@@ -159,6 +160,42 @@ def script(path: str, arguments: list[str]) -> Program:
             "__spec__": None,
             "__package__": None,
             "__cached__": None,
+        },
+    )
+
+
+def _main_of(path: str, absolute: str, arguments: list[str]) -> Program:
+    """A directory or zip file (a ``.pyz`` application) run as ``python PATH`` runs
+    it: its ``__main__`` module, with ``PATH`` first on ``sys.path``.
+
+    Raises:
+        CommandError: it has no ``__main__`` module (status 1, as ``python``).
+    """
+    spec = importlib.machinery.PathFinder.find_spec("__main__", [absolute])
+    loader = spec.loader if spec is not None else None
+    try:
+        code = loader.get_code("__main__") if loader is not None else None  # type: ignore[attr-defined]
+    except SyntaxError as error:  # raised when the program runs, as in Python
+        code = error
+    except (ImportError, OSError) as error:
+        raise CommandError(f"can't read '__main__' module in {path!r}: {error}", 1) from None
+    if spec is None or code is None:
+        raise CommandError(f"can't find '__main__' module in {path!r}", 1)
+    stem = os.path.splitext(os.path.basename(os.path.normpath(absolute)))[0] or "script"
+    return Program(
+        name=stem,
+        target=absolute,
+        code=code,
+        argv=(path, *arguments),
+        path0=absolute,
+        globals={
+            "__name__": "__main__",
+            "__file__": spec.origin,
+            "__builtins__": builtins,
+            "__loader__": loader,
+            "__spec__": spec,
+            "__package__": "",
+            "__cached__": spec.cached,
         },
     )
 

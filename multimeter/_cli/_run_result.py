@@ -146,6 +146,20 @@ def _highest(result: Result, key: str) -> float | None:
     return max(values) if values else None
 
 
+def _children_peak(result: Result) -> float | None:
+    """The highest RSS of a waited-for process of a command's tree, where it tells.
+
+    Linux counts in a child's ``max_rss`` the memory of the process it was forked
+    from, before it ran the command: multimeter's own. A figure no higher than
+    multimeter's (``process.max_rss``) may be nothing but that, so it tells nothing.
+    """
+    children = _highest(result, "children.max_rss")
+    own = _highest(result, "process.max_rss")
+    if children is None or (own is not None and children <= own):
+        return None
+    return children
+
+
 def figures(result: Result, *, tree: bool) -> dict[str, Any]:
     """Duration, CPU user and system seconds and peak memory of the run.
 
@@ -171,7 +185,7 @@ def figures(result: Result, *, tree: bool) -> dict[str, Any]:
         else:
             cpu[kind] = rates.get(f"proc.cpu_{kind}")
     if tree:
-        peak = _highest(result, "tree.rss") or _highest(result, "children.max_rss")
+        peak = _highest(result, "tree.rss") or _children_peak(result)
     else:  # the process is the run: its lifetime high-water mark is the run's
         peak = summary["max_rss_bytes"] or summary["peak_memory_bytes"]
     return {

@@ -146,6 +146,8 @@ def _checked(write: Callable[[], None], result: Result) -> None:
         write()
     except ValueError as error:
         raise CommandError(f"result {result.identifier!r} cannot be exported: {error}") from error
+    except BrokenPipeError:  # stdout's reader went away (| head): not a write error
+        raise
     except OSError as error:
         raise CommandError(f"cannot write {error.filename or ''}: {error.strerror}") from error
 
@@ -172,8 +174,8 @@ def _csv(paths: Sequence[pathlib.Path], first: list[Result], output: str | None)
         columns = measure_keys(first)
         results = iter(first)
     if output is None:
-        writer = CsvWriter(sys.stdout, None, columns, identifier=several)
         try:
+            writer = CsvWriter(sys.stdout, None, columns, identifier=several)  # the header
             for result in results:
                 writer.add(result)
             sys.stdout.flush()

@@ -60,6 +60,14 @@ def main(arguments: argparse.Namespace) -> int:
     except ResultFileError as error:  # damage that only reading the whole file shows
         raise CommandError(str(error)) from error
     except OSError as error:
-        raise CommandError(f"{error.strerror or error}: {error.filename!r}", 1) from error
+        name = error.filename
+        if name is not None and _is_temporary_of(pathlib.Path(name), output):
+            name = str(output)  # the user gave the report's path, not the temporary file's
+        raise CommandError(f"{error.strerror or error}: {name!r}", 1) from error
     print(f"multimeter report: wrote {pathlib.Path(written).absolute()}", file=sys.stderr)
     return 0
+
+
+def _is_temporary_of(path: pathlib.Path, output: pathlib.Path) -> bool:
+    """Whether ``path`` is the temporary file the report is written through."""
+    return path.parent == output.parent and path.name.startswith(f".{output.name}.")

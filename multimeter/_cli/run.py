@@ -150,10 +150,15 @@ def _settings(arguments: argparse.Namespace, *, export_probes: bool) -> dict[str
     if arguments.probes is not None and export_probes:
         names = _env.parse_names("--probes", arguments.probes, tuple(_config.PROBES))
         settings[_env.PROBES] = ",".join(names)
-    if arguments.dir is not None:
-        if not arguments.dir.strip():
-            raise ValueError("--dir='' is not valid; allowed: a directory path")
-        settings[_env.DIR] = arguments.dir
+    if arguments.dir is not None and not arguments.dir.strip():
+        raise ValueError("--dir='' is not valid; allowed: a directory path")
+    # Absolute: a program that changes its directory, and the processes it starts
+    # elsewhere (``cd sub && ...``, ``make -C sub``), store where the run does.
+    directory = arguments.dir or _env.get(_env.DIR) or _env.DEFAULT_DIR
+    settings[_env.DIR] = os.path.abspath(directory)
+    spool = _env.get(_env.SPOOL_DIR)
+    if spool:
+        settings[_env.SPOOL_DIR] = os.path.abspath(spool)
     if arguments.format is not None:
         settings[_env.FORMAT] = _env.parse_choice("--format", arguments.format, _env.FORMAT_CHOICES)
     if arguments.storage is not None:
@@ -293,6 +298,12 @@ def _sigterm_deferred(timeout: float | None) -> Iterator[None]:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+#: Signals that, in script mode, store the run before the process dies of them.
+_STORING_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 class _SigtermHandler:
     """SIGTERM in script mode: store the run so far and what the program's calls have
     pending, then die of SIGTERM (as the process would have), so the caller sees it.
@@ -307,13 +318,16 @@ class _SigtermHandler:
         self._timeout = config.exit_timeout
 
     def install(self) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-                signal.signal(signal.SIGTERM, self._on_sigterm)
+        """SIGTERM, and SIGHUP (the terminal or the ssh connection went away), where
+        their action is the default one (``nohup`` ignores SIGHUP: left so)."""
+        for signum in _STORING_SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                if signal.getsignal(signum) is signal.SIG_DFL:
+                    signal.signal(signum, self._on_sigterm)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         with contextlib.suppress(ValueError, OSError):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+            signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
         _measured.run_marks = None
 
         def finish() -> None:
@@ -324,7 +338,7 @@ class _SigtermHandler:
         worker = threading.Thread(target=finish, name="multimeter-run-exit", daemon=True)
         worker.start()
         worker.join(2 * self._timeout + 1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         time.sleep(1.0)  # pragma: no cover - pid 1 in a container ignores SIGTERM
         os._exit(128 + signum)  # pragma: no cover
 

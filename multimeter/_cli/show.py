@@ -424,7 +424,7 @@ def _table(
     than ``width`` first cut the ``shrink`` columns (``…``) down to 24 characters,
     then leave out the ``drop`` columns in that order (and say so), then cut the
     ``shrink`` columns down to 8 characters (or their header)."""
-    widths = {name: max(len(name), *map(len, cells)) for name, _, cells in columns}
+    widths = {name: max([len(name), *map(len, cells)]) for name, _, cells in columns}
     left_out: list[str] = []
     if width is not None:
         excess = sum(widths.values()) + 2 * (len(widths) - 1) - width
