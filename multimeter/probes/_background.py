@@ -221,7 +221,8 @@ class BackgroundProbe(CumulativeProbe):
             else:  # ratio
                 whole = now[fields[1]] - before[fields[1]]
                 part = now[fields[0]] - before[fields[0]]
-                value = part / whole * scale if whole > 0 else math.nan
+                # a share never below 0 (float sums of counters can give -1e-9)
+                value = max(part / whole, 0.0) * scale if whole > 0 else math.nan
             out.append((index, value))
         return out
 
