@@ -14,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from multimeter._cli._common import CommandError, fail
+from multimeter._cli._common import CommandError, fail, one_line_errors
 
 #: Sub-command name -> module under ``multimeter._cli`` (imported only when used).
 COMMANDS = {
@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         importlib.import_module(f"multimeter._cli.{module}").add_parser(commands, name)
+    for name, command in commands.choices.items():  # usage errors: one line each
+        one_line_errors(command, name)
     return parser
 
 

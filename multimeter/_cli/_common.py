@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 
 class CommandError(Exception):
@@ -31,3 +32,14 @@ def add_debug(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="show the traceback of an unexpected error",
     )
+
+
+def one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
+    """Usage errors of ``parser`` as one line (``multimeter NAME: ...``) and exit
+    status 2, instead of argparse's usage lines."""
+
+    def error(message: str) -> NoReturn:
+        fail(name, f"{message} (see multimeter {name} --help)", 2)
+        sys.exit(2)
+
+    parser.error = error  # type: ignore[method-assign]  # this parser's only

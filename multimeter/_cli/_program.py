@@ -188,16 +188,21 @@ def _main_of(path: str, absolute: str, arguments: list[str]) -> Program:
         code=code,
         argv=(path, *arguments),
         path0=absolute,
-        globals={
-            "__name__": "__main__",
-            "__file__": spec.origin,
-            "__builtins__": builtins,
-            "__loader__": loader,
-            "__spec__": spec,
-            "__package__": "",
-            "__cached__": spec.cached,
-        },
+        globals=_main_globals(spec, package=""),
     )
+
+
+def _main_globals(spec: Any, package: str | None) -> dict[str, Any]:
+    """The globals of a new ``__main__`` run from ``spec``, as Python sets them."""
+    return {
+        "__name__": "__main__",
+        "__file__": spec.origin,
+        "__builtins__": builtins,  # in __main__, the module (elsewhere its dict)
+        "__loader__": spec.loader,
+        "__spec__": spec,
+        "__package__": package,
+        "__cached__": spec.cached,
+    }
 
 
 def module(name: str, arguments: list[str]) -> Program:
@@ -244,15 +249,7 @@ def module(name: str, arguments: list[str]) -> Program:
         code=code,
         argv=(origin, *arguments),
         path0=path0,
-        globals={
-            "__name__": "__main__",
-            "__file__": spec.origin,
-            "__builtins__": builtins,  # in __main__, the module (elsewhere its dict)
-            "__loader__": spec.loader,
-            "__spec__": spec,
-            "__package__": spec.parent,
-            "__cached__": spec.cached,
-        },
+        globals=_main_globals(spec, package=spec.parent),
     )
 
 

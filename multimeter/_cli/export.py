@@ -34,7 +34,7 @@ from typing import IO, Any
 from multimeter._cli._common import CommandError, add_debug
 from multimeter._cli._csv import CsvWriter, measure_keys
 from multimeter._cli._summary import check_paths
-from multimeter._cli.show import one_line_errors, stdout_gone
+from multimeter._cli.show import stdout_gone
 from multimeter._loading import load_results, result_files
 from multimeter.result import Result
 from multimeter.storages._json import result_text
@@ -67,7 +67,6 @@ def add_parser(commands: Any, name: str) -> None:
         "-o", "--output", metavar="OUT", help="a file, a directory, or - for stdout (default)"
     )
     add_debug(parser)
-    one_line_errors(parser, name)
     parser.set_defaults(handler=main)
 
 

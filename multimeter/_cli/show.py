@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 from multimeter._cli._common import CommandError, add_debug, fail
 from multimeter._cli._summary import FunctionRow, FunctionTable, ResultRow, scan
@@ -82,19 +82,7 @@ def add_parser(commands: Any, name: str) -> None:
         "--limit", type=int, default=None, metavar="N", help="at most N rows per table"
     )
     add_debug(parser)
-    one_line_errors(parser, name)
     parser.set_defaults(handler=main)
-
-
-def one_line_errors(parser: argparse.ArgumentParser, name: str) -> None:
-    """Usage errors of ``parser`` as one line (``multimeter NAME: ...``) and exit
-    status 2, instead of argparse's usage lines."""
-
-    def error(message: str) -> NoReturn:
-        fail(name, f"{message} (see multimeter {name} --help)", 2)
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]  # this parser's only
 
 
 def parse_tags(items: Sequence[str]) -> dict[str, str]:
