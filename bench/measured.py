@@ -37,10 +37,9 @@ import time
 from collections.abc import Callable
 
 import wrapt
-from _common import finish, report
+from _common import Discard, finish, per_call, report
 
 import multimeter
-from multimeter.storages.base import Storage
 
 CALLS = 20_000
 REPEATS = 1
@@ -72,26 +71,6 @@ def chain(depth: int, decorate: Callable[[Callable[[], None]], Callable[[], None
 
         function = decorate(step)
     return function
-
-
-class Discard(Storage):
-    """Takes every result and keeps none (unlike DummyStorage, results are built)."""
-
-    def store(self, result) -> None:
-        pass
-
-
-def per_call(function: Callable[[], None], calls: int = CALLS) -> float:
-    """The median duration of single calls, in seconds (timer cost included)."""
-    clock = time.perf_counter_ns
-    durations = []
-    for _ in range(REPEATS):
-        for _ in range(calls):
-            started = clock()
-            function()
-            durations.append(clock() - started)
-    durations.sort()
-    return durations[len(durations) // 2] / 1e9
 
 
 def main() -> None:
@@ -134,39 +113,39 @@ def main() -> None:
 
     def measure_enabled() -> float:
         multimeter.configure(**enabled_config)
-        cost = per_call(with_multimeter)
+        cost = per_call(with_multimeter, CALLS, REPEATS)
         multimeter.flush()
         return cost
 
     def measure_nested() -> float:
         multimeter.configure(**enabled_config)
-        cost = per_call(nested_measured) - per_call(nested_bare)
+        cost = per_call(nested_measured, CALLS, REPEATS) - per_call(nested_bare, CALLS, REPEATS)
         multimeter.flush()
         return cost / DEPTH + medians_bare[-1]  # per call; "bare" is subtracted below
 
     def measure_disabled() -> float:
         multimeter.configure(enabled=False)
-        return per_call(with_multimeter)
+        return per_call(with_multimeter, CALLS, REPEATS)
 
     def measure_not_drawn() -> float:
         os.environ["MULTIMETER_SAMPLE_RATE"] = "0"
         multimeter.configure(storage=Discard())
         del os.environ["MULTIMETER_SAMPLE_RATE"]
-        return per_call(with_multimeter)
+        return per_call(with_multimeter, CALLS, REPEATS)
 
     medians_bare: list[float] = []
 
     def measure_bare() -> float:
-        medians_bare.append(per_call(bare))
+        medians_bare.append(per_call(bare, CALLS, REPEATS))
         return medians_bare[-1]
 
     variants: dict[str, Callable[[], float]] = {
         "bare": measure_bare,
         "nested": measure_nested,
         "enabled": measure_enabled,
-        "otel": lambda: per_call(with_otel),
-        "prometheus": lambda: per_call(with_prometheus),
-        "wrapt": lambda: per_call(with_wrapt),
+        "otel": lambda: per_call(with_otel, CALLS, REPEATS),
+        "prometheus": lambda: per_call(with_prometheus, CALLS, REPEATS),
+        "wrapt": lambda: per_call(with_wrapt, CALLS, REPEATS),
         "disabled": measure_disabled,
         "not_drawn": measure_not_drawn,
     }

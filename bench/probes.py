@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import psutil
-from _common import finish, report
+from _common import Discard, finish, per_call, report
 
 import multimeter
 from multimeter import Multimeter, _config, _reader
@@ -64,7 +64,6 @@ from multimeter import metric as _metric
 from multimeter.measure import Measure
 from multimeter.probe import CumulativeProbe, Probe
 from multimeter.probes._background import BackgroundProbe
-from multimeter.storages.base import Storage
 from multimeter.subject import PROC, TREE
 
 QUICK = "--quick" in sys.argv
@@ -135,13 +134,6 @@ class InlinePsutilProbe(CumulativeProbe):
         if current[0] > previous[0]:
             rate = (current[3] - previous[3]) / (current[0] - previous[0])
             values[self._measures[2].key] = max(rate, 0.0) * 100.0
-
-
-class Discard(Storage):
-    """Takes every result and keeps none (results are still built; see measured.py)."""
-
-    def store(self, result: Any) -> None:
-        pass
 
 
 def make_probes() -> tuple[dict[str, Callable[[], Probe]], dict[str, str]]:
@@ -276,17 +268,6 @@ def achieved(probe: Probe, cycle: float, busy: bool) -> dict[str, float]:
     return figures
 
 
-def per_call(function: Callable[[], None]) -> float:
-    clock = time.perf_counter_ns
-    durations = []
-    for _ in range(CALLS):
-        started = clock()
-        function()
-        durations.append(clock() - started)
-    durations.sort()
-    return durations[len(durations) // 2] / 1e9
-
-
 def measured_costs(names: list[str]) -> dict[str, dict[str, float]]:
     """``@measured`` per call for growing probe sets, against ``resource`` alone."""
     sets = [["resource"]]
@@ -304,12 +285,12 @@ def measured_costs(names: list[str]) -> dict[str, dict[str, float]]:
 
     rounds: list[dict[str, float]] = []
     for _ in range(ROUNDS):
-        base = per_call(bare)
+        base = per_call(bare, CALLS)
         costs = {}
         for label, probes in zip(labels, sets, strict=True):
             multimeter.configure(storage=Discard(), probes=probes)
             with_multimeter()  # connects background probes
-            costs[label] = per_call(with_multimeter) - base
+            costs[label] = per_call(with_multimeter, CALLS) - base
             multimeter.flush()
         rounds.append(costs)
     out = {}
@@ -341,7 +322,7 @@ def inline_measured_cost() -> float:
         durations.append(clock() - started)
     multimeter.flush()
     multimeter.configure(storage=Discard(), probes=["resource"])
-    return statistics.median(durations) / 1e9 - per_call(bare)
+    return statistics.median(durations) / 1e9 - per_call(bare, CALLS)
 
 
 def reader_cpu() -> dict[str, float]:

@@ -21,34 +21,14 @@ import statistics
 import time
 from collections.abc import Callable
 
-from _common import finish, report
+from _common import Discard, finish, per_call, report
 
 import multimeter
 from multimeter import _measured
 from multimeter._cli._run_result import RunMarks
-from multimeter.storages.base import Storage
 
 CALLS = 20_000
 ROUNDS = 9
-
-
-class Discard(Storage):
-    """Takes every result and keeps none (results are still built by the writer)."""
-
-    def store(self, result) -> None:
-        pass
-
-
-def per_call(function: Callable[[], None]) -> float:
-    """The median duration of single calls, in seconds (timer cost included)."""
-    clock = time.perf_counter_ns
-    durations = []
-    for _ in range(CALLS):
-        started = clock()
-        function()
-        durations.append(clock() - started)
-    durations.sort()
-    return durations[len(durations) // 2] / 1e9
 
 
 hook: Callable[[int, str], None] | None = None
@@ -77,12 +57,12 @@ def main() -> None:
 
     off, on, checks = [], [], []
     for _ in range(ROUNDS):
-        base = per_call(bare)
+        base = per_call(bare, CALLS)
         _measured.run_marks = None
-        off.append(per_call(work) - base)
+        off.append(per_call(work, CALLS) - base)
         marks = RunMarks(limit=10**9)
         _measured.run_marks = marks.add
-        on.append(per_call(work) - base)
+        on.append(per_call(work, CALLS) - base)
         _measured.run_marks = None
         multimeter.flush()
         # The checks alone are below the timer's resolution per call: time a loop.
