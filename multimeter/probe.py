@@ -11,6 +11,7 @@ interval, so overlapping measurements each get correct figures.
 from __future__ import annotations
 
 import abc
+import os
 import resource
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
@@ -158,6 +159,15 @@ _MAXRSS_AT = 2  # ru_maxrss in a struct_rusage (or a tuple laid out like one)
 _MAXRSS_SCALE = 1 if sys.platform == "darwin" else 1024
 
 
+def cpu_limit() -> float:
+    """The most CPU seconds per second this process can use: the number of CPUs it
+    may run on (its affinity where the platform has one)."""
+    try:
+        return float(len(os.sched_getaffinity(0)) or 1)
+    except (AttributeError, OSError):
+        return float(os.cpu_count() or 1)
+
+
 class ResourceProbe(CumulativeProbe):
     """Process figures from :func:`resource.getrusage`, for the process and its children.
 
@@ -182,6 +192,14 @@ class ResourceProbe(CumulativeProbe):
       ``context_switches_voluntary``, ``context_switches_involuntary``: events
       per second. Linux leaves ``swaps`` at 0; block counts cover only I/O that
       reached the block layer (not reads served from the page cache).
+
+    The process's CPU rates are capped at the number of CPUs the process may run
+    on. Linux accounts the CPU time of the process's *other* running threads (a
+    writer or sampler thread, the application's own) at clock ticks, a few
+    milliseconds at a time: over an interval shorter than that, such as a short
+    ``@measured`` call, a catch-up of several milliseconds would otherwise read as
+    hundreds of CPU seconds per second. The children's rates are not capped: a
+    child reaped within an interval adds all of its CPU time to that interval.
 
     Rates over an interval of zero length are left out of that point.
     ``getrusage`` may be replaced, e.g. by a scripted fake in tests.
@@ -213,6 +231,21 @@ class ResourceProbe(CumulativeProbe):
         )
         self._maxrss_index = [f for f, _ in gauges].index("ru_maxrss")
         self._no_change = [0] * len(rates)
+        # The fast path of derive_row(): only the CPU times moved (a short call).
+        self._other_rates = itemgetter(
+            *(_STRUCT_INDEX[f] for f, _ in rates if f not in ("ru_utime", "ru_stime"))
+        )
+        self._cpu_at = tuple(
+            self._measures.index(Measure(PROCESS, metric))
+            for metric in (_metric.CPU_USER_RATE, _metric.CPU_SYSTEM_RATE)
+        )
+        self._peak_at = len(self._measures) - 1
+        # Where the process's CPU rates are among the values in computed order.
+        self._first_rate_at = 2 * len(gauges)
+        self._cpu_limit = cpu_limit()
+        # (gauges of process, children reading, the row with every rate 0), for the
+        # fast path: the last one it used.
+        self._template: tuple[Any, Any, list[float]] = ((), None, [])
         # (a children reading, its scaled gauges): the last one derive_row() saw.
         self._children: tuple[Any, list[float]] = (None, [])
         self._last_gauges: tuple[Any, list[float]] = (None, [])
@@ -270,6 +303,8 @@ class ResourceProbe(CumulativeProbe):
         if time_elapsed > 0:
             per_second = 1.0 / time_elapsed
             rates = [d * per_second if d > 0 else 0.0 for d in self._deltas(current, previous)]
+            limit = self._cpu_limit
+            rates[0], rates[1] = min(rates[0], limit), min(rates[1], limit)
             values.update(zip(self._rate_keys, rates, strict=True))
 
     def derive_row(self, current: Any, previous: Any, time_elapsed: float) -> Any:
@@ -280,13 +315,15 @@ class ResourceProbe(CumulativeProbe):
             return None
         now_self, now_children = current
         before_self, before_children = previous
+        if (now_children is before_children or now_children == before_children) and (
+            self._other_rates(now_self) == self._other_rates(before_self)
+        ):
+            return self._cpu_row(now_self, before_self, now_children, time_elapsed)
         rates = self._rates
         deltas = list(map(sub, rates(now_self), rates(before_self)))
         # Children's figures change only when a child is reaped: mostly they are
         # equal, and their gauges are those of the last time (one tuple, swapped whole).
-        children = self._children
-        if now_children != children[0]:
-            children = self._children = (now_children, self._scaled_gauges(now_children))
+        children_gauges = self._children_gauges(now_children)
         if now_children == before_children:
             deltas += self._no_change
         else:
@@ -294,10 +331,46 @@ class ResourceProbe(CumulativeProbe):
         if min(deltas) < 0:
             return None
         values = self._scaled_gauges(now_self)
-        values += children[1]
+        values += children_gauges
         values += map(mul, deltas, repeat(1.0 / time_elapsed, self._rate_count))
         values.append(self._new_peak(current, previous))
+        user_at, limit = self._first_rate_at, self._cpu_limit
+        values[user_at] = min(values[user_at], limit)
+        values[user_at + 1] = min(values[user_at + 1], limit)
         return self._order(values)
+
+    def _cpu_row(self, now: Any, before: Any, children: Any, time_elapsed: float) -> Any:
+        """The row of an interval in which only the process's CPU times moved (most
+        short calls): a copy of the row of its gauges with every rate 0, and the two
+        CPU rates (and a new peak) set in it."""
+        user, system = now[0] - before[0], now[1] - before[1]
+        if user < 0 or system < 0:
+            return None
+        gauges = self._gauges(now)
+        template = self._template
+        if template[1] is not children or template[0] != gauges:
+            values = self._scaled_gauges(now) + self._children_gauges(children)
+            values += [0.0] * self._rate_count
+            values.append(0.0)
+            template = self._template = (gauges, children, list(self._order(values)))
+        row = template[2][:]
+        user_at, system_at = self._cpu_at
+        per_second = 1.0 / time_elapsed  # as derive() computes rates
+        if user:
+            row[user_at] = min(user * per_second, self._cpu_limit)
+        if system:
+            row[system_at] = min(system * per_second, self._cpu_limit)
+        maxrss = now[_MAXRSS_AT]
+        if maxrss > before[_MAXRSS_AT]:
+            row[self._peak_at] = float(maxrss * _MAXRSS_SCALE)
+        return row
+
+    def _children_gauges(self, children: Any) -> list[float]:
+        """The scaled gauges of a children reading (the last one's are kept)."""
+        known = self._children
+        if children != known[0]:
+            known = self._children = (children, self._scaled_gauges(children))
+        return known[1]
 
     @staticmethod
     def _new_peak(current: Any, previous: Any) -> float:

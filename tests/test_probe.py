@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import subprocess
+import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import multimeter
 from multimeter.probe import CumulativeProbe, Probe, ResourceProbe
 from multimeter.subject import CHILDREN, PROCESS
 
@@ -136,3 +142,125 @@ def test_cumulative_probe_needs_read_and_derive():
     with pytest.raises(TypeError):
         CumulativeProbe()  # type: ignore[abstract]
     assert issubclass(ResourceProbe, Probe)
+
+
+_readings = st.tuples(
+    st.floats(0, 1e4, allow_subnormal=False),  # ru_utime
+    st.floats(0, 1e4, allow_subnormal=False),  # ru_stime
+    *(st.integers(0, 2**40) for _ in _FIELDS[2:]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=_readings,
+    cpu=st.tuples(st.floats(0, 5, allow_subnormal=False), st.floats(0, 5, allow_subnormal=False)),
+    others_move=st.booleans(),
+    maxrss_up=st.integers(0, 3),
+    children_move=st.booleans(),
+    elapsed=st.floats(1e-7, 100),
+)
+def test_the_row_of_an_interval_is_what_derive_stores(
+    before, cpu, others_move, maxrss_up, children_move, elapsed
+):
+    """derive_row() (the path of measured calls) gives derive()'s values in measures
+    order, whether only the CPU times moved (its fast path) or other figures too."""
+    now = list(before)
+    now[0] += cpu[0]
+    now[1] += cpu[1]
+    now[2] += maxrss_up
+    if others_move:
+        now[6] += 3  # page faults
+        now[14] += 1  # voluntary context switches
+    children_before = _usage(ru_utime=1.0, ru_maxrss=50)
+    children_now = _usage(ru_utime=2.0, ru_maxrss=60) if children_move else children_before
+    current, previous = (tuple(now), children_now), (before, children_before)
+    probe = ResourceProbe()
+    for _ in range(2):  # the second time from what the probe keeps of the first
+        values: dict[str, float] = {}
+        probe.derive(values, current, previous, elapsed)
+        row = probe.derive_row(current, previous, elapsed)
+        assert [values[m.key] for m in probe.measures] == pytest.approx(list(row), rel=1e-12)
+
+
+def test_a_counter_that_went_back_has_no_row():
+    """CPU time that fell between two readings (another process's reading, say) gives
+    no row: derive() then decides."""
+    probe = ResourceProbe()
+    before = _usage(ru_utime=2.0, ru_stime=1.0)
+    children = _usage()
+    for fell in (_usage(ru_utime=1.0, ru_stime=1.0), _usage(ru_utime=2.0, ru_stime=0.5)):
+        assert probe.derive_row((fell, children), (before, children), 1.0) is None
+
+
+def test_process_cpu_rates_are_capped_at_the_cpus_the_process_may_use():
+    """Linux accounts other running threads' CPU time at clock ticks: 8 ms landing in a
+    10 us interval is read as at most every CPU busy, not 800 s/s. The children's
+    rates are not capped (a reaped child adds all its CPU time at once)."""
+    limit = float(len(os.sched_getaffinity(0)))
+    probe = ResourceProbe()
+    before = (_usage(ru_utime=1.0, ru_stime=1.0), _usage())
+    after = (_usage(ru_utime=1.008, ru_stime=1.008), _usage(ru_utime=3.0))
+    only_cpu = (after[0], before[1])
+    for current in (after, only_cpu):  # the general path and the fast path
+        values: dict[str, float] = {}
+        probe.derive(values, current, before, 10e-6)
+        keys = [m.key for m in probe.measures]
+        row = dict(zip(keys, probe.derive_row(current, before, 10e-6), strict=True))
+        for figures in (values, row):
+            assert limit == figures["process.cpu_user"] == figures["process.cpu_system"]
+            reaped = current[1][0] - before[1][0]  # ru_utime of the children
+            assert reaped / 10e-6 == pytest.approx(figures["children.cpu_user"])
+
+
+_SHORT_CALLS_WITH_A_BUSY_THREAD = """
+import os, resource, sys, threading, time
+import multimeter
+
+@multimeter.measured
+def noop():
+    return None
+
+stop = False
+def busy():  # another thread's CPU time is accounted at clock ticks
+    while not stop:
+        sum(range(1000))
+
+thread = threading.Thread(target=busy)
+thread.start()
+end = time.monotonic() + 1.5
+while time.monotonic() < end:
+    noop()
+stop = True
+thread.join()
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(usage.ru_utime + usage.ru_stime)
+"""
+
+
+def test_short_calls_never_report_more_cpu_than_the_cpus_can_give(tmp_path):
+    """A user's loop of no-op measured calls while another thread works: Linux hands
+    that thread's CPU time over in tick-sized lumps, yet no call's CPU rate exceeds
+    the CPUs the process may use, and the calls' CPU seconds together stay below
+    what the whole process used."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    environment["MULTIMETER_DIR"] = str(tmp_path / "results")
+    completed = subprocess.run(
+        [sys.executable, "-c", _SHORT_CALLS_WITH_A_BUSY_THREAD],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    process_cpu = float(completed.stdout)
+    limit = float(len(os.sched_getaffinity(0)))
+    calls_cpu = 0.0
+    results = list(multimeter.load_results(tmp_path / "results"))
+    assert len(results) > 1000
+    for result in results:
+        (point,) = result.points
+        user, system = point.values["process.cpu_user"], point.values["process.cpu_system"]
+        assert 0 <= user <= limit and 0 <= system <= limit
+        calls_cpu += (user + system) * (result.end - result.start).total_seconds()
+    assert calls_cpu <= process_cpu
