@@ -18,7 +18,7 @@ from typing import Any, TypeVar, overload
 
 import wrapt
 
-from multimeter import _config, _process, _wrappers
+from multimeter import _config, _packed, _process, _wrappers
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
 from multimeter._reentry import BUSY
@@ -29,8 +29,10 @@ from multimeter._session import (
     read_probe_tuple,
 )
 from multimeter._tags import clean_text, normalize_tags
+from multimeter._writer import keeps_for_later
 from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
+from multimeter.probe import ResourceProbe
 from multimeter.result import Result, datetime_to_us
 from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
@@ -251,7 +253,17 @@ class _Spec:
 class _CallSetup:
     """What the calls of one function under one :class:`Snapshot` share."""
 
-    __slots__ = ("cycle", "plan", "records", "schema", "snapshot", "storage", "stores", "tags")
+    __slots__ = (
+        "cycle",
+        "packs",
+        "plan",
+        "records",
+        "schema",
+        "snapshot",
+        "storage",
+        "stores",
+        "tags",
+    )
 
     def __init__(self, snapshot: Snapshot, tags: dict[str, str]) -> None:
         self.snapshot = snapshot
@@ -264,6 +276,18 @@ class _CallSetup:
         # A storage of call records links a call to the call it was made in; for
         # one that stores results, each call keeps the marks of the calls made in it.
         self.records = isinstance(snapshot.storage, CallStorage)
+        # Short calls wait for the writer packed as numbers (see _packed): those of
+        # the resource probe alone, for a storage of call records with no spool.
+        self.packs = (
+            self.records
+            and self.stores
+            and not keeps_for_later(self.storage)
+            and self.plan.rows
+            and not self.plan.tracked
+            and self.plan.call_order is None
+            and len(self.plan.per_call) == 1
+            and type(self.plan.per_call[0]) is ResourceProbe
+        )
 
 
 class _Lanes:
@@ -590,18 +614,18 @@ class _Call:
                     now_us=now_us,
                 )
             else:
+                setup = self.setup
+                if setup.packs and error is None and self.tags is setup.tags:
+                    start = self.start_readings[0]  # type: ignore[index]
+                    end = readings[0]
+                    if start is not FAILED and end is not FAILED:
+                        _packed.add(process, self, start, end, end_mono - self.start_mono)
+                        return
                 self.end_readings = readings
                 self.end_mono = end_mono
         if self.setup.stores:
             process.writer.put(self)
-
-    def _session_result(self) -> Result:
-        session = self.session
-        if session is None:  # never promoted: one point, from the start to the end readings
-            session = self.promote()
-            readings = self.setup.plan.by_probe(self.end_readings or ())
-            session.record(self.end_mono, self.end_us, readings, {})
-        return session.detach()
+            _packed.close(process)  # after: the calls that end later go after this one
 
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread): the
@@ -613,30 +637,72 @@ class _Call:
 
     def record(self) -> CallRecord:
         """The finished call as a compact record (runs on the writer thread)."""
-        spec = self.spec
-        setup = self.setup
-        row = None
-        if self.session is None:
-            row = _single_row(
-                setup.plan, self.start_readings, self.end_readings, self.end_mono - self.start_mono
-            )
-        points: Any = ((self.end_us, row),) if row is not None else _rows(self._session_result())
-        error = self.error
         parent = self.parent
-        return CallRecord(
-            spec.function,
-            setup.schema,
+        session = self.session
+        return call_record(
+            self.spec,
+            self.setup,
             _process.state.token,
             self.number,
             self.lane,
             self.started_us,
             self.end_us,
             self.tags,
-            None if error is None else _exception_names(error),
+            self.error,
             parent.number if parent is not None and parent.pid == self.pid else None,
-            points,
-            spec.shared_meta(),
+            self.start_readings,
+            self.end_readings,
+            0.0 if session is not None else self.end_mono - self.start_mono,
+            session,
         )
+
+
+def call_record(
+    spec: _Spec,
+    setup: _CallSetup,
+    token: str,
+    number: int,
+    lane: int,
+    started_us: int,
+    end_us: int,
+    tags: dict[str, str],
+    error: BaseException | None,
+    parent: int | None,
+    start_readings: tuple[Any, ...] | None,
+    end_readings: tuple[Any, ...] | None,
+    elapsed: float,
+    session: Session | None = None,
+) -> CallRecord:
+    """A finished call's record: the points of its ``session`` where the sampler
+    promoted it, else one point from its start and end readings ``elapsed``
+    seconds apart (runs on the writer thread)."""
+    row = None
+    if session is None:
+        row = _single_row(setup.plan, start_readings, end_readings, elapsed)
+    if row is not None:
+        points: Any = ((end_us, row),)
+    else:
+        if session is None:  # one point, from the start to the end readings
+            result = Result._prepared(f"{spec.prefix}{token}-{number}", setup.schema, tags, {})
+            session = Session(result, (), setup.cycle, setup.plan)
+            if start_readings is not None:
+                session.start_from(setup.plan.by_probe(start_readings), 0.0)
+            session.record(elapsed, end_us, setup.plan.by_probe(end_readings or ()), {})
+        points = _rows(session.detach())
+    return CallRecord(
+        spec.function,
+        setup.schema,
+        token,
+        number,
+        lane,
+        started_us,
+        end_us,
+        tags,
+        None if error is None else _exception_names(error),
+        parent,
+        points,
+        spec.shared_meta(),
+    )
 
 
 class MarksCollector:

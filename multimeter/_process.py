@@ -45,6 +45,7 @@ class ProcessState:
         "calls",
         "last_reading",
         "meta",
+        "packed",
         "pid",
         "sampler",
         "temporary_files",
@@ -63,6 +64,8 @@ class ProcessState:
         # (probe plan, monotonic time, readings) of the last end-of-call reading.
         self.last_reading: tuple[Any, float, tuple[Any, ...]] = (None, 0.0, ())
         self.meta: dict[str, str] | None = None  # the process meta data, made on first use
+        # The batch that short calls are packed into now (see _packed); None: none open.
+        self.packed: Any = None
         self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
         # The calls folded but not stored yet, per aggregating storage (see _aggregate).
         self.aggregates: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

@@ -45,6 +45,18 @@ class Job(Protocol):
         """Make the result (called on the writer thread)."""
 
 
+class ManyJobs(Protocol):
+    """A job of many results (packed calls): a storage of call records stores them."""
+
+    storage: Any
+
+    def records(self) -> list[CallRecord]:
+        """The call records (called on the writer thread)."""
+
+    def pending(self) -> list[Any]:
+        """Each result as a :class:`Job` of its own."""
+
+
 class _Stopped(Exception):
     """The writer was stopped (the process is ending) before a store began."""
 
@@ -160,27 +172,48 @@ class Writer:
         # Storages given jobs that hold results back (see Storage.flush_buffers), by id;
         # forgotten once a flush has had them store everything.
         self._holding: dict[int, Any] = {}
+        # Queued jobs of many results, by id: their weight beyond 1 (see put()).
+        self._heavy: dict[int, int] = {}
         self.failures = RateLimitedLog("storing the result failed")
 
-    def put(self, job: Job) -> None:
-        """Queue ``job``; waits for room while the queue is full (backpressure)."""
+    def put(self, job: Job | ManyJobs, weight: int = 1) -> None:
+        """Queue ``job``; waits for room while the queue is full (backpressure).
+
+        A job of many results (packed calls, see ``multimeter._packed``) has the
+        ``weight`` of that many.
+        """
         queue = self._queue
-        if len(queue) >= self._capacity:
+        if self._load() >= self._capacity:
             self._wait_for_room()
+        if weight > 1:
+            self._heavy[id(job)] = weight - 1  # first: the writer may take the job at once
         queue.append(job)
         if self._thread is None:
             self._start()
-        elif len(queue) >= _BATCH:
-            self._ring()
+        elif len(queue) >= _BATCH or (weight > 1 and len(self._heavy) > 1):
+            self._ring()  # a full batch, or a batch of packed calls before this one
+
+    def _load(self) -> int:
+        """The queued jobs, each counted by its weight."""
+        heavy = self._heavy
+        return len(self._queue) + (sum(heavy.values()) if heavy else 0)
 
     def pending(self) -> int:
         """How many jobs are not stored yet (queued or being stored)."""
         return len(self.unstored())
 
     def unstored(self) -> list[Any]:
-        """The jobs not stored yet: the rest of the batch in hand, then the queue."""
-        in_hand = self._in_hand[self._handled :]
-        return in_hand + [item for item in list(self._queue) if not isinstance(item, _Marker)]
+        """The jobs not stored yet: the rest of the batch in hand, then the queue
+        (a job of many results as one job per result)."""
+        jobs: list[Any] = []
+        for item in self._in_hand[self._handled :] + list(self._queue):
+            if isinstance(item, _Marker):
+                continue
+            if hasattr(type(item), "pending"):
+                jobs += item.pending()
+            else:
+                jobs.append(item)
+        return jobs
 
     @property
     def started(self) -> bool:
@@ -231,6 +264,7 @@ class Writer:
         """Drop ``jobs`` (kept elsewhere now, e.g. in a spool) from a stopped writer, so
         that they are not stored twice should it resume."""
         gone = {id(job) for job in jobs}
+        gone |= {id(job.batch) for job in jobs if hasattr(type(job), "batch")}  # packed calls
         kept = [item for item in list(self._queue) if id(item) not in gone]
         self._queue.clear()
         self._queue.extend(kept)
@@ -258,7 +292,7 @@ class Writer:
         # Polling, not a Condition: a Ctrl-C landing here must leave no lock taken
         # that the writer needs (see Latch).
         delay = _ROOM_POLL_MIN
-        while len(self._queue) >= self._capacity:
+        while self._load() >= self._capacity:
             self._ring()
             self._ensure_alive()
             time.sleep(delay)
@@ -310,8 +344,12 @@ class Writer:
                     break
                 # Jobs left in hand by a stop() that the process outlived come first.
                 batch: list[Any] = self._in_hand[self._handled :]
+                heavy = self._heavy
                 while queue and len(batch) < _BATCH:
-                    batch.append(queue.popleft())
+                    item = queue.popleft()
+                    if heavy:
+                        heavy.pop(id(item), None)
+                    batch.append(item)
                 self._handled = 0
                 self._in_hand = [item for item in batch if not isinstance(item, _Marker)]
                 self._batch_stops = self._stops
@@ -354,7 +392,14 @@ class Writer:
         if id(storage) not in self._holding and holds_back(storage):
             self._holding[id(storage)] = storage
         if isinstance(storage, CallStorage):
-            records = [r for r in map(self.record, jobs) if r is not None]
+            records: list[CallRecord] = []
+            for job in jobs:
+                if hasattr(type(job), "records"):  # packed calls
+                    records += self._make(job, "records") or ()
+                else:
+                    record = self.record(job)
+                    if record is not None:
+                        records.append(record)
             if records and not self._attempt(
                 storage, records, lambda: storage.store_calls(records)
             ):

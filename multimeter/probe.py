@@ -20,6 +20,7 @@ from operator import itemgetter, mul, sub
 from typing import Any
 
 from multimeter import metric as _metric
+from multimeter._row import DerivedRow
 from multimeter.measure import Measure
 from multimeter.metric import Metric
 from multimeter.subject import CHILDREN, PROCESS, Subject
@@ -341,28 +342,46 @@ class ResourceProbe(CumulativeProbe):
 
     def _cpu_row(self, now: Any, before: Any, children: Any, time_elapsed: float) -> Any:
         """The row of an interval in which only the process's CPU times moved (most
-        short calls): a copy of the row of its gauges with every rate 0, and the two
-        CPU rates (and a new peak) set in it."""
+        short calls; see :meth:`cpu_row`)."""
         user, system = now[0] - before[0], now[1] - before[1]
         if user < 0 or system < 0:
             return None
-        gauges = self._gauges(now)
+        maxrss = now[_MAXRSS_AT]
+        peak = maxrss if maxrss > before[_MAXRSS_AT] else 0
+        return self.cpu_row(now, children, user, system, time_elapsed, peak)
+
+    def cpu_row(
+        self,
+        reading: Any,
+        children: Any,
+        user: float,
+        system: float,
+        time_elapsed: float,
+        new_peak: int = 0,
+    ) -> DerivedRow:
+        """The row of an interval that ended with the process figures ``reading``
+        and the children's ``children``, in which only the process's CPU times
+        moved, by ``user`` and ``system`` seconds (and ``ru_maxrss`` rose to
+        ``new_peak``, where not 0): a copy of the row of those gauges with every
+        rate 0, with the CPU rates (and the peak) set in it."""
+        gauges = self._gauges(reading)
         template = self._template
         if template[1] is not children or template[0] != gauges:
-            values = self._scaled_gauges(now) + self._children_gauges(children)
+            values = self._scaled_gauges(reading) + self._children_gauges(children)
             values += [0.0] * self._rate_count
             values.append(0.0)
             template = self._template = (gauges, children, list(self._order(values)))
-        row = template[2][:]
         user_at, system_at = self._cpu_at
+        if new_peak:
+            row = DerivedRow(template[2], (user_at, system_at, self._peak_at))
+            row[self._peak_at] = float(new_peak * _MAXRSS_SCALE)
+        else:
+            row = DerivedRow(template[2], self._cpu_at)
         per_second = 1.0 / time_elapsed  # as derive() computes rates
         if user:
             row[user_at] = min(user * per_second, self._cpu_limit)
         if system:
             row[system_at] = min(system * per_second, self._cpu_limit)
-        maxrss = now[_MAXRSS_AT]
-        if maxrss > before[_MAXRSS_AT]:
-            row[self._peak_at] = float(maxrss * _MAXRSS_SCALE)
         return row
 
     def _children_gauges(self, children: Any) -> list[float]:

@@ -38,6 +38,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
+from multimeter._row import DerivedRow
 from multimeter.calls import CallFunction, CallRecord, nested_marks
 from multimeter.result import Result, Schema
 from multimeter.storages._format import (
@@ -95,6 +96,7 @@ class Encoder:
         # (function, schema, meta, tags, token) objects -> (group id, width, fast), by identity.
         self._known: dict[tuple[int, ...], tuple[int, int, bool, tuple[Any, ...]]] = {}
         self._texts = _FloatTexts({0.0: "0.0"})
+        self._bases: dict[int, tuple[list[Any], list[str]]] = {}
 
     def calls(self, records: Sequence[CallRecord], out: list[str]) -> None:
         """Append the lines of ``records`` (and the definitions they need) to ``out``."""
@@ -118,7 +120,13 @@ class Encoder:
                 time_us, row = points[0]
                 if len(row) == width:
                     try:
-                        values = ",".join(map(get_text, row))
+                        if type(row) is DerivedRow:  # the text of its base, a few values set
+                            texts = self._base_texts(row.base)[:]
+                            for at in row.changed:
+                                texts[at] = get_text(row[at])
+                            values = ",".join(texts)
+                        else:
+                            values = ",".join(map(get_text, row))
                     except TypeError:  # a value that is no float: the general path
                         values = "n"
                     if "n" not in values:  # no NaN, no infinity
@@ -135,6 +143,17 @@ class Encoder:
                 line.append(time_us - end)
                 line.extend(map(encode_number, row))  # as .json files: NaN as "NaN"
             out.append(_dumps(line))
+
+    def _base_texts(self, base: list[Any]) -> list[str]:
+        """The text of each value of the base of derived rows (see ``multimeter._row``);
+        raises ``TypeError`` where one is no float."""
+        known = self._bases.get(id(base))
+        if known is None or known[0] is not base:
+            if len(self._bases) >= _CACHE_LIMIT:
+                self._bases.clear()
+            # The base is kept with its id, so no other object gets this id.
+            known = self._bases[id(base)] = (base, list(map(self._texts.__getitem__, base)))
+        return known[1]
 
     def result(self, result: Result, out: list[str]) -> None:
         """Append the line of a result of another measurement to ``out``."""

@@ -1,0 +1,293 @@
+"""Short calls wait for the writer packed as numbers (multimeter._packed).
+
+What must hold: a packed call's record is the record the call would have had
+unpacked; calls still come out in the order they ended (a call made inside
+another before it), whatever mix of packed and unpacked calls; waiting calls
+hold no Python objects of their own; and a batch whose lock is held by a thread
+that does not go on (a signal's handler that flushes) is still stored.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+import multimeter
+from multimeter import _config, _measured, _packed, _process
+from multimeter.calls import CallRecord, CallStorage
+
+
+class Recording(CallStorage):
+    """Keeps the records it is given; can hold the writer in its first store."""
+
+    def __init__(self, hold: threading.Event | None = None) -> None:
+        self.records: list[CallRecord] = []
+        self.hold = hold
+
+    def store_calls(self, records: Sequence[CallRecord]) -> None:
+        if self.hold is not None:
+            self.hold.wait(30)
+        self.records.extend(records)
+
+    def store(self, result: Any) -> None:
+        raise AssertionError("a measured call reaches a call storage as a record")
+
+
+@pytest.fixture
+def unpacked_records(monkeypatch):
+    """Each packed call's record made the unpacked way, from its own readings, by number."""
+    made: dict[int, CallRecord] = {}
+    add = _packed.add
+
+    def add_and_keep(process, call, start, end, elapsed):
+        parent = call.parent
+        made[call.number] = _measured.call_record(
+            call.spec,
+            call.setup,
+            process.token,
+            call.number,
+            call.lane,
+            call.started_us,
+            call.end_us,
+            call.tags,
+            None,
+            parent.number if parent is not None else None,
+            (start,),
+            (end,),
+            elapsed,
+        )
+        add(process, call, start, end, elapsed)
+
+    monkeypatch.setattr(_packed, "add", add_and_keep)
+    return made
+
+
+def _rows_equal(packed: CallRecord, unpacked: CallRecord) -> None:
+    assert packed._replace(points=()) == unpacked._replace(points=())
+    ((packed_at, packed_row),) = packed.points
+    ((unpacked_at, unpacked_row),) = unpacked.points
+    assert packed_at == unpacked_at
+    assert list(packed_row) == list(unpacked_row)
+
+
+def test_a_packed_call_has_the_record_it_would_have_had_unpacked(unpacked_records):
+    """Calls that only use CPU, calls that fault pages in, calls that reap a child:
+    each record from a batch equals the one made from the call's own readings."""
+    storage = Recording()
+    multimeter.configure(storage=storage, probes=["resource"])
+
+    @multimeter.measured
+    def work(kind: int) -> int:
+        if kind == 1:
+            return len(bytearray(4_000_000))  # page faults, maybe a new peak
+        if kind == 2:
+            return subprocess.run([sys.executable, "-c", "pass"], check=True).returncode
+        return sum(range(50))
+
+    kinds = [0] * 3_000 + [1] * 20 + [2] * 3
+    for kind in kinds:
+        work(kind)
+    assert multimeter.flush(30)
+    assert len(kinds) == len(storage.records) == len(unpacked_records)
+    for record in storage.records:
+        _rows_equal(record, unpacked_records[record.number])
+    reaped = [r for r in storage.records if r.points[0][1][13] > 0]  # children.cpu_user
+    assert reaped, "a call that reaped a child has its CPU time"
+
+
+class _Reader:
+    """Reads records back as load_results() does: inner calls' marks go to their parent."""
+
+    def __init__(self, records: list[CallRecord]) -> None:
+        self.marks: dict[int, list[str]] = {}
+        self.missing: list[int] = []
+        seen: set[int] = set()
+        for record in records:
+            if record.parent is not None and record.parent in seen:
+                self.missing.append(record.number)  # its parent was stored before it
+            seen.add(record.number)
+            own = self.marks.pop(record.number, [])
+            self.marks[record.number] = own
+            if record.parent is not None:
+                label = record.exit_label
+                self.marks.setdefault(record.parent, []).extend(
+                    [f"{record.function.name}:enter", *own, label]
+                )
+
+
+def test_calls_are_stored_in_the_order_they_ended_packed_or_not():
+    """A parent packed around children that raise or carry argument tags (those are
+    not packed), in several threads: every child is stored before its parent."""
+    storage = Recording()
+    multimeter.configure(storage=storage, probes=["resource"])
+
+    @multimeter.measured
+    def plain(i: int) -> int:
+        return i
+
+    @multimeter.measured
+    def failing(i: int) -> None:
+        raise ValueError(i)
+
+    @multimeter.measured(tag_args=["i"])
+    def tagged(i: int) -> int:
+        return i
+
+    @multimeter.measured
+    def parent(i: int) -> None:
+        plain(i)
+        with pytest.raises(ValueError):
+            failing(i)
+        tagged(i)
+        plain(i)
+
+    def run() -> None:
+        for i in range(400):
+            parent(i)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert multimeter.flush(30)
+    assert 3 * 400 * 5 == len(storage.records)
+    reader = _Reader(storage.records)
+    assert [] == reader.missing
+    parents = [r for r in storage.records if r.function.name == "parent"]
+    for record in parents:
+        assert [
+            "plain:enter",
+            "plain:exit",
+            "failing:enter",
+            "failing:raise ValueError",
+            "tagged:enter",
+            "tagged:exit",
+            "plain:enter",
+            "plain:exit",
+        ] == reader.marks[record.number]
+
+
+def test_waiting_calls_hold_no_objects_of_their_own():
+    """5,000 calls waiting for a held writer: a few objects per batch, not a dozen
+    per call for the garbage collector to visit."""
+    hold = threading.Event()
+    storage = Recording(hold)
+    multimeter.configure(storage=storage, probes=["resource"])
+
+    @multimeter.measured
+    def short(i: int) -> int:
+        return i
+
+    short(0)
+    time.sleep(0.3)  # the writer holds that call and waits
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(5_000):
+        short(i)
+    gc.collect()
+    grown = len(gc.get_objects()) - before
+    hold.set()
+    assert multimeter.flush(30)
+    assert 5_001 == len(storage.records)
+    assert grown < 500, f"{grown} objects for 5,000 waiting calls"
+
+
+def test_a_batch_held_by_a_thread_that_does_not_go_on_is_stored_without_it(monkeypatch):
+    """records() waits for the lock only briefly; the call then being added goes to
+    another batch (add() says False), since the records taken do not have it."""
+    storage = Recording()
+    multimeter.configure(storage=storage, probes=["resource"])
+
+    @multimeter.measured
+    def short(i: int) -> int:
+        return i
+
+    calls: list[Any] = []
+    original_add = _packed.add
+    monkeypatch.setattr(_packed, "add", lambda process, call, *args: calls.append((call, args)))
+    for i in range(4):
+        short(i)
+    monkeypatch.setattr(_packed, "add", original_add)
+    batch = _packed.PackedCalls(storage, _process.state.token)
+    for call, (start, end, elapsed) in calls[:3]:
+        assert batch.add(call, start, end, elapsed, -1)
+
+    packing = threading.Event()
+    go_on = threading.Event()
+    real_pack = _packed._PACK
+
+    class Stalled:
+        size = real_pack.size
+
+        def pack(self, *values: Any) -> bytes:
+            packing.set()
+            go_on.wait(10)  # the thread stalls here, holding the batch's lock
+            return real_pack.pack(*values)
+
+    monkeypatch.setattr(_packed, "_PACK", Stalled())
+    said: list[bool] = []
+    call, (start, end, elapsed) = calls[3]
+    adder = threading.Thread(target=lambda: said.append(batch.add(call, start, end, elapsed, -1)))
+    adder.start()
+    assert packing.wait(10)
+    started = time.monotonic()
+    records = batch.records()
+    assert time.monotonic() - started < 1
+    assert [c.number for c, _ in calls[:3]] == [r.number for r in records]
+    go_on.set()
+    adder.join(10)
+    assert [False] == said  # not taken: the caller packs it into a new batch
+    assert not batch.add(call, start, end, elapsed, -1)  # closed
+
+
+def test_a_forked_child_stores_its_own_calls_once(tmp_path):
+    """A parent with an open batch forks; the child's calls go to the child's files,
+    the parent's once, to the parent's."""
+    code = textwrap.dedent(
+        """
+        import os
+        import multimeter
+
+        @multimeter.measured
+        def short(i):
+            return i
+
+        for i in range(300):
+            short(i)
+        pid = os.fork()
+        if pid == 0:
+            for i in range(200):
+                short(i)
+            os._exit(0 if multimeter.flush(30) else 1)
+        _, status = os.waitpid(pid, 0)
+        for i in range(100):
+            short(i)
+        assert os.waitstatus_to_exitcode(status) == 0
+        """
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    environment["MULTIMETER_DIR"] = str(tmp_path)
+    subprocess.run([sys.executable, "-c", code], env=environment, check=True, timeout=120)
+    by_pid: dict[str, int] = {}
+    for result in multimeter.load_results(tmp_path):
+        pid = result.identifier.split("-")[1]
+        by_pid[pid] = by_pid.get(pid, 0) + 1
+    assert sorted(by_pid.values()) == [200, 400]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_configuration():
+    _config.reset()
+    yield
+    multimeter.flush(10)
+    _config.reset()
