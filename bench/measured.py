@@ -6,6 +6,9 @@ function; 9 rounds that interleave the variants, figures are medians over rounds
 
 - enabled: ResourceProbe, a storage that discards (results are still built and
   handed to it by the background writer);
+- enabled, batch files: ResourceProbe and the default storage (JSON Lines batch
+  files in a temporary directory): the call packed for the writer (see
+  ``multimeter._packed``);
 - disabled (``enabled=False``) and not drawn (``MULTIMETER_SAMPLE_RATE=0``);
 - baselines: OpenTelemetry SDK ``@tracer.start_as_current_span()``, prometheus_client
   ``@Histogram.time()``, and a bare wrapt passthrough decorator.
@@ -30,9 +33,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -40,6 +45,7 @@ import wrapt
 from _common import Discard, finish, per_call, report
 
 import multimeter
+from multimeter.storages.jsonl import JsonLinesStorage
 
 CALLS = 20_000
 REPEATS = 1
@@ -117,6 +123,18 @@ def main() -> None:
         multimeter.flush()
         return cost
 
+    batch_directory = tempfile.mkdtemp(prefix="measured-batch-")
+    batch_config = {
+        "storage": JsonLinesStorage(batch_directory),
+        "probes": [multimeter.ResourceProbe()],
+    }
+
+    def measure_enabled_batch() -> float:
+        multimeter.configure(**batch_config)
+        cost = per_call(with_multimeter, CALLS, REPEATS)
+        multimeter.flush()
+        return cost
+
     def measure_nested() -> float:
         multimeter.configure(**enabled_config)
         cost = per_call(nested_measured, CALLS, REPEATS) - per_call(nested_bare, CALLS, REPEATS)
@@ -143,6 +161,7 @@ def main() -> None:
         "bare": measure_bare,
         "nested": measure_nested,
         "enabled": measure_enabled,
+        "enabled_batch": measure_enabled_batch,
         "otel": lambda: per_call(with_otel, CALLS, REPEATS),
         "prometheus": lambda: per_call(with_prometheus, CALLS, REPEATS),
         "wrapt": lambda: per_call(with_wrapt, CALLS, REPEATS),
@@ -171,6 +190,8 @@ def main() -> None:
     enabled, otel, prometheus = figure("enabled"), figure("otel"), figure("prometheus")
     wrapt_cost, disabled, not_drawn = figure("wrapt"), figure("disabled"), figure("not_drawn")
     enabled_vs_otel = ratio("enabled", "otel")
+    batch_vs_otel = ratio("enabled_batch", "otel")
+    shutil.rmtree(batch_directory, ignore_errors=True)
     enabled_vs_prometheus = ratio("enabled", "prometheus")
     disabled_vs_wrapt = ratio("disabled", "wrapt")
     not_drawn_vs_wrapt = ratio("not_drawn", "wrapt")
@@ -187,6 +208,8 @@ def main() -> None:
         {
             "bare_call_us": round(base * us, 3),
             "enabled_overhead_us": round(enabled * us, 2),
+            "enabled_batch_files_overhead_us": round(figure("enabled_batch") * us, 2),
+            "enabled_batch_files_vs_opentelemetry": round(batch_vs_otel, 3),
             "opentelemetry_overhead_us": round(otel * us, 2),
             "prometheus_overhead_us": round(prometheus * us, 2),
             "wrapt_passthrough_overhead_us": round(wrapt_cost * us, 3),
@@ -204,6 +227,7 @@ def main() -> None:
         },
         {
             "enabled <= 0.5x opentelemetry": enabled_vs_otel <= 0.5,
+            "enabled, default batch files <= 0.5x opentelemetry": batch_vs_otel <= 0.5,
             "enabled <= 5x prometheus": enabled_vs_prometheus <= 5,
             "disabled <= 1.5x wrapt": disabled_vs_wrapt <= 1.5,
             "not drawn <= 1.5x wrapt": not_drawn_vs_wrapt <= 1.5,
