@@ -59,6 +59,7 @@ class PackedCalls:
     __slots__ = (
         "closed",
         "data",
+        "epoch",
         "forced",
         "last",
         "last_at",
@@ -72,9 +73,11 @@ class PackedCalls:
         "token",
     )
 
-    def __init__(self, storage: Any, token: str) -> None:
+    def __init__(self, storage: Any, token: str, epoch: int = 0) -> None:
         self.storage = storage
         self.token = token
+        #: The process's ``packed_epoch`` when the batch was made (see :func:`add`).
+        self.epoch = epoch
         self.lock = threading.Lock()
         self.data = array.array("d")
         #: (spec, setup) of the calls, and where each setup is in that list.
@@ -268,17 +271,24 @@ class PackedCall:
 
 
 def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed: float) -> None:
-    """Hand ``call`` to the writer packed, in the open batch of its storage."""
+    """Hand ``call`` to the writer packed, in the open batch of its storage.
+
+    The open batch takes it only if no other job was queued since the batch was
+    (see :func:`close`): another thread may make a batch open that it queued
+    before such a job.
+    """
     parent = call.parent
     number = parent.number if parent is not None and parent.pid == call.pid else -1
     batch = process.packed
     if (
         batch is not None
+        and batch.epoch == process.packed_epoch
         and batch.storage is call.storage
         and batch.add(call, start, end, elapsed, number)
     ):
         return
-    batch = PackedCalls(call.storage, process.token)
+    epoch = process.packed_epoch  # read before the batch is queued
+    batch = PackedCalls(call.storage, process.token, epoch)
     batch.add(call, start, end, elapsed, number)
     process.writer.put(batch, weight=BATCH_CALLS)
     process.packed = batch
@@ -286,6 +296,6 @@ def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed
 
 def close(process: _process.ProcessState) -> None:
     """A job other than a packed call was queued: calls that end from now on go to
-    a new batch, queued after it."""
-    if process.packed is not None:
-        process.packed = None
+    a batch queued after it. A batch queued before it takes no more calls, even if
+    a thread makes it the open batch afterwards (its epoch is an older one)."""
+    process.packed_epoch += 1  # a lost update between threads still changes it

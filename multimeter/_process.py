@@ -46,6 +46,7 @@ class ProcessState:
         "last_reading",
         "meta",
         "packed",
+        "packed_epoch",
         "pid",
         "sampler",
         "temporary_files",
@@ -66,6 +67,8 @@ class ProcessState:
         self.meta: dict[str, str] | None = None  # the process meta data, made on first use
         # The batch that short calls are packed into now (see _packed); None: none open.
         self.packed: Any = None
+        # Counts the jobs queued other than packed calls (see _packed.close).
+        self.packed_epoch = 0
         self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
         # The calls folded but not stored yet, per aggregating storage (see _aggregate).
         self.aggregates: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

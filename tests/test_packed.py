@@ -250,6 +250,36 @@ def test_a_batch_held_by_a_thread_that_does_not_go_on_is_stored_without_it(monke
     assert not batch.add(call, start, end, elapsed, -1)  # closed
 
 
+def test_a_batch_queued_before_another_job_takes_no_later_call(monkeypatch):
+    """Thread S queues a new batch, thread F then queues a call that raised (closing
+    the open batch), and only then does S make its batch the open one: F's next call
+    (the raising call's parent, say) must not go into S's batch, which the writer
+    stores before the raising call."""
+    storage = Recording()
+    multimeter.configure(storage=storage, probes=["resource"])
+
+    @multimeter.measured
+    def short(i: int) -> int:
+        return i
+
+    calls: list[Any] = []
+    original_add = _packed.add
+    monkeypatch.setattr(_packed, "add", lambda process, call, *args: calls.append((call, args)))
+    short(1)
+    short(2)
+    monkeypatch.setattr(_packed, "add", original_add)
+    process = _process.state
+    (s_call, s_args), (f_call, f_args) = calls
+    queued_by_s = _packed.PackedCalls(storage, process.token, process.packed_epoch)
+    assert queued_by_s.add(s_call, *s_args, -1)
+    _packed.close(process)  # F queued its raising call after S queued its batch
+    process.packed = queued_by_s  # S goes on
+    _packed.add(process, f_call, *f_args)
+    assert 1 == len(queued_by_s)
+    assert process.packed is not queued_by_s
+    assert [f_call.number] == [r.number for r in process.packed.records()]
+
+
 def test_a_forked_child_stores_its_own_calls_once(tmp_path):
     """A parent with an open batch forks; the child's calls go to the child's files,
     the parent's once, to the parent's."""
