@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import array
 import struct
-import threading
 import time
 from typing import Any
 
@@ -65,6 +64,7 @@ class PackedCalls:
         "last_at",
         "last_others",
         "lock",
+        "packing",
         "readings",
         "setup_at",
         "setups",
@@ -73,12 +73,20 @@ class PackedCalls:
         "token",
     )
 
-    def __init__(self, storage: Any, token: str, epoch: int = 0) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        token: str,
+        epoch: int = 0,
+        packing: _process.PackingLock | None = None,
+    ) -> None:
         self.storage = storage
         self.token = token
         #: The process's ``packed_epoch`` when the batch was made (see :func:`add`).
         self.epoch = epoch
-        self.lock = threading.Lock()
+        #: The lock of the process's batches (see :func:`add`), or one of its own.
+        self.packing = packing if packing is not None else _process.PackingLock()
+        self.lock = self.packing.lock
         self.data = array.array("d")
         #: (spec, setup) of the calls, and where each setup is in that list.
         self.setups: list[tuple[Any, Any]] = []
@@ -99,37 +107,41 @@ class PackedCalls:
         """Pack ``call`` (a ``_Call`` just ended) with its ``resource`` readings
         ``start`` and ``end``; ``False`` when the batch is closed or full."""
         with self.lock:
-            if self.closed or len(self.data) >= _FULL:
-                return False
-            setup = call.setup
-            at = self.setup_at.get(setup)
-            if at is None:
-                at = self.setup_at[setup] = len(self.setups)
-                self.setups.append((call.spec, setup))
-            start_at = self._kept(start)
-            end_at = self._kept(end)
-            start_self, end_self = start[0], end[0]
-            data = self.data
-            data.frombytes(
-                _PACK.pack(
-                    at,
-                    call.number,
-                    call.lane,
-                    call.started_us,
-                    call.end_us,
-                    parent,
-                    elapsed,
-                    start_self[0],
-                    start_self[1],
-                    end_self[0],
-                    end_self[1],
-                    start_at,
-                    end_at,
-                )
+            return self.add_locked(call, start, end, elapsed, parent)
+
+    def add_locked(self, call: Any, start: Any, end: Any, elapsed: float, parent: int) -> bool:
+        """:meth:`add`, its lock held by the caller."""
+        if self.closed or len(self.data) >= _FULL:
+            return False
+        setup = call.setup
+        at = self.setup_at.get(setup)
+        if at is None:
+            at = self.setup_at[setup] = len(self.setups)
+            self.setups.append((call.spec, setup))
+        start_at = self._kept(start)
+        end_at = self._kept(end)
+        start_self, end_self = start[0], end[0]
+        data = self.data
+        data.frombytes(
+            _PACK.pack(
+                at,
+                call.number,
+                call.lane,
+                call.started_us,
+                call.end_us,
+                parent,
+                elapsed,
+                start_self[0],
+                start_self[1],
+                end_self[0],
+                end_self[1],
+                start_at,
+                end_at,
             )
-            if self.forced:  # taken by records() meanwhile, without the lock
-                return self._taken(len(data))
-            return True
+        )
+        if self.forced:  # taken by records() meanwhile, without the lock
+            return self._taken(len(data))
+        return True
 
     def _taken(self, end: int) -> bool:
         """Whether the call packed up to ``end`` was among what a forced
@@ -159,11 +171,14 @@ class PackedCalls:
 
     def records(self) -> list[CallRecord]:
         """Close the batch; the records of its calls (the writer calls this)."""
-        if self.lock.acquire(True, _FORCED_WAIT):
+        packing = self.packing
+        if self.lock.acquire(True, 0.0 if packing.stuck else _FORCED_WAIT):
+            packing.stuck = False
             self.closed = True
             self.lock.release()
             values = self.data.tolist()
         else:  # held by a thread that does not go on (or not for now): see the class
+            packing.stuck = True
             self.forced = True  # first: an add() that sees it waits for `taken`
             self.closed = True
             taken = len(self.data)
@@ -273,25 +288,32 @@ class PackedCall:
 def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed: float) -> None:
     """Hand ``call`` to the writer packed, in the open batch of its storage.
 
-    The open batch takes it only if no other job was queued since the batch was
-    (see :func:`close`): another thread may make a batch open that it queued
-    before such a job.
+    The process's batches share one lock, under which a call is added and a new
+    batch is queued and made the open one, so the open batch is always the one
+    queued last: a call made inside another is never stored after it. The open
+    batch takes no more calls once another job was queued after it (see
+    :func:`close`).
     """
     parent = call.parent
     number = parent.number if parent is not None and parent.pid == call.pid else -1
-    batch = process.packed
-    if (
-        batch is not None
-        and batch.epoch == process.packed_epoch
-        and batch.storage is call.storage
-        and batch.add(call, start, end, elapsed, number)
-    ):
-        return
-    epoch = process.packed_epoch  # read before the batch is queued
-    batch = PackedCalls(call.storage, process.token, epoch)
-    batch.add(call, start, end, elapsed, number)
-    process.writer.put(batch, weight=BATCH_CALLS)
-    process.packed = batch
+    packing = process.packing
+    lock = packing.lock
+    with lock:
+        batch = process.packed
+        if (
+            batch is not None
+            and batch.epoch == process.packed_epoch
+            and batch.storage is call.storage
+            and batch.add_locked(call, start, end, elapsed, number)
+        ):
+            return
+    writer = process.writer
+    writer.wait_for_room(BATCH_CALLS)  # not under the lock: the writer needs it
+    with lock:
+        batch = PackedCalls(call.storage, process.token, process.packed_epoch, packing)
+        batch.add_locked(call, start, end, elapsed, number)
+        writer.put(batch, weight=BATCH_CALLS, wait=False)
+        process.packed = batch
 
 
 def close(process: _process.ProcessState) -> None:

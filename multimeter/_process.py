@@ -37,6 +37,18 @@ def _writer_started() -> None:
         hook()
 
 
+class PackingLock:
+    """The lock of a process's batches of packed calls (see ``multimeter._packed``),
+    and whether the writer last found it held for long (by a thread that a signal's
+    handler interrupted, say): then it does not wait for it again."""
+
+    __slots__ = ("lock", "stuck")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stuck = False
+
+
 class ProcessState:
     """The state of the current process; replaced as a whole in a forked child."""
 
@@ -47,6 +59,7 @@ class ProcessState:
         "meta",
         "packed",
         "packed_epoch",
+        "packing",
         "pid",
         "sampler",
         "temporary_files",
@@ -69,6 +82,7 @@ class ProcessState:
         self.packed: Any = None
         # Counts the jobs queued other than packed calls (see _packed.close).
         self.packed_epoch = 0
+        self.packing = PackingLock()  # the lock of the packed calls' batches
         self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
         # The calls folded but not stored yet, per aggregating storage (see _aggregate).
         self.aggregates: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

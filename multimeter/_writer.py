@@ -176,14 +176,15 @@ class Writer:
         self._heavy: dict[int, int] = {}
         self.failures = RateLimitedLog("storing the result failed")
 
-    def put(self, job: Job | ManyJobs, weight: int = 1) -> None:
-        """Queue ``job``; waits for room while the queue is full (backpressure).
+    def put(self, job: Job | ManyJobs, weight: int = 1, *, wait: bool = True) -> None:
+        """Queue ``job``; waits for room while the queue is full (backpressure),
+        unless ``wait`` is false (the caller waited with :meth:`wait_for_room`).
 
         A job of many results (packed calls, see ``multimeter._packed``) has the
         ``weight`` of that many.
         """
         queue = self._queue
-        if self._load() >= self._capacity:
+        if wait and self._load() >= self._capacity:
             self._wait_for_room()
         if weight > 1:
             self._heavy[id(job)] = weight - 1  # first: the writer may take the job at once
@@ -192,6 +193,11 @@ class Writer:
             self._start()
         elif len(queue) >= _BATCH or (weight > 1 and len(self._heavy) > 1):
             self._ring()  # a full batch, or a batch of packed calls before this one
+
+    def wait_for_room(self, weight: int = 1) -> None:
+        """Wait while the queue has no room for a job of ``weight``."""
+        if self._load() + weight > self._capacity:
+            self._wait_for_room(weight)
 
     def _load(self) -> int:
         """The queued jobs, each counted by its weight."""
@@ -288,11 +294,11 @@ class Writer:
             with contextlib.suppress(RuntimeError):  # rung in the meantime
                 self._bell.release()
 
-    def _wait_for_room(self) -> None:
+    def _wait_for_room(self, weight: int = 1) -> None:
         # Polling, not a Condition: a Ctrl-C landing here must leave no lock taken
         # that the writer needs (see Latch).
         delay = _ROOM_POLL_MIN
-        while self._load() >= self._capacity:
+        while self._load() + weight > self._capacity:
             self._ring()
             self._ensure_alive()
             time.sleep(delay)

@@ -250,6 +250,49 @@ def test_a_batch_held_by_a_thread_that_does_not_go_on_is_stored_without_it(monke
     assert not batch.add(call, start, end, elapsed, -1)  # closed
 
 
+def test_children_come_before_parents_when_threads_race_for_new_batches():
+    """Threads that fill batches fast, and threads whose calls are nested, with the
+    interpreter switching threads every 10 us: a new batch is queued and made the
+    open one in one step, so a parent never lands in a batch queued before its
+    child's."""
+    storage = Recording()
+    multimeter.configure(storage=storage, probes=["resource"])
+
+    @multimeter.measured
+    def leaf(i: int) -> int:
+        return i
+
+    @multimeter.measured
+    def child(i: int) -> int:
+        return i
+
+    @multimeter.measured
+    def parent(i: int) -> int:
+        return child(i)
+
+    def spam() -> None:
+        for i in range(30_000):
+            leaf(i)
+
+    def family() -> None:
+        for i in range(15_000):
+            parent(i)
+
+    threads = [threading.Thread(target=work) for work in (spam, spam, family, family)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert multimeter.flush(60)
+    assert 2 * 30_000 + 2 * 2 * 15_000 == len(storage.records)
+    assert [] == _Reader(storage.records).missing
+
+
 def test_a_batch_queued_before_another_job_takes_no_later_call(monkeypatch):
     """Thread S queues a new batch, thread F then queues a call that raised (closing
     the open batch), and only then does S make its batch the open one: F's next call
