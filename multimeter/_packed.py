@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from multimeter import _measured, _process
+from multimeter._reentry import BUSY
 from multimeter.calls import CallRecord
 
 #: Calls in one batch; the writer's queue counts a batch as this many jobs.
@@ -257,8 +258,10 @@ class PackedCalls:
 
 
 _FULL = BATCH_CALLS * WIDTH
-#: Seconds records() waits for a batch's lock before it takes the calls without it.
-_FORCED_WAIT = 0.05
+#: Seconds records() waits for a batch's lock before it takes the calls without it
+#: (a flush from a signal's handler waits this long when the handler interrupted
+#: a call being packed).
+_FORCED_WAIT = 0.01
 
 
 class PackedCall:
@@ -296,24 +299,31 @@ def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed
     """
     parent = call.parent
     number = parent.number if parent is not None and parent.pid == call.pid else -1
-    packing = process.packing
-    lock = packing.lock
-    with lock:
-        batch = process.packed
-        if (
-            batch is not None
-            and batch.epoch == process.packed_epoch
-            and batch.storage is call.storage
-            and batch.add_locked(call, start, end, elapsed, number)
-        ):
-            return
-    writer = process.writer
-    writer.wait_for_room(BATCH_CALLS)  # not under the lock: the writer needs it
-    with lock:
-        batch = PackedCalls(call.storage, process.token, process.packed_epoch, packing)
-        batch.add_locked(call, start, end, elapsed, number)
-        writer.put(batch, weight=BATCH_CALLS, wait=False)
-        process.packed = batch
+    lock = process.packing.lock
+    # A signal's handler may run in this thread while it holds the lock: calls it
+    # makes meanwhile are not measured (they would wait for the lock forever).
+    was_busy = BUSY.busy
+    BUSY.busy = True
+    try:
+        with lock:
+            batch = process.packed
+            if (
+                batch is not None
+                and batch.epoch == process.packed_epoch
+                and batch.storage is call.storage
+                and batch.add_locked(call, start, end, elapsed, number)
+            ):
+                return
+        writer = process.writer
+        writer.wait_for_room(BATCH_CALLS)  # not under the lock: the writer needs it
+        with lock:
+            epoch = process.packed_epoch
+            batch = PackedCalls(call.storage, process.token, epoch, process.packing)
+            batch.add_locked(call, start, end, elapsed, number)
+            writer.put(batch, weight=BATCH_CALLS, wait=False)
+            process.packed = batch
+    finally:
+        BUSY.busy = was_busy
 
 
 def close(process: _process.ProcessState) -> None:

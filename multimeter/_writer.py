@@ -156,6 +156,7 @@ class Writer:
         # Reentrant: a SIGTERM handler that flushes may interrupt a start in progress.
         self._start_lock = threading.RLock()
         self._thread: threading.Thread | None = None
+        self._starting = False  # this thread is in thread.start() (see _start)
         self._started = False
         self._failed = False  # a store failed since the last marker
         # Held while a store runs; stop() takes it for good (the process is ending).
@@ -312,13 +313,19 @@ class Writer:
     def _start(self) -> None:
         with self._start_lock:
             thread = self._thread
-            if thread is not None and thread.is_alive():
-                return
+            if self._starting or (thread is not None and thread.is_alive()):
+                return  # alive, or being started by this thread (a signal's handler)
             first = not self._started
             self._started = True
             thread = threading.Thread(target=self._run, name="multimeter-writer", daemon=True)
             self._thread = thread
-            thread.start()
+            # A signal's handler that flushes may run in this thread while
+            # start() waits for the new thread: it must not start a second one.
+            self._starting = True
+            try:
+                thread.start()
+            finally:
+                self._starting = False
         if first and self._on_start is not None:
             try:
                 self._on_start()

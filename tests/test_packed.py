@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -364,3 +365,84 @@ def _fresh_configuration():
     yield
     multimeter.flush(10)
     _config.reset()
+
+
+def _run_program(tmp_path, code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    environment["MULTIMETER_DIR"] = str(tmp_path / "results")
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_a_signal_handler_that_calls_a_measured_function_never_hangs(tmp_path):
+    """A heartbeat every 5 ms from a SIGALRM handler, itself measured, while the main
+    thread makes measured calls in a tight loop: the handler often runs while a call
+    is being packed (then its own call is not measured, as calls made by multimeter's
+    code are not). The program ends, and every call of the loop is stored once."""
+    completed = _run_program(
+        tmp_path,
+        """
+        import signal
+        import multimeter
+
+        @multimeter.measured
+        def heartbeat():
+            pass
+
+        @multimeter.measured
+        def work(x):
+            return x
+
+        signal.signal(signal.SIGALRM, lambda signum, frame: heartbeat())
+        signal.setitimer(signal.ITIMER_REAL, 0.005, 0.005)
+        for i in range(200_000):
+            work(i)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        print("done")
+        """,
+        timeout=60,
+    )
+    assert "done" in completed.stdout
+    names = [r.identifier.split("-")[0] for r in multimeter.load_results(tmp_path / "results")]
+    assert 200_000 == names.count("work")
+    assert names.count("heartbeat") > 0
+
+
+class _Job:
+    """A job for the writer that stores nothing."""
+
+    storage = multimeter.DummyStorage()
+
+    def build(self) -> Any:
+        return None
+
+
+def test_a_flush_from_a_signal_handler_while_the_writer_starts_starts_no_second_writer(
+    monkeypatch,
+):
+    """Starting the writer waits for its thread to boot; a signal's handler that
+    flushes meanwhile (in the same thread) must not start another writer, which would
+    store every batch twice."""
+    from multimeter._writer import Writer
+
+    started: list[threading.Thread] = []
+    real_start = threading.Thread.start
+    writer = Writer()
+
+    def start_and_get_flushed(thread: threading.Thread) -> None:
+        started.append(thread)
+        if len(started) == 1:
+            writer._ensure_alive()  # what flush() does first, from a handler
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_and_get_flushed)
+    writer.put(_Job())  # the first put starts the thread
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    assert 1 == len([t for t in started if t.name == "multimeter-writer"])
