@@ -193,7 +193,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     lock the flush needs (a log call's, say), and the process must die anyway.
     """
     with contextlib.suppress(ValueError, OSError):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM kills at once
     job = None
     try:
         timeout = _exit_timeout()
@@ -203,7 +203,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         job.done.wait(timeout + 1.0)
     except BaseException:  # noqa: BLE001 - dying of SIGTERM comes first
         pass
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signum)
     # Still alive: SIGTERM's default action does nothing here (pid 1 of a container
     # ignores it). Carry on measuring, as the program carries on.
     with contextlib.suppress(BaseException):

@@ -175,6 +175,9 @@ def test_functions_of_the_script_pickle_into_a_multiprocessing_pool(tmp_path):
     measured = _run(tmp_path, script.name)
     assert 0 == measured.returncode, measured.stderr.decode()
     assert b"fork 285\nspawn 285\n" == measured.stdout
+    # Pool.terminate() ends the fork workers with SIGTERM: they store their calls and
+    # die; the run (its summary too) is the parent's alone.
+    assert 1 == measured.stderr.count(b"multimeter run: pool"), measured.stderr.decode()
     (run,) = _runs(tmp_path)
     calls = [r for r in load_results(tmp_path / "results") if r.identifier.startswith("square-")]
     assert 20 == len(calls)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from multimeter import _config, _env, _measured, _meta, _process
+from multimeter import _config, _env, _lifecycle, _measured, _meta, _process
 from multimeter._cli import _child, _program, _status
 from multimeter._cli._common import CommandError, add_debug
 from multimeter._cli._run_result import Located, RunMarks, summary_lines
@@ -316,6 +316,7 @@ class _SigtermHandler:
     def __init__(self, run: _Run, config: _config.Config) -> None:
         self._run = run
         self._timeout = config.exit_timeout
+        self._pid = os.getpid()
 
     def install(self) -> None:
         """SIGTERM, and SIGHUP (the terminal or the ssh connection went away), where
@@ -326,6 +327,12 @@ class _SigtermHandler:
                     signal.signal(signum, self._on_sigterm)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            # A child the program forked (a pool's worker that Pool.terminate() ends):
+            # the run is the parent's to report. The child stores its own calls and
+            # dies of the signal, as in any program.
+            _lifecycle._on_sigterm(signum, frame)
+            return
         with contextlib.suppress(ValueError, OSError):
             signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
         _measured.run_marks = None
