@@ -43,6 +43,12 @@ class Recording(CallStorage):
         raise AssertionError("a measured call reaches a call storage as a record")
 
 
+def _configured(storage: Recording) -> Recording:
+    """``storage`` as the storage of measured calls, with the ``resource`` probe alone."""
+    multimeter.configure(storage=storage, probes=["resource"])
+    return storage
+
+
 @pytest.fixture
 def unpacked_records(monkeypatch):
     """Each packed call's record made the unpacked way, from its own readings, by number."""
@@ -83,8 +89,7 @@ def _rows_equal(packed: CallRecord, unpacked: CallRecord) -> None:
 def test_a_packed_call_has_the_record_it_would_have_had_unpacked(unpacked_records):
     """Calls that only use CPU, calls that fault pages in, calls that reap a child:
     each record from a batch equals the one made from the call's own readings."""
-    storage = Recording()
-    multimeter.configure(storage=storage, probes=["resource"])
+    storage = _configured(Recording())
 
     @multimeter.measured
     def work(kind: int) -> int:
@@ -128,8 +133,7 @@ class _Reader:
 def test_calls_are_stored_in_the_order_they_ended_packed_or_not():
     """A parent packed around children that raise or carry argument tags (those are
     not packed), in several threads: every child is stored before its parent."""
-    storage = Recording()
-    multimeter.configure(storage=storage, probes=["resource"])
+    storage = _configured(Recording())
 
     @multimeter.measured
     def plain(i: int) -> int:
@@ -182,8 +186,7 @@ def test_waiting_calls_hold_no_objects_of_their_own():
     """5,000 calls waiting for a held writer: a few objects per batch, not a dozen
     per call for the garbage collector to visit."""
     hold = threading.Event()
-    storage = Recording(hold)
-    multimeter.configure(storage=storage, probes=["resource"])
+    storage = _configured(Recording(hold))
 
     @multimeter.measured
     def short(i: int) -> int:
@@ -206,8 +209,7 @@ def test_waiting_calls_hold_no_objects_of_their_own():
 def test_a_batch_held_by_a_thread_that_does_not_go_on_is_stored_without_it(monkeypatch):
     """records() waits for the lock only briefly; the call then being added goes to
     another batch (add() says False), since the records taken do not have it."""
-    storage = Recording()
-    multimeter.configure(storage=storage, probes=["resource"])
+    storage = _configured(Recording())
 
     @multimeter.measured
     def short(i: int) -> int:
@@ -256,8 +258,7 @@ def test_children_come_before_parents_when_threads_race_for_new_batches():
     interpreter switching threads every 10 us: a new batch is queued and made the
     open one in one step, so a parent never lands in a batch queued before its
     child's."""
-    storage = Recording()
-    multimeter.configure(storage=storage, probes=["resource"])
+    storage = _configured(Recording())
 
     @multimeter.measured
     def leaf(i: int) -> int:
@@ -299,8 +300,7 @@ def test_a_batch_queued_before_another_job_takes_no_later_call(monkeypatch):
     the open batch), and only then does S make its batch the open one: F's next call
     (the raising call's parent, say) must not go into S's batch, which the writer
     stores before the raising call."""
-    storage = Recording()
-    multimeter.configure(storage=storage, probes=["resource"])
+    storage = _configured(Recording())
 
     @multimeter.measured
     def short(i: int) -> int:
@@ -349,11 +349,9 @@ def test_a_forked_child_stores_its_own_calls_once(tmp_path):
         assert os.waitstatus_to_exitcode(status) == 0
         """
     )
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment["MULTIMETER_DIR"] = str(tmp_path)
-    subprocess.run([sys.executable, "-c", code], env=environment, check=True, timeout=120)
+    _run_program(tmp_path, code)
     by_pid: dict[str, int] = {}
-    for result in multimeter.load_results(tmp_path):
+    for result in multimeter.load_results(tmp_path / "results"):
         pid = result.identifier.split("-")[1]
         by_pid[pid] = by_pid.get(pid, 0) + 1
     assert sorted(by_pid.values()) == [200, 400]
