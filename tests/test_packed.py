@@ -10,7 +10,6 @@ that does not go on (a signal's handler that flushes) is still stored.
 from __future__ import annotations
 
 import gc
-import os
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 import multimeter
 from multimeter import _config, _measured, _packed, _process
 from multimeter.calls import CallRecord, CallStorage
+from tests._programs import run_program
 
 
 class Recording(CallStorage):
@@ -349,7 +349,7 @@ def test_a_forked_child_stores_its_own_calls_once(tmp_path):
         assert os.waitstatus_to_exitcode(status) == 0
         """
     )
-    _run_program(tmp_path, code)
+    run_program(tmp_path, code)
     by_pid: dict[str, int] = {}
     for result in multimeter.load_results(tmp_path / "results"):
         pid = result.identifier.split("-")[1]
@@ -365,26 +365,13 @@ def _fresh_configuration():
     _config.reset()
 
 
-def _run_program(tmp_path, code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment["MULTIMETER_DIR"] = str(tmp_path / "results")
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=True,
-    )
-
-
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
 def test_a_signal_handler_that_calls_a_measured_function_never_hangs(tmp_path):
     """A heartbeat every 5 ms from a SIGALRM handler, itself measured, while the main
     thread makes measured calls in a tight loop: the handler often runs while a call
     is being packed (then its own call is not measured, as calls made by multimeter's
     code are not). The program ends, and every call of the loop is stored once."""
-    completed = _run_program(
+    completed = run_program(
         tmp_path,
         """
         import signal

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 import multimeter
 from multimeter.probe import CumulativeProbe, Probe, ResourceProbe
 from multimeter.subject import CHILDREN, PROCESS
+from tests._programs import run_program
 
 _FIELDS = [
     "ru_utime",
@@ -243,16 +242,7 @@ def test_short_calls_never_report_more_cpu_than_the_cpus_can_give(tmp_path):
     that thread's CPU time over in tick-sized lumps, yet no call's CPU rate exceeds
     the CPUs the process may use, and the calls' CPU seconds together stay below
     what the whole process used."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment["MULTIMETER_DIR"] = str(tmp_path / "results")
-    completed = subprocess.run(
-        [sys.executable, "-c", _SHORT_CALLS_WITH_A_BUSY_THREAD],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    completed = run_program(tmp_path, _SHORT_CALLS_WITH_A_BUSY_THREAD)
     process_cpu = float(completed.stdout)
     limit = float(len(os.sched_getaffinity(0)))
     calls_cpu = 0.0
