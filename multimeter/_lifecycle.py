@@ -27,6 +27,8 @@ from typing import Any
 
 from multimeter import _env, _process
 from multimeter._log import safe_log
+from multimeter._reentry import OwnThread
+from multimeter._signal_watch import STORING_SIGNALS, stores_on_signal, storing_handler
 from multimeter._writer import Latch, keeps_for_later
 
 #: Seconds the exit gives the store in progress to end once the exit timeout has passed.
@@ -157,7 +159,8 @@ class _SigtermExit:
     is over: whichever of the handler and the flush thread comes second resumes.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, signum: int, timeout: float) -> None:
+        self._signum = signum
         self._timeout = timeout
         self._lock = threading.Lock()  # new: nobody the signal interrupted holds it
         self._flushed = False
@@ -174,7 +177,7 @@ class _SigtermExit:
                 resume = self._survived
             self.done.set()
             if resume:
-                _resume_after_sigterm()
+                _resume_after_sigterm(self._signum)
 
     def survived(self) -> None:
         """The handler is still running after the kill: resume, now or after the flush."""
@@ -182,11 +185,13 @@ class _SigtermExit:
             self._survived = True
             resume = self._flushed
         if resume:
-            _resume_after_sigterm()
+            _resume_after_sigterm(self._signum)
 
 
+@storing_handler
 def _on_sigterm(signum: int, frame: Any) -> None:
-    """Store what is pending (bounded by the exit timeout), then die of SIGTERM.
+    """Store what is pending (bounded by the exit timeout), then die of the signal
+    (SIGTERM, or SIGHUP: the terminal or the ssh connection went away).
 
     The flush runs in a thread of its own that the handler waits for, at most
     the exit timeout and a second: the code the signal interrupted may hold a
@@ -197,13 +202,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     job = None
     try:
         timeout = _exit_timeout()
-        job = _SigtermExit(timeout)
-        flusher = threading.Thread(target=job.flush, name="multimeter-exit", daemon=True)
+        job = _SigtermExit(signum, timeout)
+        flusher = OwnThread(job.flush, "multimeter-exit")
         flusher.start()
         job.done.wait(timeout + 1.0)
     except BaseException:  # noqa: BLE001 - dying of SIGTERM comes first
         pass
-    os.kill(os.getpid(), signum)
+    die_of(signum)
     # Still alive: SIGTERM's default action does nothing here (pid 1 of a container
     # ignores it). Carry on measuring, as the program carries on.
     with contextlib.suppress(BaseException):
@@ -212,7 +217,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
             job.survived()
 
 
-def _resume_after_sigterm() -> None:
+def die_of(signum: int) -> None:
+    """Send this process ``signum`` (its action is the default one by now)."""
+    _process.state.signal_watch.self_sent()
+    os.kill(os.getpid(), signum)
+
+
+def _resume_after_sigterm(signum: int) -> None:
     with contextlib.suppress(BaseException):
         from multimeter import _config
 
@@ -223,34 +234,36 @@ def _resume_after_sigterm() -> None:
         while _switch_interval:
             sys.setswitchinterval(_switch_interval.pop())
         state.writer.resume()
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signum, _on_sigterm)
         safe_log(
             "warning",
-            "SIGTERM did not end the process: measuring resumes, and results counted"
-            " above as not stored are stored now",
+            f"{signal.Signals(signum).name} did not end the process: measuring resumes,"
+            " and results counted above as not stored are stored now",
             pending=state.writer.pending(),
         )
 
 
 def install_sigterm_handler() -> bool:
-    """Install the flushing SIGTERM handler where the handler is the default one.
+    """Install the storing handler for SIGTERM and SIGHUP where their handler is the
+    default one (``nohup`` ignores SIGHUP: left so).
 
     Only from the main thread (Python allows no other), never over a handler the
     application installed, never with ``MULTIMETER_HANDLE_SIGTERM=0``. Returns
-    whether multimeter's handler is in place.
+    whether multimeter's handler is in place for SIGTERM. While one is in place,
+    the process's :class:`~multimeter._signal_watch.SignalWatch` makes sure it runs.
     """
     if threading.current_thread() is not threading.main_thread():
         return False
     try:
-        current = signal.getsignal(signal.SIGTERM)
-        if current is _on_sigterm:
-            return True
-        if current is not signal.SIG_DFL or not _handles_sigterm():
-            return False
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        for signum in STORING_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_DFL and _handles_sigterm():
+                signal.signal(signum, _on_sigterm)
+        ours = [stores_on_signal(signal.getsignal(signum)) for signum in STORING_SIGNALS]
     except (ValueError, OSError, AttributeError):
         return False
-    return True
+    if any(ours):
+        _process.state.signal_watch.start()
+    return ours[0]
 
 
 def _writer_started() -> None:

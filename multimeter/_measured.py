@@ -10,6 +10,7 @@ import importlib
 import inspect
 import itertools
 import random
+import sys
 import time
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,7 @@ import wrapt
 from multimeter import _config, _packed, _process, _wrappers
 from multimeter._log import warn_once
 from multimeter._meta import process_meta_data
-from multimeter._reentry import BUSY
+from multimeter._reentry import BUSY, made_by_signal_handler
 from multimeter._session import (
     FAILED,
     ProbePlan,
@@ -228,7 +229,7 @@ class _Spec:
         parent = _active.get()
         if parent is not None:
             state = parent.state
-            if state is READING:
+            if state is READING and not made_by_signal_handler(sys._getframe(1)):
                 return None  # called by a probe that the enclosing call is reading
             if state is ENDED:  # a task that outlived its caller, or a call the stack
                 parent = None  # cut short: either way, not a call to link to
@@ -618,8 +619,11 @@ class _Call:
                 if setup.packs and error is None and self.tags is setup.tags:
                     start = self.start_readings[0]  # type: ignore[index]
                     end = readings[0]
-                    if start is not FAILED and end is not FAILED:
-                        _packed.add(process, self, start, end, end_mono - self.start_mono)
+                    if (
+                        start is not FAILED
+                        and end is not FAILED
+                        and _packed.add(process, self, start, end, end_mono - self.start_mono)
+                    ):
                         return
                 self.end_readings = readings
                 self.end_mono = end_mono

@@ -288,8 +288,10 @@ class PackedCall:
         return self.record().to_result()
 
 
-def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed: float) -> None:
-    """Hand ``call`` to the writer packed, in the open batch of its storage.
+def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed: float) -> bool:
+    """Hand ``call`` to the writer packed, in the open batch of its storage; ``False``
+    when this thread is packing a call already (a signal's handler interrupted it
+    there): the caller then queues ``call`` as a job of its own.
 
     The process's batches share one lock, under which a call is added and a new
     batch is queued and made the open one, so the open batch is always the one
@@ -300,10 +302,11 @@ def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed
     parent = call.parent
     number = parent.number if parent is not None and parent.pid == call.pid else -1
     lock = process.packing.lock
-    # A signal's handler may run in this thread while it holds the lock: calls it
-    # makes meanwhile are not measured (they would wait for the lock forever).
-    was_busy = BUSY.busy
-    BUSY.busy = True
+    # A signal's handler may run in this thread while it holds the lock: the calls
+    # it makes meanwhile are not packed (they would wait for the lock forever).
+    if BUSY.packing:
+        return False
+    BUSY.packing = True
     try:
         with lock:
             batch = process.packed
@@ -313,7 +316,7 @@ def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed
                 and batch.storage is call.storage
                 and batch.add_locked(call, start, end, elapsed, number)
             ):
-                return
+                return True
         writer = process.writer
         writer.wait_for_room(BATCH_CALLS)  # not under the lock: the writer needs it
         with lock:
@@ -322,8 +325,9 @@ def add(process: _process.ProcessState, call: Any, start: Any, end: Any, elapsed
             batch.add_locked(call, start, end, elapsed, number)
             writer.put(batch, weight=BATCH_CALLS, wait=False)
             process.packed = batch
+        return True
     finally:
-        BUSY.busy = was_busy
+        BUSY.packing = False
 
 
 def close(process: _process.ProcessState) -> None:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from multimeter import _log
-from multimeter._reentry import own_thread
 from multimeter._sampler import Sampler
+from multimeter._signal_watch import SignalWatch
 from multimeter._writer import Writer
 from multimeter.storages._temporary import TemporaryFiles
 
@@ -62,6 +62,7 @@ class ProcessState:
         "packing",
         "pid",
         "sampler",
+        "signal_watch",
         "temporary_files",
         "token",
         "writer",
@@ -71,9 +72,9 @@ class ProcessState:
         self.pid = os.getpid()
         self.token = f"{self.pid}-{os.urandom(TOKEN_BYTES).hex()}"
         self.calls = itertools.count(1)
-        self.sampler = Sampler(on_thread_start=own_thread)
+        self.sampler = Sampler()
         self.writer = Writer(
-            on_start=_writer_started, on_thread_start=own_thread, orphaned=_orphaned()
+            on_start=_writer_started, orphaned=_orphaned()
         )
         # (probe plan, monotonic time, readings) of the last end-of-call reading.
         self.last_reading: tuple[Any, float, tuple[Any, ...]] = (None, 0.0, ())
@@ -83,6 +84,7 @@ class ProcessState:
         # Counts the jobs queued other than packed calls (see _packed.close).
         self.packed_epoch = 0
         self.packing = PackingLock()  # the lock of the packed calls' batches
+        self.signal_watch = SignalWatch()  # makes sure a storing signal's handler runs
         self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
         # The calls folded but not stored yet, per aggregating storage (see _aggregate).
         self.aggregates: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -102,11 +104,25 @@ def _orphaned() -> Callable[[], bool] | None:
 state = ProcessState()
 
 
+def _before_fork() -> None:
+    state.signal_watch.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    state.signal_watch.after_fork_in_parent()
+
+
 def _after_fork_in_child() -> None:
     global state
+    parent = state
     state = ProcessState()
+    parent.signal_watch.after_fork_in_child()
     _log.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

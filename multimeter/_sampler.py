@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from multimeter._clock import SYSTEM_CLOCK, Clock
 from multimeter._log import warn_once
-from multimeter._reentry import measuring_off
+from multimeter._reentry import MeasuringOffLock, measuring_off
 from multimeter._session import (
     Session,
     call_hooks,
@@ -92,7 +92,6 @@ class Sampler:
         threaded: Start a background thread on demand. Without one, call
             :meth:`run_due` to run the ticks that are due (tests do).
         linger: Seconds the thread waits for new sessions before it ends.
-        on_thread_start: Called first thing in the sampler's thread.
     """
 
     def __init__(
@@ -101,19 +100,19 @@ class Sampler:
         *,
         threaded: bool = True,
         linger: float = 1.0,
-        on_thread_start: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
         self._linger = linger
         self.tick_hook: _TickHook | None = None
-        self._lock = threading.Lock()
+        # Calls made while a thread holds it (by a signal's handler) are not measured.
+        self._lock = MeasuringOffLock()
         self._legacy_lock = threading.Lock()
         self._grids: dict[float, _Grid] = {}
         self._probes: dict[int, _ProbeState] = {}
         self._active = 0
         self._idle_since = self._clock.monotonic()
         self._ticker = (
-            Ticker(self._lock, clock, self._plan, self.run_due, on_thread_start=on_thread_start)
+            Ticker(self._lock, clock, self._plan, self.run_due)
             if threaded
             else None
         )

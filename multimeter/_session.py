@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from multimeter._log import warn_once
@@ -136,7 +136,7 @@ class Session:
         self.last = 0.0
         self.active = False
         self.owner: object = None  # the sampler it was begun in
-        self.lock: threading.Lock | None = None  # the sampler's lock, while active
+        self.lock: AbstractContextManager[Any] | None = None  # the sampler's lock, while active
         self.pid = 0
 
     def start_from(self, readings: dict[int, Any], when: float) -> None:

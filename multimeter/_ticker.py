@@ -12,9 +12,12 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from multimeter._clock import Clock
 from multimeter._log import warn_once
+from multimeter._reentry import OwnThread
 
 #: ``plan(now)`` answers (when to wake, whether that is a tick), or ``None``: stop.
 Plan = Callable[[float], "tuple[float, bool] | None"]
@@ -30,25 +33,22 @@ class Ticker:
         plan: When to wake next (see :data:`Plan`).
         run: Runs the ticks due at ``now``.
         name: The thread's name.
-        on_thread_start: Called first thing in the thread.
     """
 
     def __init__(
         self,
-        lock: threading.Lock,
+        lock: AbstractContextManager[Any],
         clock: Clock,
         plan: Plan,
         run: Callable[[float], object],
         *,
         name: str = "multimeter-sampler",
-        on_thread_start: Callable[[], None] | None = None,
     ) -> None:
         self._lock = lock
         self._clock = clock
         self._plan = plan
         self._run = run
         self._name = name
-        self._on_thread_start = on_thread_start
         self._bell = threading.Lock()  # held while nobody rings; released to wake the thread
         self._bell.acquire()
         #: The tick the thread sleeps towards (``inf`` while it only lingers).
@@ -63,7 +63,7 @@ class Ticker:
 
     def start(self) -> None:
         """Start the thread (the sampler's lock is held, and none runs)."""
-        thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+        thread = OwnThread(self._loop, self._name)
         self.thread = thread
         thread.start()
 
@@ -73,8 +73,6 @@ class Ticker:
             self._bell.release()
 
     def _loop(self) -> None:
-        if self._on_thread_start is not None:
-            self._on_thread_start()
         me = threading.current_thread()
         clock = self._clock
         bell = self._bell

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from multimeter._log import RateLimitedLog, describe, safe_log
+from multimeter._reentry import OwnThread
 from multimeter.calls import CallRecord, CallStorage
 from multimeter.result import Result
 from multimeter.storages.base import Storage
@@ -131,7 +132,6 @@ class Writer:
     Args:
         capacity: Jobs the queue holds before callers wait for room.
         on_start: Called (in the caller's thread) when the thread is first started.
-        on_thread_start: Called first thing in the writer's thread.
         orphaned: Whether nobody can hand over jobs any more (the thread then
             ends once the queue is empty, so it keeps no process alive).
     """
@@ -141,12 +141,10 @@ class Writer:
         capacity: int = CAPACITY,
         *,
         on_start: Callable[[], None] | None = None,
-        on_thread_start: Callable[[], None] | None = None,
         orphaned: Callable[[], bool] | None = None,
     ) -> None:
         self._capacity = capacity
         self._on_start = on_start
-        self._on_thread_start = on_thread_start
         self._orphaned = orphaned
         self._queue: deque[Any] = deque()
         # Held while nobody rings; released to wake the thread. Ringing never
@@ -315,14 +313,19 @@ class Writer:
             thread = self._thread
             if self._starting or (thread is not None and thread.is_alive()):
                 return  # alive, or being started by this thread (a signal's handler)
-            first = not self._started
-            self._started = True
-            thread = threading.Thread(target=self._run, name="multimeter-writer", daemon=True)
-            self._thread = thread
-            # A signal's handler that flushes may run in this thread while
-            # start() waits for the new thread: it must not start a second one.
+            # A signal's handler may run in this thread anywhere from here on (its
+            # measured calls and flushes come here again): once the flag is up it
+            # starts nothing; before, it may have started the thread itself, so look
+            # again after raising the flag. Never two writers.
             self._starting = True
             try:
+                thread = self._thread
+                if thread is not None and thread.is_alive():
+                    return
+                first = not self._started
+                self._started = True
+                thread = OwnThread(self._run, "multimeter-writer")
+                self._thread = thread
                 thread.start()
             finally:
                 self._starting = False
@@ -333,8 +336,6 @@ class Writer:
                 safe_log("warning", "multimeter could not set up its exit hooks", error=repr(error))
 
     def _run(self) -> None:
-        if self._on_thread_start is not None:
-            self._on_thread_start()
         orphaned = self._orphaned
         while True:
             try:

@@ -777,3 +777,222 @@ def test_a_process_that_outlives_sigterm_measures_on_once_the_flush_is_over(tmp_
     assert [True, True] == json.loads(completed.stdout.strip().splitlines()[-1])
     assert 250 == stored_count(tmp_path)
     assert [] == temporary_files(tmp_path)
+
+
+# --- signals that CPython's main thread misses, SIGHUP (issue 22) ---------------------
+
+
+@posix_only
+def test_a_sigterm_the_main_thread_misses_still_stores_and_ends_the_process(tmp_path):
+    """CPython may run a SIGTERM's C handler without waking the main thread from a
+    lock (a Pool worker in its queue's semaphore): the handler still runs, stores, and
+    the process dies of SIGTERM instead of waiting forever."""
+    code = """
+        import multiprocessing
+        import signal
+        import threading
+        import time
+
+        from lifecycle_app import work
+
+        work(1)  # measuring has begun: multimeter's SIGTERM handler is in place
+        lock = multiprocessing.Lock()
+        lock.acquire()
+
+        def a_thread_of_the_application():
+            time.sleep(0.3)
+            # The signal lands in this thread: CPython sets its flag and writes the
+            # wakeup byte, but the main thread sleeps on in sem_wait (as when the
+            # signal comes just before it blocks and another thread holds the GIL).
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+            time.sleep(120)
+
+        threading.Thread(target=a_thread_of_the_application, daemon=True).start()
+        lock.acquire()  # blocks for good in sem_wait
+    """
+    completed = run_app(tmp_path, code, timeout=30)
+    assert -signal.SIGTERM == completed.returncode, completed.stderr
+    assert 1 == stored_count(tmp_path)
+
+
+POOLS = """
+    import multiprocessing
+    import sys
+
+    from lifecycle_app import work
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context(sys.argv[1])
+        for _ in range(int(sys.argv[2])):
+            with context.Pool(4) as pool:
+                pool.map(work, range(40))
+        print("done")
+"""
+
+
+def _pools(tmp_path: pathlib.Path, method: str, pools: int, under_run: bool) -> None:
+    (tmp_path / "pools.py").write_text(textwrap.dedent(POOLS))
+    command = [sys.executable, "pools.py", method, str(pools)]
+    if under_run:
+        command = [sys.executable, "-m", "multimeter", "run", *command[1:]]
+    with subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=_environment(tmp_path, {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=HANG + 20 * pools)
+        except subprocess.TimeoutExpired:
+            _stop_hanging(process)
+            stdout, stderr = process.communicate(timeout=HANG)
+            pytest.fail(f"a pool's exit hung; the threads:\n{stderr[-8000:]}")
+    assert (0, "done") == (process.returncode, stdout.strip()), stderr
+    calls = [m for m in stored_meta_data(tmp_path) if m.get("name", "").endswith("work")]
+    stored = len(calls) if calls else stored_count(tmp_path) - int(under_run)
+    assert 40 * pools == stored
+
+
+@posix_only
+@pytest.mark.parametrize("under_run", [False, True], ids=["program", "multimeter run"])
+@pytest.mark.parametrize(
+    ("method", "pools"), [("fork", 12), ("forkserver", 3), ("spawn", 2)], ids=str
+)
+def test_with_pool_exits_in_a_row_never_hang_and_store_every_call(
+    tmp_path, method, pools, under_run
+):
+    """`with Pool(4)` again and again: each pool's terminate() ends its workers at once
+    (a worker's SIGTERM never waits on the pool), and every call they finished is stored."""
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method on this platform")
+    _pools(tmp_path, method, pools, under_run)
+
+
+@posix_only
+@pytest.mark.slow
+@pytest.mark.parametrize("under_run", [False, True], ids=["program", "multimeter run"])
+@pytest.mark.parametrize(
+    ("method", "pools"), [("fork", 100), ("forkserver", 25), ("spawn", 10)], ids=str
+)
+def test_hundreds_of_pool_exits_never_hang(tmp_path, method, pools, under_run):
+    """The stress version: hundreds of worker terminations per start method."""
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method on this platform")
+    _pools(tmp_path, method, pools, under_run)
+
+
+@posix_only
+def test_sighup_stores_every_finished_call_then_the_process_dies_of_sighup(tmp_path):
+    """A plain program whose terminal went away (SIGHUP at its default action) stores
+    what finished, as on SIGTERM, and still dies of SIGHUP."""
+    counter = tmp_path / "finished"
+    counter.write_bytes(bytes(8))
+
+    def finished() -> int:
+        return int(struct.unpack("Q", counter.read_bytes())[0])
+
+    with started_app(tmp_path, TIGHT_LOOP, str(counter)) as process:
+        wait_until(lambda: finished() > 100, process, "its first measured calls")
+        process.send_signal(signal.SIGHUP)
+        status = wait_for_end(process, 3 * HANG, tmp_path)
+    assert -signal.SIGHUP == status, output_of(tmp_path)
+    calls, stored = finished(), stored_count(tmp_path)
+    assert stored in (calls, calls + 1), f"{calls} calls finished, {stored} stored"
+
+
+@posix_only
+def test_an_ignored_sighup_stays_ignored(tmp_path):
+    """Under nohup (SIGHUP ignored) multimeter installs nothing for SIGHUP."""
+    code = """
+        import signal
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        from lifecycle_app import work
+        work(0)
+        print("ignored" if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else "replaced")
+    """
+    completed = run_app(tmp_path, code)
+    assert (0, "ignored") == (completed.returncode, completed.stdout.strip()), completed.stderr
+
+
+SIGNAL_STORM = """
+    import signal
+    import sys
+    import time
+
+    import multimeter
+
+    @multimeter.measured
+    def in_the_handler(i):
+        return i
+
+    @multimeter.measured
+    def in_the_program(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    handled = 0
+
+    def on_alarm(signum, frame):
+        global handled
+        handled += 1
+        in_the_handler(handled)
+
+    interval = float(sys.argv[1])
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, interval, interval)
+    calls = 0
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        # short calls (packed) and calls long enough to be promoted to sessions
+        in_the_program(0.0005 if calls % 3 else 0.00001)
+        calls += 1
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    print(calls, handled)
+"""
+
+
+@posix_only
+@pytest.mark.parametrize("interval", [0.001, 0.0001])
+def test_a_signal_storm_whose_handler_makes_measured_calls_never_hangs_and_stores_them(
+    tmp_path, interval
+):
+    """A SIGALRM every 1 ms or 0.1 ms whose handler calls a measured function (a timeout,
+    a heartbeat): the program never waits on multimeter's locks, each call is stored
+    once, and the handler's calls are stored too (all but those made while the
+    interrupted code held the sampler's lock, a rare moment)."""
+    for _ in range(3):
+        completed = _run_storm(tmp_path, interval)
+        calls, handled = map(int, completed.stdout.split())
+        identifiers = [r.identifier for r in multimeter.load_results(tmp_path / "results")]
+        assert len(identifiers) == len(set(identifiers)), "a call was stored twice"
+        in_program = sum(i.startswith("in_the_program") for i in identifiers)
+        in_handler = sum(i.startswith("in_the_handler") for i in identifiers)
+        assert calls == in_program
+        assert handled * 0.99 <= in_handler <= handled, f"{in_handler} of {handled} stored"
+        for path in (tmp_path / "results").iterdir():
+            path.unlink()
+
+
+def _run_storm(tmp_path: pathlib.Path, interval: float) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "storm.py").write_text(textwrap.dedent(SIGNAL_STORM))
+    with subprocess.Popen(
+        [sys.executable, "storm.py", str(interval)],
+        cwd=tmp_path,
+        env=_environment(tmp_path, {"MULTIMETER_CYCLE_TIME": "0.001"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=45)
+        except subprocess.TimeoutExpired:
+            _stop_hanging(process)
+            stdout, stderr = process.communicate(timeout=HANG)
+            pytest.fail(f"the program hung; its threads:\n{stderr[-8000:]}")
+    assert 0 == process.returncode, stderr
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -72,7 +72,7 @@ def unpacked_records(monkeypatch):
             (end,),
             elapsed,
         )
-        add(process, call, start, end, elapsed)
+        return add(process, call, start, end, elapsed)
 
     monkeypatch.setattr(_packed, "add", add_and_keep)
     return made

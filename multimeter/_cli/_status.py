@@ -19,7 +19,7 @@ import time
 
 import psutil
 
-from multimeter._reentry import own_thread
+from multimeter._reentry import OwnThread
 
 #: Seconds between two redraws.
 INTERVAL = 0.5
@@ -99,9 +99,7 @@ class StatusLine:
             # Make room for the bottom row first: a cursor on it would be outside
             # the scroll region (where a newline does not scroll).
             self._write(f"\n\x1b[1A\x1b7\x1b[1;{self._rows - 1}r\x1b8")
-            self._thread = threading.Thread(
-                target=self._loop, name="multimeter-status", daemon=True
-            )
+            self._thread = OwnThread(self._loop, "multimeter-status")
             self._thread.start()
         return self
 
@@ -120,7 +118,6 @@ class StatusLine:
         self._write(f"\x1b7\x1b[r\x1b[{rows};1H\x1b[2K\x1b8")
 
     def _loop(self) -> None:
-        own_thread()
         last_cpu, last_time = self._tree.read()[0], time.monotonic()
         while not self._stop.wait(INTERVAL):
             cpu, memory = self._tree.read()

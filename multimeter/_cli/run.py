@@ -32,6 +32,8 @@ from multimeter._cli import _child, _program, _status
 from multimeter._cli._common import CommandError, add_debug
 from multimeter._cli._run_result import Located, RunMarks, summary_lines
 from multimeter._lifecycle import flush_at_exit
+from multimeter._reentry import OwnThread
+from multimeter._signal_watch import STORING_SIGNALS, storing_handler
 from multimeter.measurement import Measurement
 from multimeter.multimeter import Multimeter
 from multimeter.probe import Probe
@@ -298,12 +300,6 @@ def _sigterm_deferred(timeout: float | None) -> Iterator[None]:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-#: Signals that, in script mode, store the run before the process dies of them.
-_STORING_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
 class _SigtermHandler:
     """SIGTERM in script mode: store the run so far and what the program's calls have
     pending, then die of SIGTERM (as the process would have), so the caller sees it.
@@ -321,11 +317,13 @@ class _SigtermHandler:
     def install(self) -> None:
         """SIGTERM, and SIGHUP (the terminal or the ssh connection went away), where
         their action is the default one (``nohup`` ignores SIGHUP: left so)."""
-        for signum in _STORING_SIGNALS:
+        for signum in STORING_SIGNALS:
             with contextlib.suppress(ValueError, OSError):
                 if signal.getsignal(signum) is signal.SIG_DFL:
                     signal.signal(signum, self._on_sigterm)
+                    _process.state.signal_watch.start()
 
+    @storing_handler
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid:
             # A child the program forked (a pool's worker that Pool.terminate() ends):
@@ -342,10 +340,10 @@ class _SigtermHandler:
             flush_at_exit(self._timeout)
 
         # In a thread of its own: the interrupted code may hold a lock this needs.
-        worker = threading.Thread(target=finish, name="multimeter-run-exit", daemon=True)
+        worker = OwnThread(finish, "multimeter-run-exit")
         worker.start()
         worker.join(2 * self._timeout + 1.0)
-        os.kill(os.getpid(), signum)
+        _lifecycle.die_of(signum)
         time.sleep(1.0)  # pragma: no cover - pid 1 in a container ignores SIGTERM
         os._exit(128 + signum)  # pragma: no cover
 
