@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import multimeter
 from multimeter.result import Result
 from multimeter.storages.influx import DeliveryError, InfluxDBStorage, to_line_protocol
+from tests._programs import run_program
 from tests.servers import FaultProxy, FaultServer, Influxd, VictoriaMetrics, free_port
 
 TOKEN = "s3cret-token-value"
@@ -253,7 +255,7 @@ def test_push_sets_an_unreadable_batch_aside_and_delivers_the_later_ones(kind, i
     series = influxd.query(f'SELECT "x" FROM "{measurement}"', "multimeter")
     assert [[1000, 1.0]] == series[0]["values"]
     set_aside = spool / "unreadable" / "00000000000000000001-1-0.line"
-    assert str(set_aside) in pushed.stdout
+    assert str(set_aside) in pushed.stderr
     assert set_aside.exists()
     assert set_aside.with_suffix(".reason").read_text().strip()
     assert [] == list(spool.glob("*.line*"))
@@ -266,7 +268,7 @@ def test_push_fails_when_the_server_rejects_a_batch(influxd, spool):
     (spool / "00000000000000000001-1-0.line").write_text("not line protocol at all\n")
     pushed = _push(influxd.url, spool)
     assert 1 == pushed.returncode
-    assert str(spool / "rejected") in pushed.stdout
+    assert str(spool / "rejected") in pushed.stderr
     assert 1 == len(list((spool / "rejected").glob("*.line")))
 
 
@@ -380,6 +382,76 @@ def test_an_answer_echoing_the_token_leaks_it_nowhere(
     assert f"{reason}: refused for Token ***" == logged[0][field]
 
 
+#: Tokens no HTTP client can send (a line break, a character beyond Latin-1): the
+#: client's error quotes the header, so the token in a bytes or str repr, in a repr.
+UNSENDABLE_TOKENS = [
+    "ab\"c'd\nefTOKENSECRET",
+    "\u00fcn\u00ef\u20accode\"'\\\r\nTOKENSECRET",
+    "ab\"c'd\u20acTOKENSECRET",
+]
+
+
+def _every_form(token: str) -> set[str]:
+    """The token raw, as str and bytes reprs (each quote kind), JSON or URL-quoted, and
+    the same forms of each form (a repr inside a repr)."""
+    forms = {token}
+    for _ in range(2):
+        for form in list(forms):
+            forms |= _token_forms(form)
+            forms |= {repr(form)[1:-1], form.encode("unicode_escape").decode("ascii")}
+            forms |= {json.dumps(form, ensure_ascii=False)[1:-1]}
+            for encoding in ("utf-8", "latin-1"):
+                with contextlib.suppress(UnicodeEncodeError):
+                    forms.add(repr(form.encode(encoding))[2:-1])
+                    forms.add(repr(form.encode(encoding) + b"'\"")[2:-4])
+    return forms
+
+
+@pytest.mark.parametrize("token", UNSENDABLE_TOKENS, ids=["newline", "non-ascii", "euro"])
+def test_a_token_the_client_cannot_send_leaks_nowhere(token, spool, logs):
+    """InfluxDB unreachable because the header cannot be sent: no form of the token logged."""
+    storage = InfluxDBStorage(
+        token, url=f"http://127.0.0.1:{free_port()}", spool_directory=spool, retries=1
+    )
+    storage.deliver(to_line_protocol(_result("unsendable")), source="test")
+
+    texts = [str(value) for event in logs for value in event.values()]
+    texts += [repr(value) for event in logs for value in event.values()]
+    assert ["InfluxDB unreachable"] == [event["event"] for event in logs]
+    assert [] == [text for text in texts if "TOKENSECRET" in text]
+    assert [] == [text for text in texts for form in _every_form(token) if form in text]
+    assert "***" in logs[0]["error"]
+
+
+def test_a_program_with_a_token_of_both_quotes_and_a_newline_never_logs_it(tmp_path):
+    """A program measuring into an unreachable InfluxDB: its log holds no part of the token."""
+    completed = run_program(
+        tmp_path,
+        f"""
+        import os
+        os.environ["MULTIMETER_STORAGE"] = "influxdb"
+        os.environ["MULTIMETER_INFLUXDB_URL"] = "http://127.0.0.1:{free_port()}"
+        os.environ["MULTIMETER_INFLUXDB_TOKEN"] = {UNSENDABLE_TOKENS[0]!r}
+        import multimeter
+
+        @multimeter.measured
+        def work(i):
+            return i
+
+        for i in range(3):
+            work(i)
+        """,
+        timeout=120,
+    )
+    log = completed.stdout + completed.stderr
+
+    assert "InfluxDB unreachable" in log
+    assert "TOKENSECRET" not in log
+    assert [] == [form for form in _every_form(UNSENDABLE_TOKENS[0]) if form in log]
+    spooled = "".join(path.read_text() for path in (tmp_path / "results" / "spool").glob("*.line"))
+    assert 3 == len({line.split('call="')[1].split('"')[0] for line in spooled.splitlines()})
+
+
 def test_a_one_character_token_does_not_garble_the_messages(spool, logs):
     """Token "a": redacted where it stands, not in every word that has an a."""
     server = FaultServer(401, echo_authorization=True)
@@ -391,7 +463,7 @@ def test_a_one_character_token_does_not_garble_the_messages(spool, logs):
     errors = [e for e in logs if e["log_level"] == "error"]
     assert "InfluxDB rejected the data" == errors[0]["event"]
     assert "401 Unauthorized: refused for Token ***" == errors[0]["reason"]
-    assert (server.url, "a batch") == (errors[0]["url"], errors[0]["source"])
+    assert (server.url, "*** batch") == (errors[0]["url"], errors[0]["source"])  # every field
     reason_file = next((spool / "rejected").glob("*.reason"))
     assert "401 Unauthorized: refused for Token ***\n" == reason_file.read_text()
 

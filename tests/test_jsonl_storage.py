@@ -31,6 +31,7 @@ from multimeter.metric import Metric
 from multimeter.probe import ResourceProbe
 from multimeter.result import Result, Schema
 from multimeter.subject import Subject
+from tests._programs import run_program
 
 TESTS = pathlib.Path(__file__).resolve().parent
 RESOURCE = Schema.from_probes([ResourceProbe()])
@@ -668,3 +669,107 @@ def test_load_results_passes_over_an_influxdb_spool_under_the_directory(tmp_path
     spool = Spool(tmp_path / "spool")
     spool.put("m,lane=0 x=1 1\nm,lane=0 x=2 2\n")
     assert ["run-1"] == [r.identifier for r in multimeter.load_results(tmp_path)]
+
+
+# --- files removed or truncated while the program runs --------------------------------
+
+#: A program's measured calls; after the first ``BEFORE`` calls are all on disk, what the
+#: placeholder does to the results (a cleanup job, logrotate) runs; then ``AFTER`` calls.
+_VANISHING = """
+    import glob, os, shutil, time
+    import multimeter
+
+    @multimeter.measured
+    def work(i):
+        return i
+
+    results = os.environ["MULTIMETER_DIR"]
+
+    def written():
+        lines = [
+            line
+            for path in glob.glob(os.path.join(results, "*.jsonl"))
+            for line in open(path, encoding="utf-8")
+        ]
+        return sum(line.startswith("[") for line in lines)
+
+    for i in range({before}):
+        work(i)
+    deadline = time.monotonic() + 60
+    while written() < {before}:  # the writer stores them in the background
+        assert time.monotonic() < deadline, "the calls were not written"
+        time.sleep(0.01)
+    {action}
+    for i in range({after}):
+        work(i)
+"""
+
+
+def _vanishing(tmp_path: pathlib.Path, action: str, after: int) -> tuple[list[int], str]:
+    """Run ``_VANISHING`` with ``action``: (the call numbers loaded afterwards, the log)."""
+    code = textwrap.dedent(_VANISHING).format(before=1000, action=action, after=after)
+    completed = run_program(tmp_path, code, timeout=120)
+    numbers = [int(r.identifier.rsplit("-", 1)[1]) for r in load_results(tmp_path / "results")]
+    return numbers, completed.stdout + completed.stderr
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "shutil.rmtree(results)",
+        "[os.unlink(path) for path in glob.glob(os.path.join(results, '*.jsonl'))]",
+    ],
+    ids=["directory", "files"],
+)
+def test_calls_after_a_cleanup_job_removes_the_results_are_all_kept(tmp_path, action):
+    """The directory or its files removed mid-run: later calls go to a new file, logged once."""
+    numbers, log = _vanishing(tmp_path, action, after=5000)
+
+    assert list(range(1001, 6001)) == [n for n in numbers if n > 1000]
+    assert 1 == log.count("batch file was removed or moved")
+
+
+def test_calls_after_logrotate_copytruncate_are_all_readable(tmp_path):
+    """The file copied aside and truncated in place: later calls start a new file, header first."""
+    action = """\
+for path in glob.glob(os.path.join(results, "*.jsonl")):
+        shutil.copyfile(path, path + ".1")
+        os.truncate(path, 0)"""
+    numbers, log = _vanishing(tmp_path, action, after=3000)
+
+    assert list(range(1001, 4001)) == [n for n in numbers if n > 1000]
+    assert 1 == log.count("batch file was truncated")
+    rotated = tmp_path / "rotated.jsonl"  # what logrotate kept, read as a batch file
+    rotated.write_bytes(next((tmp_path / "results").glob("*.jsonl.1")).read_bytes())
+    kept = [int(r.identifier.rsplit("-", 1)[1]) for r in load_results(rotated)]
+    assert list(range(1, 1001)) == kept
+
+
+def test_a_file_moved_aside_keeps_its_calls_and_the_next_batch_starts_a_new_one(tmp_path, logs):
+    """logrotate's default (rename): the moved file reads on its own, later calls in a new one."""
+    storage = JsonLinesStorage(tmp_path / "results")
+    storage.store_calls([_record(1)])
+    (moved,) = (tmp_path / "results").glob("*.jsonl")
+    moved.rename(tmp_path / "rotated.jsonl")
+    storage.store_calls([_record(2)])
+    storage.store_calls([_record(3)])
+    storage.close()
+
+    def numbers(path: pathlib.Path) -> list[int]:
+        return [int(r.identifier.rsplit("-", 1)[1]) for r in load_results(path)]
+
+    assert [1] == numbers(tmp_path / "rotated.jsonl")
+    assert [2, 3] == numbers(tmp_path / "results")
+    assert 1 == len([e for e in logs if "removed or moved" in e["event"]])
+
+
+def test_a_file_left_alone_is_checked_without_starting_another(tmp_path, logs):
+    """Many batches into an untouched file: one file, no warning."""
+    storage = JsonLinesStorage(tmp_path)
+    for number in range(1, 51):
+        storage.store_calls([_record(number)])
+    storage.close()
+
+    assert 1 == len(list(tmp_path.iterdir()))
+    assert 50 == len(list(load_results(tmp_path)))
+    assert [] == logs

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from multimeter._log import logger
+from multimeter._log import safe_log
 from multimeter._url import is_http_url
 from multimeter.result import Result
 from multimeter.storages._line import (
@@ -126,28 +126,27 @@ class _Rejected(Exception):
 
 
 #: Tokens shorter than this are redacted only where they stand alone, so that a
-#: token such as ``a`` cannot garble every word that contains it.
+#: token such as ``a`` cannot garble every word that contains it. Runs of this many
+#: characters that no escaping changes are redacted on their own too.
 _SHORT_TOKEN = 8
+#: What str, bytes and JSON reprs and URL quoting all leave as it is.
+_UNESCAPED_RUN = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 class _Redactor:
-    """Replaces a token with ``***`` in text: raw, or escaped as repr(), JSON or a URL
-    would escape it (also escaped twice, as in the repr of a repr)."""
+    """Replaces a token with ``***`` in text: raw, or escaped as a str or bytes repr
+    (either quote kind), JSON, ``unicode_escape`` or URL quoting would escape it, also
+    escaped twice (a repr inside a repr). A run of at least ``_SHORT_TOKEN`` characters
+    of the token that no escaping changes is replaced too, so that a form not listed
+    here (the token cut at a line break, say) does not show its longest parts."""
 
     def __init__(self, token: str) -> None:
         forms = {token}
         for _ in range(2):
             for form in list(forms):
-                escaped = form.replace("\\", "\\\\")
-                forms |= {
-                    escaped,
-                    escaped.replace("'", "\\'"),
-                    escaped.replace('"', '\\"'),
-                    form.encode("unicode_escape").decode("ascii"),
-                    json.dumps(form)[1:-1],
-                    urllib.parse.quote(form, safe=""),
-                    urllib.parse.quote_plus(form),
-                }
+                forms |= _escaped_forms(form)
+        forms |= {run for run in _UNESCAPED_RUN.findall(token) if len(run) >= _SHORT_TOKEN}
+        forms.discard("")
         alternatives = "|".join(map(re.escape, sorted(forms, key=len, reverse=True)))
         if len(token) < _SHORT_TOKEN:
             alternatives = f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])"
@@ -155,6 +154,37 @@ class _Redactor:
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub("***", text)
+
+
+def _escaped_forms(text: str) -> set[str]:
+    """``text`` as each kind of escaping writes it (without the quotes around it)."""
+    forms = {
+        text.encode("unicode_escape").decode("ascii"),
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        urllib.parse.quote(text, safe=""),
+        urllib.parse.quote(text),
+        urllib.parse.quote_plus(text),
+    }
+    escaped = text.replace("\\", "\\\\")  # backslashes doubled, nothing else
+    forms |= {escaped, escaped.replace("'", "\\'"), escaped.replace('"', '\\"')}  # "": HTTP
+    forms |= _repr_forms([repr(c)[1:-1] for c in text], text)
+    for encoding in ("utf-8", "latin-1"):  # http.client sends headers as Latin-1
+        with contextlib.suppress(UnicodeEncodeError):
+            data = text.encode(encoding)
+            forms |= _repr_forms([repr(bytes([b]))[2:-1] for b in data], data.decode("latin-1"))
+    return forms
+
+
+def _repr_forms(escapes: list[str], characters: str) -> set[str]:
+    """A repr's text from each character's escape, with ``'`` or ``"`` escaped or not
+    (a repr escapes the quote it is written in)."""
+    forms = set()
+    for single in ("'", "\\'"):
+        for double in ('"', '\\"'):
+            quoted = {"'": single, '"': double}
+            forms.add("".join(quoted.get(c, e) for c, e in zip(characters, escapes, strict=True)))
+    return forms
 
 
 def _describe(error: BaseException) -> str:
@@ -397,6 +427,16 @@ class InfluxDBStorage(Storage):
                 f" {self.spool.rejected_directory}"
             )
 
+    def _log(self, level: str, event: str, **fields: Any) -> None:
+        """Log through the library's logger, the token redacted from the event and from
+        every field (what a server answered or an exception says may quote it)."""
+        redact = self._redact
+        safe_log(
+            level,
+            redact(event),
+            **{k: redact(v) if isinstance(v, str) else v for k, v in fields.items()},
+        )
+
     def _encode(self, results: Sequence[Result]) -> tuple[list[str], list[str]]:
         """(the line protocol of each result that has one, identifiers of those that fail)."""
         parts = []
@@ -406,7 +446,8 @@ class InfluxDBStorage(Storage):
                 parts.append(to_line_protocol(result))
             except ValueError as error:
                 left_out.append(result.identifier)
-                logger.error(
+                self._log(
+                    "error",
                     "result cannot be written as line protocol",
                     identifier=result.identifier,
                     error=str(error),
@@ -439,8 +480,11 @@ class InfluxDBStorage(Storage):
         try:
             self._spooled = self.push().left > 0
         except Exception as error:  # noqa: BLE001 - the data in hand was delivered
-            logger.error(
-                "sending the spool failed", spool=str(self.spool.directory), error=repr(error)
+            self._log(
+                "error",
+                "sending the spool failed",
+                spool=str(self.spool.directory),
+                error=repr(error),
             )
 
     def _send(
@@ -454,7 +498,9 @@ class InfluxDBStorage(Storage):
             return _Outcome.DELIVERED
         except _Rejected as rejection:
             reason = self._redact(str(rejection))
-            logger.error("InfluxDB rejected the data", url=self._url, reason=reason, source=source)
+            self._log(
+                "error", "InfluxDB rejected the data", url=self._url, reason=reason, source=source
+            )
             path = self._save(
                 lambda data: self.spool.reject(data, reason), text, self.spool.rejected_directory
             )
@@ -462,7 +508,8 @@ class InfluxDBStorage(Storage):
                 set_aside.append(path)
             return _Outcome.REJECTED
         except Exception as error:  # noqa: BLE001 - a dead server must not break anything
-            logger.warning(
+            self._log(
+                "warning",
                 "InfluxDB unreachable",
                 url=self._url,
                 error=self._redact(_describe(error)),
@@ -500,15 +547,15 @@ class InfluxDBStorage(Storage):
             time.sleep(delay * (1 + random.random()))
             delay *= 2
 
-    @staticmethod
     def _save(
-        write: Callable[[str], pathlib.Path], text: str, where: pathlib.Path
+        self, write: Callable[[str], pathlib.Path], text: str, where: pathlib.Path
     ) -> pathlib.Path | None:
         """Write ``text`` with ``write``; the file, or ``None`` (logged) when that failed."""
         try:
             return write(text)
         except OSError as error:
-            logger.error(
+            self._log(
+                "error",
                 "writing to the spool failed: data lost",
                 spool=str(where),
                 error=repr(error),
@@ -536,8 +583,11 @@ class InfluxDBStorage(Storage):
                 try:
                     claimed = self.spool.claim(path)
                 except OSError as error:
-                    logger.error(
-                        "a spooled batch cannot be claimed", path=str(path), error=repr(error)
+                    self._log(
+                        "error",
+                        "a spooled batch cannot be claimed",
+                        path=str(path),
+                        error=repr(error),
                     )
                     continue
                 if claimed is None:
@@ -556,8 +606,11 @@ class InfluxDBStorage(Storage):
                 try:
                     claimed.unlink()  # delivered, or rejected and set aside
                 except OSError as error:
-                    logger.error(
-                        "a sent batch cannot be removed", path=str(claimed), error=repr(error)
+                    self._log(
+                        "error",
+                        "a sent batch cannot be removed",
+                        path=str(claimed),
+                        error=repr(error),
                     )
                 if sent is _Outcome.DELIVERED:
                     delivered += 1
@@ -572,7 +625,8 @@ class InfluxDBStorage(Storage):
         try:
             target = self.spool.set_aside_unreadable(claimed, path, reason)
         except OSError as failure:
-            logger.error(
+            self._log(
+                "error",
                 "an unreadable spooled batch cannot be set aside",
                 path=str(path),
                 reason=reason,
@@ -580,7 +634,9 @@ class InfluxDBStorage(Storage):
             )
             self.spool.release(claimed, path)
             return None
-        logger.error("a spooled batch cannot be read: set aside", path=str(target), reason=reason)
+        self._log(
+            "error", "a spooled batch cannot be read: set aside", path=str(target), reason=reason
+        )
         return target
 
     # -- housekeeping ------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 from multimeter import _process
+from multimeter._log import safe_log
 from multimeter._meta import process_meta_data
 from multimeter.calls import CallRecord, CallStorage
 from multimeter.result import Result
@@ -24,13 +25,14 @@ _DEFAULT_MAX_FILE_BYTES = 64 * 2**20
 class _File:
     """The batch file one process is appending to (never used by another process)."""
 
-    __slots__ = ("descriptor", "encoder", "lock", "path", "pid", "seq", "size")
+    __slots__ = ("descriptor", "encoder", "identity", "lock", "path", "pid", "seq", "size")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.lock = threading.Lock()
         self.descriptor: int | None = None
-        self.path = ""
+        self.path = ""  # absolute: the program may change its working directory
+        self.identity = (0, 0)  # (device, inode) of the open file
         self.seq = 0
         self.size = 0  # bytes written to the file, all of them whole lines
         self.encoder: Encoder | None = None
@@ -56,6 +58,13 @@ class JsonLinesStorage(CallStorage):
     and not written again (the next batch starts a new file), so earlier lines
     are never damaged. With ``fsync=True`` each batch is flushed to the disk
     before :meth:`store_calls` returns (slower; survives a power cut).
+
+    Files removed or truncated while the program runs (a cleanup job, logrotate's
+    ``copytruncate``): before each batch is written, the file's path is checked
+    (one ``os.stat``, as ``logging.handlers.WatchedFileHandler`` does). When it is
+    gone, is another file, or is shorter than what was written to it, the batch
+    starts a new file, with its header (and the directory made again if needed),
+    and a warning says so once; so no later call is lost or unreadable.
 
     Args:
         directory: Where the files go; created when the first batch is stored.
@@ -138,12 +147,15 @@ class JsonLinesStorage(CallStorage):
         with file.lock:
             if file.descriptor is None:
                 self._open(file)
-            assert file.descriptor is not None and file.encoder is not None
+            data = self._encoded(file, encode)
+            if file.size and not self._in_place(file):
+                # Checked just before the write: every call of the batch was made before
+                # the check, so no call made after a removal or truncation is lost.
+                self._close(file)
+                self._open(file)
+                data = self._encoded(file, encode)
+            assert file.descriptor is not None
             try:
-                out = [file.encoder.header] if file.size == 0 else []
-                encode(file.encoder, out)
-                out.append("")
-                data = "\n".join(out).encode("utf-8", "backslashreplace")
                 _write_all(file.descriptor, data)
                 if self._fsync:
                     os.fsync(file.descriptor)
@@ -155,6 +167,41 @@ class JsonLinesStorage(CallStorage):
             file.size += len(data)
             if file.size >= self._max_file_bytes:
                 self._close(file)
+
+    def _encoded(self, file: _File, encode: Callable[[Encoder, list[str]], None]) -> bytes:
+        """The bytes of one batch for ``file`` (its header first, for a new file)."""
+        assert file.encoder is not None
+        try:
+            out = [file.encoder.header] if file.size == 0 else []
+            encode(file.encoder, out)
+            out.append("")
+            return "\n".join(out).encode("utf-8", "backslashreplace")
+        except BaseException:
+            self._abandon(file)  # the encoder took in definitions no line will hold
+            raise
+
+    def _in_place(self, file: _File) -> bool:
+        """Whether ``file`` is still at its path, whole; if not, say so (a warning)."""
+        try:
+            status = os.stat(file.path)
+        except (FileNotFoundError, NotADirectoryError):
+            what = "removed or moved"
+        except OSError:  # cannot tell: go on with the open file
+            return True
+        else:
+            if (status.st_dev, status.st_ino) != file.identity:
+                what = "removed or moved"  # another file has its name now
+            elif status.st_size < file.size:
+                what = "truncated"
+            else:
+                return True
+        safe_log(
+            "warning",
+            f"multimeter's batch file was {what} while the program ran;"
+            " later calls go to a new file",
+            path=file.path,
+        )
+        return False
 
     def _open(self, file: _File) -> None:
         """Create the process's next file (exclusively: another storage object of
@@ -171,7 +218,9 @@ class JsonLinesStorage(CallStorage):
                 self._directory.mkdir(parents=True, exist_ok=True)
                 file.seq -= 1
                 continue
-            file.descriptor, file.path, file.size = descriptor, path, 0
+            file.descriptor, file.path, file.size = descriptor, os.path.abspath(path), 0
+            status = os.fstat(descriptor)
+            file.identity = (status.st_dev, status.st_ino)
             file.encoder = Encoder(token, process_meta_data())
             return
         raise OSError(errno.EEXIST, "no free batch file name", str(self._directory))
