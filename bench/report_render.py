@@ -30,7 +30,7 @@ from _common import finish, report
 from multimeter import FileStorage, JsonFormat, ResourceProbe, Result, load_result
 from multimeter._report._build import title_for
 from multimeter._report._data import chart_data
-from multimeter._report._page import render, write_atomically
+from multimeter._report._page import render, write_page
 
 POINTS = 100_000
 LOADS = 5
@@ -97,13 +97,13 @@ def main() -> None:
         chart_s = time.perf_counter() - started
         started = time.perf_counter()
         data["generated"] = "now"
-        write_atomically(directory / "again.html", render(data, title_for([stored])))
+        write_page(directory / "again.html", render(data, title_for([stored])))
         page_s = time.perf_counter() - started
 
         full = directory / "full.html"
         data = chart_data([result], buckets=POINTS)  # no downsampling
         data["generated"] = "baseline"
-        write_atomically(full, render(data, title_for([stored])))
+        write_page(full, render(data, title_for([stored])))
 
         ours_ms, full_ms = render_times(ours), render_times(full)
         size, full_size = ours.stat().st_size, full.stat().st_size

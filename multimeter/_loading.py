@@ -1,13 +1,23 @@
-"""Reading stored results back: result files, batch files, directories of them."""
+"""Reading stored results back: result files, batch files, directories of them.
+
+Every reader of stored results (here, and ``multimeter show``'s in
+``multimeter/_cli/_summary.py``) opens a file with :func:`open_regular` and reads a
+batch file's lines with :func:`batch_lines`: only regular files are read (a FIFO
+would wait for a writer forever, ``/dev/zero`` never ends), and a line is read in
+bounded memory.
+"""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
 import pathlib
 import re
+import stat
 from collections.abc import Iterator
+from typing import IO
 
 from multimeter._log import logger
 from multimeter.result import Result
@@ -20,6 +30,21 @@ _ALLOWED = ".json, .line and .jsonl"
 _BATCH_NAME = re.compile(r"(calls-.*)-(\d+)\.jsonl")
 #: What result files end with (a file named only that is hidden and passed over).
 _EXTENSIONS = (EXTENSION, *_FORMATS)
+#: The longest line of a batch file that is read (bytes, without its line break): a
+#: longer one is damage, read past without being kept (what multimeter writes is far
+#: shorter: one call, or one definition, per line).
+MAX_LINE_BYTES = 16 << 20
+#: The reason given for a longer line.
+LINE_TOO_LONG = f"longer than {MAX_LINE_BYTES >> 20} MiB, the most a line may hold"
+#: Opening a FIFO does not wait for a writer (open_regular() then refuses it).
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_CHUNK = 1 << 20
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def load_result(path: str | os.PathLike[str]) -> Result:
@@ -33,8 +58,9 @@ def load_result(path: str | os.PathLike[str]) -> Result:
         ValueError: for another extension, or a batch file that holds no result
             or several (read those with :func:`load_results`).
         ResultFileError: (a ``ValueError``) for a file that is not a result of its
-            format: damaged, truncated, not UTF-8, or data of the wrong shape. The
-            message names the file and what is wrong.
+            format: damaged, truncated, not UTF-8, or data of the wrong shape, and for
+            one that is not a regular file (a FIFO, a device). The message names the
+            file and what is wrong.
         OSError: when the file cannot be opened or read.
     """
     path = pathlib.Path(path)
@@ -51,7 +77,7 @@ def load_result(path: str | os.PathLike[str]) -> Result:
         raise ValueError(
             f"cannot tell the format of {str(path)!r}: allowed extensions are {_ALLOWED}"
         )
-    with open(path, "rb") as stream:
+    with open(open_regular(path), "rb") as stream:
         try:
             return file_format.load_result_from_stream(stream)
         except ResultFileError as error:
@@ -75,7 +101,10 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
     of a write leaves) is passed over. Anything else that cannot be read raises
     :class:`~multimeter.ResultFileError` naming the file (and the line), unless
     ``skip_damaged`` is true: then the damaged lines (or files) are passed over
-    and one warning per file says how many and why. The batches of an InfluxDB spool
+    and one warning per file says how many and why. Only regular files are read (a
+    symbolic link to one is fine): a FIFO, a device or a socket named like a result
+    file counts as damaged, and so does a batch file's line longer than
+    :data:`MAX_LINE_BYTES`. The batches of an InfluxDB spool
     (``<20-digit time>-<pid>-<n>.line``, for ``multimeter push``) are not results
     and are passed over, and so is the pytest plugin's ``pytest-summary.json``.
 
@@ -93,17 +122,57 @@ def load_results(path: str | os.PathLike[str], *, skip_damaged: bool = False) ->
     files = result_files(path) if path.is_dir() else iter([path])
     pending = PendingMarks()
     for file in files:
-        if file.suffix == EXTENSION:
-            yield from _batch_file(file, pending, skip_damaged)
-            continue
         try:
-            result = load_result(file)
+            if file.suffix == EXTENSION:
+                yield from _batch_file(file, pending, skip_damaged)
+            else:
+                yield load_result(file)
         except ResultFileError as error:
             if not skip_damaged:
                 raise
             logger.warning("skipped a damaged result file", path=str(file), reason=error.reason)
-            continue
-        yield result
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """A descriptor of ``path`` opened for reading, where it is a regular file (or a
+    symbolic link to one).
+
+    Raises:
+        ResultFileError: naming ``path``, for a FIFO, a device or a socket.
+        IsADirectoryError: for a directory.
+        OSError: when it cannot be opened.
+    """
+    descriptor = os.open(path, _READ_FLAGS)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "something else")
+            raise ResultFileError(
+                f"not a regular file but {kind} (only regular files are read)", str(path)
+            )
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def batch_lines(stream: IO[bytes]) -> Iterator[bytes | None]:
+    """The complete lines of a batch file, each with its line break, in bounded
+    memory: ``None`` for a line longer than :data:`MAX_LINE_BYTES` (read past, not
+    kept). A last line without its line break (what a crash in the middle of a write
+    leaves) is left out, unless it is too long."""
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if line.endswith(b"\n"):
+            yield line
+        elif len(line) <= MAX_LINE_BYTES:
+            return  # the end, or a partial last line
+        else:
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(_CHUNK)
+            yield None
 
 
 class PendingMarks:
@@ -128,12 +197,12 @@ def _batch_file(path: pathlib.Path, pending: PendingMarks, skip_damaged: bool) -
     """The results of one batch file, line by line."""
     decoder: Decoder | None = None
     damaged, first_reason = 0, ""
-    with open(path, "rb") as stream:
-        for number, raw in enumerate(stream, 1):
-            if not raw.endswith(b"\n"):
-                break  # a partial last line: the write was cut short
+    with open(open_regular(path), "rb") as stream:
+        for number, raw in enumerate(batch_lines(stream), 1):
             try:
                 with reading(f"line {number}"):
+                    if raw is None:
+                        raise ResultFileError(LINE_TOO_LONG)
                     value = json.loads(raw)
                     if decoder is None:
                         decoder = Decoder(value, pending)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
 
 #: load() is called 20 times directly and once inside each of the 5 validate() calls,
 #: which raise.
@@ -107,3 +113,32 @@ def multimeter_command(
         cwd=cwd,
         timeout=120,
     )
+
+
+@contextlib.contextmanager
+def fifo_read(path: pathlib.Path) -> Iterator[Callable[[], bytes]]:
+    """A FIFO made at ``path``, read to its end by a thread; the block gets a function
+    that waits (at most 30 s) for what was written into it."""
+    os.mkfifo(path)
+    received: list[bytes] = []
+    thread = threading.Thread(target=lambda: received.append(path.read_bytes()), daemon=True)
+    thread.start()
+
+    def written() -> bytes:
+        thread.join(30)
+        return b"".join(received)
+
+    yield written
+
+
+def null_device(path: pathlib.Path) -> pathlib.Path:
+    """A character device at ``path`` that is a copy of ``/dev/null`` (same major and
+    minor number); the test is skipped where one cannot be made (not root, a ``nodev``
+    file system)."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.stat("/dev/null").st_rdev)
+        with open(path, "wb") as stream:
+            stream.write(b"probe")
+    except OSError as error:
+        pytest.skip(f"cannot make a character device in {path.parent}: {error.strerror}")
+    return path

@@ -7,6 +7,7 @@ import io
 import math
 import os
 import pathlib
+import stat
 import string
 import subprocess
 import sys
@@ -21,7 +22,14 @@ from multimeter.measure import Measure
 from multimeter.metric import Metric
 from multimeter.result import Schema
 from multimeter.subject import Subject
-from tests._cli_results import LOAD_CALLS, VALIDATE_CALLS, multimeter_command, write_results
+from tests._cli_results import (
+    LOAD_CALLS,
+    VALIDATE_CALLS,
+    fifo_read,
+    multimeter_command,
+    null_device,
+    write_results,
+)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +163,45 @@ def test_csv_to_stdout_says_that_the_marks_were_left_out(results):
     assert [
         "multimeter export: 2 mark(s) not written: give -o FILE.csv to get them in FILE.marks.csv"
     ] == done.stderr.splitlines()
+
+
+def test_o_through_a_symbolic_link_replaces_its_target_and_the_link_stays(results, tmp_path):
+    """-o link.json, link.json -> data/real.json: real.json gets the result."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "real.json").write_text("old")
+    (tmp_path / "link.json").symlink_to("data/real.json")
+    source = results / "session" / "json" / "session-json.json"
+    _export(str(source), "-o", "link.json", cwd=tmp_path)
+    assert (tmp_path / "link.json").is_symlink()
+    assert load_result(source) == load_result(tmp_path / "data" / "real.json")
+    assert ["real.json"] == [path.name for path in (tmp_path / "data").iterdir()]
+
+
+def test_o_naming_a_fifo_writes_the_points_into_it_and_no_marks_file(results, tmp_path):
+    """-o out.csv, a FIFO: written into as stdout is, never replaced; the marks are counted."""
+    with fifo_read(tmp_path / "out.csv") as written:
+        done = multimeter_command(
+            "export", str(results / "session" / "line"), "-o", "out.csv", cwd=tmp_path
+        )
+        assert 0 == done.returncode, done.stderr
+        assert written().startswith(b"datetime,process.cpu_user,")
+    assert stat.S_ISFIFO((tmp_path / "out.csv").stat().st_mode)
+    assert ["out.csv"] == [path.name for path in tmp_path.iterdir()]
+    assert [
+        "multimeter export: 2 mark(s) not written: give -o FILE.csv to get them in FILE.marks.csv"
+    ] == done.stderr.splitlines()
+
+
+@pytest.mark.parametrize("file_format", ["json", "csv"])
+def test_o_naming_a_device_writes_into_it_and_the_device_stays(results, tmp_path, file_format):
+    """-o a character device (a copy of /dev/null): still that device, nothing made beside it."""
+    device = null_device(tmp_path / "null")
+    source = str(results / "session" / "line")
+    done = multimeter_command("export", source, "--format", file_format, "-o", str(device))
+    assert 0 == done.returncode, done.stderr
+    assert stat.S_ISCHR(device.stat().st_mode)
+    assert os.stat("/dev/null").st_rdev == device.stat().st_rdev
+    assert ["null"] == [path.name for path in tmp_path.iterdir()]
 
 
 @pytest.mark.parametrize(

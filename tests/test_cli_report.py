@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from multimeter import Result, load_result, load_results
+from tests._cli_results import fifo_read, null_device
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -530,6 +532,56 @@ def test_the_default_output_is_multimeter_report_html_in_the_current_directory(
     assert ["multimeter-report.html"] == sorted(p.name for p in tmp_path.iterdir())
     text = (tmp_path / "multimeter-report.html").read_text()
     assert "uPlot" in text and "<link" not in text and "src=" not in text
+
+
+def test_o_dash_writes_the_page_to_stdout(
+    job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    """``-o -``: the page on stdout, no file named ``-``, nothing on stderr."""
+    completed = _report(job_results["marked-1"], "-o", "-", cwd=tmp_path)
+
+    assert 0 == completed.returncode, completed.stderr
+    assert completed.stdout.startswith("<!DOCTYPE html>") and "uPlot" in completed.stdout
+    assert ("", []) == (completed.stderr, list(tmp_path.iterdir()))
+
+
+def test_o_naming_a_fifo_writes_the_page_into_it(
+    job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    """A FIFO is written into, as a shell's ``>`` does, and stays a FIFO."""
+    with fifo_read(tmp_path / "page.html") as written:
+        completed = _report(job_results["marked-1"], "-o", "page.html", cwd=tmp_path)
+        assert 0 == completed.returncode, completed.stderr
+        assert written().startswith(b"<!DOCTYPE html>")
+    assert stat.S_ISFIFO((tmp_path / "page.html").stat().st_mode)
+    assert ["page.html"] == [path.name for path in tmp_path.iterdir()]
+
+
+def test_o_naming_a_device_writes_into_it_and_the_device_stays(
+    job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    """A character device (a copy of /dev/null) is not replaced by a regular file."""
+    device = null_device(tmp_path / "null")
+    completed = _report(job_results["marked-1"], "-o", device, cwd=tmp_path)
+
+    assert 0 == completed.returncode, completed.stderr
+    assert stat.S_ISCHR(device.stat().st_mode)
+    assert ["null"] == [path.name for path in tmp_path.iterdir()]
+
+
+def test_o_through_a_symbolic_link_replaces_its_target_and_the_link_stays(
+    job_results: dict[str, pathlib.Path], tmp_path: pathlib.Path
+) -> None:
+    """``-o latest.html``, a link to ``reports/monday.html``: the target gets the page."""
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "monday.html").write_text("old")
+    (tmp_path / "latest.html").symlink_to("reports/monday.html")
+    completed = _report(job_results["marked-1"], "-o", "latest.html", cwd=tmp_path)
+
+    assert 0 == completed.returncode, completed.stderr
+    assert (tmp_path / "latest.html").is_symlink()
+    assert (tmp_path / "reports" / "monday.html").read_text().startswith("<!DOCTYPE html>")
+    assert ["monday.html"] == [path.name for path in (tmp_path / "reports").iterdir()]
 
 
 # -- bad input -------------------------------------------------------------------------

@@ -782,3 +782,14 @@ def test_without_a_terminal_or_with_no_status_nothing_is_drawn(tmp_path):
     assert b"\x1b" not in output
     piped = _run(tmp_path, "printer.py")
     assert b"\x1b" not in piped.stderr + piped.stdout
+
+
+def test_control_characters_in_the_summary_are_shown_escaped(tmp_path):
+    """A script named ``job<newline><ESC>[2J.py``: three summary lines, no escape code."""
+    _write(tmp_path / "job\n\x1b[2J.py", "print('done')\n")
+    measured = _run(tmp_path, "job\n\x1b[2J.py")
+    assert 0 == measured.returncode, measured.stderr.decode()
+    lines = _summary(measured).splitlines()
+    assert 3 == len(lines), lines
+    assert lines[0].startswith("multimeter run: job\\n\\x1b[2J exited with status 0 after ")
+    assert b"\x1b" not in measured.stderr

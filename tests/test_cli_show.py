@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import resource
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from multimeter import LineFormat, load_result, load_results
 from multimeter._cli import show
 from multimeter._cli._summary import ResultRow, function_rows, scan
+from multimeter._loading import MAX_LINE_BYTES
 from tests._cli_results import LOAD_CALLS, VALIDATE_CALLS, multimeter_command, write_results
 
 
@@ -363,3 +368,84 @@ def test_a_line_file_s_points_and_marks_are_found_whatever_their_fields_hold(tmp
     (row,) = scan([tmp_path / "names.line"])
     assert _row_of_result(row.path, load_result(tmp_path / "names.line")) == row
     assert (3, 2, 1e9) == (row.points, row.marks, row.peak_memory_bytes)
+
+
+def _bounded_show(*arguments: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    """``multimeter show ARGUMENTS`` in at most 512 MiB of address space and 30 s: a
+    reader that waits on a FIFO or reads without bound fails instead of taking the
+    machine."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "multimeter", "show", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=30,
+        preexec_fn=limit,
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (os.mkfifo, "a FIFO"),
+        (lambda path: os.symlink("/dev/zero", path), "a character device"),
+    ],
+    ids=["fifo", "link-to-dev-zero"],
+)
+def test_what_is_not_a_regular_file_is_passed_over_not_read(results, tmp_path, make, kind):
+    """A FIFO or a link to /dev/zero named x.jsonl: named on stderr, never waited for or read."""
+    shutil.copytree(results / "session", tmp_path / "session")
+    make(tmp_path / "session" / "x.jsonl")
+    done = _bounded_show("session", cwd=tmp_path)
+    assert 1 == done.returncode, done.stderr
+    assert [
+        f"multimeter show: skipped session/x.jsonl: not a regular file but {kind}"
+        " (only regular files are read)"
+    ] == done.stderr.splitlines()
+    assert "session-json" in done.stdout and "session-line" in done.stdout
+
+
+def test_a_link_to_a_result_file_is_read(results, tmp_path):
+    """A symbolic link to a regular result file reads as the file."""
+    (tmp_path / "linked.json").symlink_to(results / "session" / "json" / "session-json.json")
+    document = _show_json(str(tmp_path / "linked.json"))
+    assert ["session-json"] == [row["identifier"] for row in document["runs"][0]["results"]]
+
+
+def test_a_line_longer_than_the_cap_is_named_and_read_in_bounded_memory(results, tmp_path):
+    """A batch file's 100 MiB line: one complaint naming the line, the other calls shown."""
+    batch = next((results / "batch").glob("*.jsonl"))
+    header, *calls = batch.read_bytes().splitlines(keepends=True)
+    with open(tmp_path / batch.name, "wb") as stream:
+        stream.write(header)
+        stream.write(b'"' + b"x" * (100 << 20) + b'"\n')
+        stream.writelines(calls)
+    done = _bounded_show("--json", batch.name, cwd=tmp_path)
+    assert 1 == done.returncode, done.stderr
+    assert [
+        f"multimeter show: skipped {batch.name}: 1 damaged line passed over (first: line 2:"
+        f" longer than {MAX_LINE_BYTES >> 20} MiB, the most a line may hold)"
+    ] == done.stderr.splitlines()
+    assert LOAD_CALLS == _functions(json.loads(done.stdout))["__main__.load"]["calls"]
+
+
+def test_control_characters_of_stored_text_are_shown_escaped(results, tmp_path):
+    """A crafted result's run, tags and identifier cannot drive the terminal or split a line."""
+    document = json.loads((results / "session" / "json" / "session-json.json").read_text())
+    document["identifier"] = "evil\x1b[2J"
+    document["tags"] = {"team": "a\x1b[31mred\nline"}
+    document["meta_data"]["run"] = "r\x1b]0;pwned\x07\x9b1m"
+    (tmp_path / "evil.json").write_text(json.dumps(document))
+    done = multimeter_command("show", str(tmp_path / "evil.json"))
+    assert 0 == done.returncode, done.stderr
+    lines = done.stdout.splitlines()
+    assert "run r\\x1b]0;pwned\\x07\\x9b1m: 1 result" == lines[0].split(",")[0]
+    assert lines[3].startswith("evil\\x1b[2J  team=a\\x1b[31mred\\nline  ")
+    assert 4 == len(lines)
+    assert all(line.isprintable() for line in lines)

@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 import multimeter
-from multimeter import JsonFormat, LineFormat, ResultFileError, load_result
+from multimeter import JsonFormat, LineFormat, ResultFileError, _loading, load_result
 
 _T = '"2026-01-01T00:00:00+00:00"'
 _DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -146,3 +146,12 @@ def test_a_directory_named_like_a_result_raises_os_error(tmp_path):
     (tmp_path / "dir.json").mkdir()
     with pytest.raises(IsADirectoryError):
         load_result(tmp_path / "dir.json")
+
+
+def test_batch_lines_keep_lines_up_to_the_cap_and_read_past_longer_ones(monkeypatch):
+    """With a cap of 4 bytes: a 4-byte line is kept, a 5-byte one is None, a short
+    partial last line is left out and a long one is None."""
+    monkeypatch.setattr(_loading, "MAX_LINE_BYTES", 4)
+    text = b"abcd\nabcde\nab\nabcdefghij\nxyz"
+    assert [b"abcd\n", None, b"ab\n", None] == list(_loading.batch_lines(io.BytesIO(text)))
+    assert [None] == list(_loading.batch_lines(io.BytesIO(b"abcdefgh")))

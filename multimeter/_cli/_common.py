@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import NoReturn
+
+#: Control characters (C0, DEL, C1): a terminal acts on them (escape sequences set
+#: the title, clear the screen, colour the text; a line break splits a line).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class CommandError(Exception):
@@ -18,10 +23,33 @@ class CommandError(Exception):
         self.status = status
 
 
+def printable(text: str) -> str:
+    """``text`` as it is safe to print to a terminal: each control character
+    escaped as Python writes it (``\\x1b``, ``\\n``, ``\\t``). For any text a
+    command prints that it did not make itself (a stored identifier, tag, run or
+    function name, a file name).
+
+    >>> printable("run\\x1b]0;pwned\\x07 1\\n")
+    'run\\\\x1b]0;pwned\\\\x07 1\\\\n'
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda match: match[0].encode("unicode_escape").decode("ascii"), text)
+
+
 def fail(command: str, message: str, status: int) -> int:
-    """Print ``multimeter COMMAND: MESSAGE`` on stderr; return ``status``."""
-    print(f"multimeter {command}: {message}", file=sys.stderr)
+    """Print ``multimeter COMMAND: MESSAGE`` on stderr (control characters escaped);
+    return ``status``."""
+    print(f"multimeter {command}: {printable(message)}", file=sys.stderr)
     return status
+
+
+def logs_to_stderr() -> None:
+    """The library's log lines on stderr (structlog prints to stdout unless told
+    otherwise): stdout is the command's output."""
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 def add_debug(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from typing import IO
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 from multimeter.result import Result
 
@@ -33,8 +36,8 @@ class CsvWriter:
 
     def __init__(
         self,
-        points: IO[str],
-        marks: IO[str] | None,
+        points: SupportsWrite[str],
+        marks: SupportsWrite[str] | None,
         columns: list[str],
         *,
         identifier: bool,

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from multimeter import _process
+from multimeter._cli._common import printable
 from multimeter._cli._status import format_bytes
 from multimeter.result import Result, us_to_datetime
 from multimeter.storages.base import Storage
@@ -199,7 +200,8 @@ def figures(result: Result, *, tree: bool) -> dict[str, Any]:
 
 
 def summary_lines(name: str, ending: str, result: Result, where: str, *, tree: bool) -> list[str]:
-    """The summary printed at the end of a run (three lines)."""
+    """The summary printed at the end of a run (three lines; control characters of
+    the name, the run and where the result went escaped)."""
     found = figures(result, tree=tree)
 
     def seconds(value: float | None) -> str:
@@ -207,10 +209,11 @@ def summary_lines(name: str, ending: str, result: Result, where: str, *, tree: b
 
     duration = found["duration_s"]
     peak = found["peak_memory_bytes"]
-    return [
+    lines = [
         f"multimeter run: {name} {ending} after {seconds(duration)}",
         f"  CPU {seconds(found['cpu_user_s'])} user, {seconds(found['cpu_system_s'])} system;"
         f" peak memory {'n/a' if peak is None else format_bytes(peak)};"
         f" {found['points']} points, {found['marks']} marks",
         f"  result: {where} (run {result.meta_data.get('run', '?')})",
     ]
+    return [printable(line) for line in lines]

@@ -33,7 +33,14 @@ from typing import Any
 
 from multimeter._aggregate import SCHEMA as _AGGREGATE_SCHEMA
 from multimeter._cli._common import CommandError
-from multimeter._loading import PendingMarks, load_result, result_files
+from multimeter._loading import (
+    LINE_TOO_LONG,
+    PendingMarks,
+    batch_lines,
+    load_result,
+    open_regular,
+    result_files,
+)
 from multimeter.metric import DURATION_BUCKETS
 from multimeter.result import Result, Schema, us_to_datetime
 from multimeter.storages._format import ResultFileError, reading
@@ -56,7 +63,6 @@ BUCKET_BOUNDS_S: tuple[float, ...] = tuple(bound for bound, _ in DURATION_BUCKET
 _BOUNDS_US = tuple(round(bound * 1e6) for bound in BUCKET_BOUNDS_S[:-1])
 _EXTENSIONS = (".json", ".line", EXTENSION)
 _CHUNK = 1 << 20
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 _ABSENT = object()
@@ -334,12 +340,12 @@ class _Reader:
         decoder: Decoder | None = None
         damaged, first_reason = 0, ""
         wanted = self._wanted
-        with open(path, "rb") as stream:
-            for number, raw in enumerate(stream, 1):
-                if not raw.endswith(b"\n"):
-                    break  # a partial last line: the write was cut short
+        with open(open_regular(path), "rb") as stream:
+            for number, raw in enumerate(batch_lines(stream), 1):
                 try:
                     with reading(f"line {number}"):
+                        if raw is None:
+                            raise ResultFileError(LINE_TOO_LONG)
                         value = _line_value(raw)
                         if decoder is None:
                             decoder = Decoder(value, self._pending)
@@ -408,8 +414,8 @@ class _Reader:
 
 
 def _read(name: str) -> bytes:
-    """The bytes of a file, in as few system calls as it takes."""
-    descriptor = os.open(name, _READ_FLAGS)
+    """The bytes of a regular file, in as few system calls as it takes."""
+    descriptor = open_regular(name)
     try:
         data = os.read(descriptor, _CHUNK)
         if len(data) == _CHUNK:  # a big result: read the rest

@@ -4,13 +4,14 @@ JSON and line protocol are written by the storages' own formats
 (:class:`~multimeter.JsonFormat`, :class:`~multimeter.LineFormat`), so what is
 exported loads back with :func:`multimeter.load_result`. Where the output goes:
 
-- no ``-o`` (or ``-o -``): stdout. JSON: one document per line (JSON Lines:
-  one line for one result); line protocol: the results one after the other;
-  CSV: the points (the marks need ``-o``: a line on stderr says how many were
-  left out).
-- ``-o FILE`` with one result: that file (replaced, atomically). CSV: ``FILE``
-  holds the points and ``FILE`` with ``.marks.csv`` instead of ``.csv`` the marks;
-  several results go to one CSV with an ``identifier`` column first.
+- no ``-o`` (or ``-o -``), or ``-o`` naming a FIFO or a device: stdout, or that
+  stream, written into. JSON: one document per line (JSON Lines: one line for one
+  result); line protocol: the results one after the other; CSV: the points (the
+  marks need a file: a line on stderr says how many were left out).
+- ``-o FILE`` with one result: that file (replaced, atomically; a symbolic link's
+  target is). CSV: ``FILE`` holds the points and ``FILE`` with ``.marks.csv``
+  instead of ``.csv`` the marks; several results go to one CSV with an
+  ``identifier`` column first.
 - ``-o DIR`` (an existing directory, or any path when there are several
   results) for JSON and line protocol: one file per result,
   ``DIR/<identifier>.json`` (or ``.line``), never replacing a file (a taken
@@ -20,19 +21,18 @@ exported loads back with :func:`multimeter.load_result`. Where the output goes:
 from __future__ import annotations
 
 import argparse
-import contextlib
+import codecs
 import functools
-import io
 import itertools
 import os
 import pathlib
 import sys
-import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import IO, Any
 
 from multimeter._cli._common import CommandError, add_debug
 from multimeter._cli._csv import CsvWriter, measure_keys
+from multimeter._cli._output import STDOUT, is_stream, writing
 from multimeter._cli._summary import check_paths
 from multimeter._cli.show import stdout_gone
 from multimeter._loading import load_results, result_files
@@ -53,8 +53,9 @@ def add_parser(commands: Any, name: str) -> None:
             "Converts result files (and directories of them, recursively) to JSON, InfluxDB"
             " line protocol or CSV (one row per point: datetime, then one column per measure;"
             " the marks in OUT.marks.csv). Without -o (or with -o -) the output goes to"
-            " stdout; with several results, JSON and line protocol go to a directory, one"
-            " file per result, and CSV to one file with an identifier column."
+            " stdout, and to OUT itself where it is a FIFO or a device; with several"
+            " results, JSON and line protocol go to a directory, one file per result, and"
+            " CSV to one file with an identifier column."
         ),
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="result files or directories")
@@ -64,7 +65,11 @@ def add_parser(commands: Any, name: str) -> None:
         help="json, line or csv (default: from the extension of -o)",
     )
     parser.add_argument(
-        "-o", "--output", metavar="OUT", help="a file, a directory, or - for stdout (default)"
+        "-o",
+        "--output",
+        default=STDOUT,
+        metavar="OUT",
+        help="a file, a directory, a FIFO or device, or - for stdout (default)",
     )
     add_debug(parser)
     parser.set_defaults(handler=main)
@@ -72,8 +77,8 @@ def add_parser(commands: Any, name: str) -> None:
 
 def main(arguments: argparse.Namespace) -> int:
     """Export the results; 0 when everything was written."""
-    output = arguments.output if arguments.output not in (None, "-") else None
-    chosen = _format(arguments.format, output)
+    output: str = arguments.output
+    chosen = _format(arguments.format, None if output == STDOUT else output)
     given = check_paths(arguments.paths)
     for path in given:
         if path.is_dir() and next(result_files(path), None) is None:
@@ -89,9 +94,10 @@ def main(arguments: argparse.Namespace) -> int:
     several = len(first) > 1
     everything = itertools.chain(first, results)
     file_format = _FILE_FORMATS[chosen]()
-    if output is None:
+    if is_stream(output):
         try:
-            _to_stdout(everything, chosen, file_format)
+            with writing(output) as stream:
+                _to_stream(everything, chosen, file_format, stream)
         except BrokenPipeError:  # the reader went away (| head)
             stdout_gone()
             return 1
@@ -110,7 +116,7 @@ def main(arguments: argparse.Namespace) -> int:
         print(f"wrote {count} result file(s) to {target}{os.sep}", file=sys.stderr)
         return 0
     (result,) = first
-    with _replacing(target) as stream:
+    with writing(output) as stream:
         _checked(lambda: file_format.save_result_to_stream(result, stream), result)
     print(f"wrote {target}", file=sys.stderr)
     return 0
@@ -151,20 +157,21 @@ def _checked(write: Callable[[], None], result: Result) -> None:
         raise CommandError(f"cannot write {error.filename or ''}: {error.strerror}") from error
 
 
-def _to_stdout(results: Iterator[Result], chosen: str, file_format: FileFormat) -> None:
-    stream = sys.stdout.buffer
+def _to_stream(
+    results: Iterator[Result], chosen: str, file_format: FileFormat, stream: IO[bytes]
+) -> None:
+    """The results one after the other (JSON: one document per line)."""
     for result in results:
         if chosen == "json":
             text = result_text(result) + "\n"  # one line: JSON escapes line breaks
             stream.write(text.encode("utf-8", "backslashreplace"))
         else:
             _checked(functools.partial(file_format.save_result_to_stream, result, stream), result)
-    stream.flush()
 
 
-def _csv(paths: Sequence[pathlib.Path], first: list[Result], output: str | None) -> int:
-    """Write the points (and marks) as CSV; several results are read twice (the
-    columns first)."""
+def _csv(paths: Sequence[pathlib.Path], first: list[Result], output: str) -> int:
+    """Write the points (and marks, to a file) as CSV; several results are read twice
+    (the columns first)."""
     several = len(first) > 1
     if several:
         columns = measure_keys(_results(paths))
@@ -172,12 +179,10 @@ def _csv(paths: Sequence[pathlib.Path], first: list[Result], output: str | None)
     else:
         columns = measure_keys(first)
         results = iter(first)
-    if output is None:
+    if is_stream(output):
         try:
-            writer = CsvWriter(sys.stdout, None, columns, identifier=several)  # the header
-            for result in results:
-                writer.add(result)
-            sys.stdout.flush()
+            with writing(output) as stream:
+                writer = _write_csv(stream, None, columns, several, results)
         except BrokenPipeError:  # the reader went away (| head)
             stdout_gone()
             return 1
@@ -193,36 +198,28 @@ def _csv(paths: Sequence[pathlib.Path], first: list[Result], output: str | None)
         raise CommandError(f"{output!r} is a directory: CSV goes to one file, e.g. -o results.csv")
     stem = target.name[:-4] if target.name.endswith(".csv") else target.name
     marks = target.with_name(stem + ".marks.csv")
-    with _replacing(target) as points_stream, _replacing(marks) as marks_stream:
-        points_text = io.TextIOWrapper(points_stream, encoding="utf-8", newline="")
-        marks_text = io.TextIOWrapper(marks_stream, encoding="utf-8", newline="")
-        writer = CsvWriter(points_text, marks_text, columns, identifier=several)
-        for result in results:
-            writer.add(result)
-        for text in (points_text, marks_text):
-            text.flush()
-            text.detach()  # the binary stream is closed by _replacing
+    with writing(output) as points_stream, writing(str(marks)) as marks_stream:
+        _write_csv(points_stream, marks_stream, columns, several, results)
     print(f"wrote {target} and {marks}", file=sys.stderr)
     return 0
 
 
-@contextlib.contextmanager
-def _replacing(path: pathlib.Path) -> Iterator[IO[bytes]]:
-    """A binary stream whose content replaces ``path`` atomically when the block ends
-    without an error (nothing is left behind when it fails)."""
-    directory = path.parent
-    try:
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=directory
-        )
-    except OSError as error:
-        raise CommandError(f"cannot write {path}: {error.strerror}") from error
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            yield stream
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+def _write_csv(
+    points: IO[bytes],
+    marks: IO[bytes] | None,
+    columns: list[str],
+    several: bool,
+    results: Iterator[Result],
+) -> CsvWriter:
+    """Write ``results`` as CSV to the binary streams (UTF-8, left open); returns the
+    writer (it counts the marks left out where ``marks`` is ``None``)."""
+    encoded = codecs.getwriter("utf-8")
+    writer = CsvWriter(
+        encoded(points),
+        encoded(marks) if marks is not None else None,
+        columns,
+        identifier=several,
+    )
+    for result in results:
+        writer.add(result)
+    return writer

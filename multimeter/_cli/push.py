@@ -1,11 +1,14 @@
-"""``multimeter push``: send the spooled results to InfluxDB."""
+"""``multimeter push``: send the spooled results to InfluxDB.
+
+What was delivered and what is left is the command's report (stdout); each batch set
+aside is an error line on stderr."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from multimeter._cli._common import CommandError, add_debug
+from multimeter._cli._common import CommandError, add_debug, fail, logs_to_stderr
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -31,6 +34,7 @@ def main(arguments: argparse.Namespace) -> int:
     """Push the spool; 0 only when everything was delivered."""
     from multimeter._config import influxdb_storage_from_env
 
+    logs_to_stderr()
     try:
         storage = influxdb_storage_from_env()
     except ValueError as error:
@@ -39,8 +43,8 @@ def main(arguments: argparse.Namespace) -> int:
         report = storage.push()
     left = f"{report.left} left in {storage.spool.directory}"
     print(f"delivered {report.delivered} batch(es); {left}")
-    for path in report.rejected:
-        print(f"rejected by the server, set aside: {path} (reason: {path.with_suffix('.reason')})")
-    for path in report.unreadable:
-        print(f"cannot be read, set aside: {path} (reason: {path.with_suffix('.reason')})")
+    set_aside = (("rejected by the server", report.rejected), ("cannot be read", report.unreadable))
+    for why, paths in set_aside:
+        for path in paths:
+            fail("push", f"{why}, set aside: {path} (reason: {path.with_suffix('.reason')})", 1)
     return 0 if report.complete else 1

@@ -2,7 +2,8 @@
 
 The page holds everything (uPlot, the styles, the script and the data as JSON),
 so it opens offline and makes no network request. The path written is printed
-on stderr; stdout stays empty.
+on stderr; stdout stays empty, unless ``-o -`` puts the page there. Where the page
+goes (a file replaced atomically, a FIFO or device written into): ``_output.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from typing import Any
 
 from multimeter._cli._common import CommandError, add_debug
+from multimeter._cli._output import STDOUT
+from multimeter._cli.show import stdout_gone
 from multimeter.storages.file import ResultFileError
 
 #: Where the report goes without ``-o``: in the current directory.
@@ -40,34 +43,32 @@ def add_parser(commands: Any, name: str) -> None:
         "--output",
         default=DEFAULT_OUTPUT,
         metavar="FILE",
-        help=f"the HTML file to write (default: ./{DEFAULT_OUTPUT})",
+        help=f"the HTML file to write, or - for stdout (default: ./{DEFAULT_OUTPUT})",
     )
     add_debug(parser)
     parser.set_defaults(handler=main)
 
 
 def main(arguments: argparse.Namespace) -> int:
-    """Write the report; print its path on stderr."""
+    """Write the report; print its path on stderr (nothing for stdout)."""
     from multimeter._report import write_report
 
-    output = pathlib.Path(arguments.output)
-    if output.is_dir():
-        raise CommandError(f"{str(output)!r} is a directory: give -o a file name")
-    if not output.parent.is_dir():
-        raise CommandError(f"no such directory for the report: {str(output.parent)!r}")
+    output = arguments.output
+    if output != STDOUT:
+        path = pathlib.Path(output)
+        if path.is_dir():
+            raise CommandError(f"{output!r} is a directory: give -o a file name")
+        if not path.parent.is_dir():
+            raise CommandError(f"no such directory for the report: {str(path.parent)!r}")
     try:
-        written = write_report(arguments.paths, output)
+        write_report(arguments.paths, output)
     except ResultFileError as error:  # damage that only reading the whole file shows
         raise CommandError(str(error)) from error
-    except OSError as error:
-        name = error.filename
-        if name is not None and _is_temporary_of(pathlib.Path(name), output):
-            name = str(output)  # the user gave the report's path, not the temporary file's
-        raise CommandError(f"{error.strerror or error}: {name!r}", 1) from error
-    print(f"multimeter report: wrote {pathlib.Path(written).absolute()}", file=sys.stderr)
+    except BrokenPipeError:  # stdout's reader went away (| head)
+        stdout_gone()
+        return 1
+    except OSError as error:  # a result file that cannot be read (any more)
+        raise CommandError(f"{error.strerror or error}: {error.filename!r}", 1) from error
+    if output != STDOUT:
+        print(f"multimeter report: wrote {pathlib.Path(output).absolute()}", file=sys.stderr)
     return 0
-
-
-def _is_temporary_of(path: pathlib.Path, output: pathlib.Path) -> bool:
-    """Whether ``path`` is the temporary file the report is written through."""
-    return path.parent == output.parent and path.name.startswith(f".{output.name}.")

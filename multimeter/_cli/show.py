@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from multimeter._cli._common import CommandError, add_debug, fail
+from multimeter._cli._common import CommandError, add_debug, fail, printable
 from multimeter._cli._summary import FunctionRow, FunctionTable, ResultRow, scan
 
 #: --sort keys; numbers sort largest first, names and times in their order.
@@ -320,7 +320,8 @@ def _text(
         days = sorted({row.start.date() for row in results if row.start is not None})
         if len(days) == 1:
             counts.append(f"on {days[0].isoformat()} (UTC)")
-        heading = f"run {run.run if run.run is not None else '(none)'}: {', '.join(counts)}"
+        name = printable(run.run) if run.run is not None else "(none)"
+        heading = f"run {name}: {', '.join(counts)}"
         lines.append(_bold(heading, bold))
         if results:
             lines.append("")
@@ -408,10 +409,12 @@ def _table(
     width: int | None,
     bold: bool,
 ) -> list[str]:
-    """Aligned columns (header, ``l`` or ``r``, cells), two spaces apart. Lines wider
-    than ``width`` first cut the ``shrink`` columns (``…``) down to 24 characters,
-    then leave out the ``drop`` columns in that order (and say so), then cut the
-    ``shrink`` columns down to 8 characters (or their header)."""
+    """Aligned columns (header, ``l`` or ``r``, cells), two spaces apart, control
+    characters of the cells escaped. Lines wider than ``width`` first cut the
+    ``shrink`` columns (``…``) down to 24 characters, then leave out the ``drop``
+    columns in that order (and say so), then cut the ``shrink`` columns down to 8
+    characters (or their header)."""
+    columns = [(name, align, [printable(cell) for cell in cells]) for name, align, cells in columns]
     widths = {name: max([len(name), *map(len, cells)]) for name, _, cells in columns}
     left_out: list[str] = []
     if width is not None:

@@ -27,7 +27,7 @@ from multimeter._report._data import (
     downsample,
     offset,
 )
-from multimeter._report._page import render, write_atomically
+from multimeter._report._page import render, write_page
 from multimeter.result import Result
 
 #: Results charted one by one (overlaid); more than this and the ``@measured``
@@ -160,12 +160,7 @@ def title_for(paths: Sequence[str | os.PathLike[str]]) -> str:
     return f"multimeter report: {shown}"
 
 
-def write_report(
-    paths: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]
-) -> pathlib.Path:
-    """Write the report of the results under ``paths`` to ``output``, atomically;
-    returns the path written."""
-    target = pathlib.Path(output)
-    page = render(build(paths), title_for(paths))
-    write_atomically(target, page)
-    return target
+def write_report(paths: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]) -> None:
+    """Write the report of the results under ``paths`` to ``output`` (``-``: stdout;
+    a file is replaced atomically, a FIFO or device written into)."""
+    write_page(output, render(build(paths), title_for(paths)))

@@ -6,12 +6,11 @@ from __future__ import annotations
 import html
 import json
 import os
-import pathlib
 import re
-import tempfile
 from importlib import resources
 from typing import Any
 
+from multimeter._cli._output import writing
 from multimeter._version import __version__
 
 #: The package data inlined into every page (see ``assets/``; uPlot's licence is
@@ -50,22 +49,8 @@ def render(data: Any, title: str) -> str:
     return _PLACEHOLDER.sub(lambda match: values[match[1]], _asset("report.html"))
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory,
-    renamed into place: a reader sees the old file or the whole new one."""
-    directory = path.parent
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def write_page(output: str | os.PathLike[str], text: str) -> None:
+    """Write the page ``text`` to ``output``: ``-`` for stdout, a FIFO or device
+    written into, a file replaced atomically (see ``multimeter._cli._output``)."""
+    with writing(os.fspath(output)) as stream:
+        stream.write(text.encode("utf-8"))
