@@ -170,6 +170,13 @@ def build(
     )
     text = _env.get(_env.HANDLE_SIGTERM, environ)
     handle_sigterm = True if text is None else _env.parse_bool(_env.HANDLE_SIGTERM, text)
+    # Read elsewhere (the reader, the meta data), checked here with the rest.
+    text = _env.get(_env.READER, environ)
+    if text is not None:
+        _env.parse_choice(_env.READER, text, _env.READER_CHOICES)
+    text = _env.get(_env.RUN, environ)
+    if text is not None:
+        _env.parse_run(_env.RUN, text)
     if calls is None:
         text = _env.get(_env.CALLS, environ)
         calls = "each" if text is None else _env.parse_choice(_env.CALLS, text, _env.CALLS_CHOICES)
@@ -294,9 +301,16 @@ def peek() -> Config | None:
 
 def switch_off_for_exit() -> Config | None:
     """The process is ending: measure no new call (what is pending gets the writer to
-    itself). Returns the configuration to give back with :func:`switch_back_on`."""
+    itself). Returns the configuration to give back with :func:`switch_back_on`.
+
+    Takes no lock: a SIGTERM's flush runs this while the thread the signal
+    interrupted may be inside :func:`configure` or an exit flush of its own, holding
+    the configuration's lock until the handler returns (which it never does). One
+    assignment of the global is atomic; a ``configure()`` racing the process's end
+    loses nothing that the exit would have kept.
+    """
     global _current
-    with measuring_off(), _lock:  # code it runs may be measured (instrument())
+    with measuring_off():  # code it runs may be measured (instrument())
         config = _current
         if config is not None and config.enabled:
             _current = replace(config, enabled=False)

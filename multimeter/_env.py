@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ INFLUXDB_ORG = "MULTIMETER_INFLUXDB_ORG"
 INFLUXDB_BUCKET = "MULTIMETER_INFLUXDB_BUCKET"
 #: The ``run`` meta datum of every result (e.g. a CI build number).
 RUN = "MULTIMETER_RUN"
+READER = "MULTIMETER_READER"
 #: influxdb-client's own variables, used when ours are not set.
 INFLUXDB_FALLBACKS = {
     INFLUXDB_URL: "INFLUXDB_V2_URL",
@@ -41,6 +43,12 @@ DEFAULT_EXIT_TIMEOUT = 5.0
 #: The shortest cycle time (seconds): shorter ones cost the measured program
 #: more than they tell.
 MIN_CYCLE_TIME = 0.001
+#: The longest cycle time: a day (longer ones overflowed the clock arithmetic).
+MAX_CYCLE_TIME = 86_400.0
+#: ``MULTIMETER_READER``'s values.
+READER_CHOICES = ("process", "thread")
+#: The longest ``MULTIMETER_RUN`` (it is in every result's meta data).
+MAX_RUN_LENGTH = 200
 STORAGE_CHOICES = ("none", "file", "log", "influxdb")
 FORMAT_CHOICES = ("jsonl", "json", "line")
 #: ``each``: one result per ``@measured`` call; ``aggregate``: sums per function and cycle.
@@ -74,14 +82,18 @@ VARIABLES = (
         " (`FileStorage`): `json`, `line`",
         "`jsonl`",
     ),
-    Variable(CYCLE_TIME, f"seconds between points, at least `{MIN_CYCLE_TIME}`", "`1`"),
+    Variable(
+        CYCLE_TIME,
+        f"seconds between points, from `{MIN_CYCLE_TIME}` to `{MAX_CYCLE_TIME:g}` (a day)",
+        "`1`",
+    ),
     Variable(
         PROBES,
         "comma-separated probe names: `resource`, `psutil`, `system`, `tracemalloc`, `gc`, `nvml`",
         "`resource`",
     ),
     Variable(
-        "MULTIMETER_READER",
+        READER,
         "`process` (a helper process reads the psutil/system/NVML figures) or `thread`"
         " (a thread of the program does)",
         "`process`",
@@ -90,7 +102,8 @@ VARIABLES = (
     Variable(
         RUN,
         "the `run` meta datum of every result (a CI build number, say): results with the"
-        " same run belong together",
+        f" same run belong together; one line of printable text, at most {MAX_RUN_LENGTH}"
+        " characters",
         "one per process start, kept by forked children",
     ),
     Variable(SAMPLE_RATE, "fraction of calls measured, 0 to 1 (for hot functions)", "`1`"),
@@ -178,13 +191,32 @@ def parse_positive(name: str, text: str) -> float:
 
 
 def parse_cycle_time(name: str, text: str) -> float:
-    """A finite number of seconds, at least :data:`MIN_CYCLE_TIME`."""
+    """A number of seconds from :data:`MIN_CYCLE_TIME` to :data:`MAX_CYCLE_TIME`."""
     return _parse_number(
         name,
         text,
-        lambda v: math.isfinite(v) and v >= MIN_CYCLE_TIME,
-        f"a number of seconds >= {MIN_CYCLE_TIME}",
+        lambda v: MIN_CYCLE_TIME <= v <= MAX_CYCLE_TIME,
+        f"a number of seconds from {MIN_CYCLE_TIME} to {MAX_CYCLE_TIME:g}",
     )
+
+
+#: Control characters (C0, DEL, C1): they would move the cursor or split a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def parse_run(name: str, text: str) -> str:
+    """A run identifier: one line of printable text, at most :data:`MAX_RUN_LENGTH` long."""
+    control = _CONTROL.search(text)
+    if control is not None:
+        raise ValueError(
+            f"{name}={text!r}: control character {control.group()!r} at position"
+            f" {control.start()}; allowed: one line of printable text"
+        )
+    if len(text) > MAX_RUN_LENGTH:
+        raise ValueError(
+            f"{name} is {len(text)} characters long; allowed: at most {MAX_RUN_LENGTH}"
+        )
+    return text
 
 
 def parse_fraction(name: str, text: str) -> float:

@@ -48,7 +48,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from multimeter import _env
 from multimeter._log import warn_once
+from multimeter._reentry import OwnThread
 
 __all__ = ["Collector", "Reader", "Reading", "Slot", "reader"]
 
@@ -64,7 +66,7 @@ _ERROR_TEXT = 240  # bytes of error text kept per slot
 _ERROR = struct.Struct(f"=Q{_ERROR_TEXT}s")
 _HEADER = struct.Struct("=QI")  # a command: length of the pickle, slot offset
 #: ``thread`` reads in a thread of the measured process instead of a helper process.
-READER_VARIABLE = "MULTIMETER_READER"
+READER_VARIABLE = _env.READER
 
 
 class Collector(abc.ABC):
@@ -258,12 +260,7 @@ class Reader:
             if self.process is not None:
                 return
             reader_in = os.dup(commands_in)
-            self.thread = threading.Thread(
-                target=_serve_in_thread,
-                args=(self._memory, reader_in),
-                name="multimeter-reader",
-                daemon=True,
-            )
+            self.thread = OwnThread(serve, "multimeter-reader", (self._memory, reader_in))
             self.thread.start()
         finally:
             os.close(commands_in)
@@ -385,13 +382,6 @@ def serve(memory: Any, commands: int) -> None:
                     item.due = max(item.due + item.collector.interval, time.monotonic())
     finally:
         os.close(commands)
-
-
-def _serve_in_thread(memory: Any, commands: int) -> None:
-    from multimeter._reentry import own_thread
-
-    own_thread()  # what the collectors call is never measured
-    serve(memory, commands)
 
 
 def _take_commands(pending: bytes, memory: Any, running: list[_Running]) -> bytes:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from numbers import Real
 from typing import Any
 
-from multimeter._env import MIN_CYCLE_TIME
+from multimeter._env import MAX_CYCLE_TIME, MIN_CYCLE_TIME
 from multimeter._session import ProbePlan
 from multimeter._tags import normalize_tags
 from multimeter.measurement import Measurement
@@ -28,11 +27,11 @@ def check_cycle_time(cycle_time: Any) -> float:
     if (
         isinstance(cycle_time, bool)
         or not isinstance(cycle_time, Real)
-        or not math.isfinite(cycle_time)
-        or cycle_time < MIN_CYCLE_TIME
+        or not MIN_CYCLE_TIME <= float(cycle_time) <= MAX_CYCLE_TIME
     ):
         raise ValueError(
-            f"cycle_time must be a finite number of seconds >= {MIN_CYCLE_TIME}, got {cycle_time!r}"
+            f"cycle_time must be a number of seconds from {MIN_CYCLE_TIME} to"
+            f" {MAX_CYCLE_TIME:g} (a day), got {cycle_time!r}"
         )
     return float(cycle_time)
 

@@ -83,7 +83,13 @@ def test_storage_kinds_from_the_environment(monkeypatch, value, kind):
         ("MULTIMETER_ENABLED", "maybe", "true, false"),
         ("MULTIMETER_STORAGE", "s3", "none, file, log"),
         ("MULTIMETER_FORMAT", "csv", "jsonl, json, line"),
-        ("MULTIMETER_CYCLE_TIME", "-1", "seconds >= 0.001"),
+        ("MULTIMETER_CYCLE_TIME", "-1", "seconds from 0.001 to 86400"),
+        ("MULTIMETER_CYCLE_TIME", "1e15", "seconds from 0.001 to 86400"),
+        ("MULTIMETER_READER", "fork", "process, thread"),
+        ("MULTIMETER_READER", "bogus", "process, thread"),
+        ("MULTIMETER_RUN", "ci\n42", "one line of printable text"),
+        ("MULTIMETER_RUN", "\x1b]0;pwned\x07", "one line of printable text"),
+        ("MULTIMETER_RUN", "x" * 201, "at most 200"),
         ("MULTIMETER_PROBES", "resource,gpu", "resource"),
         ("MULTIMETER_TAGS", "novalue", "key=value"),
         ("MULTIMETER_SAMPLE_RATE", "1.5", "from 0 to 1"),
@@ -246,6 +252,39 @@ def test_global_tags_the_line_format_would_refuse_are_refused_by_configure(
     with pytest.raises(ValueError, match="allowed") as caught:
         multimeter.configure(storage=InMemoryStorage(), tags=tags)
     assert ("MULTIMETER_TAGS" if variable else "tags") in str(caught.value)
+
+
+@pytest.mark.parametrize("cycle_time", [86_401, 1e15, 1e308, float("inf")])
+def test_cycle_times_over_a_day_are_refused(cycle_time):
+    """cycle_time=1e308 overflowed at the first call (aggregate mode): over a day raises."""
+    with pytest.raises(ValueError, match="86400"):
+        multimeter.configure(cycle_time=cycle_time, calls="aggregate")
+    with pytest.raises(ValueError, match="86400"):
+        multimeter.Multimeter(cycle_time=cycle_time)
+
+
+@pytest.mark.parametrize("value", ["1e15", "1e303"])
+def test_a_huge_cycle_time_in_the_environment_never_raises_into_the_program(tmp_path, value):
+    """Aggregate mode with MULTIMETER_CYCLE_TIME=1e303: the program runs on, unmeasured,
+    and the log names the variable."""
+    code = """
+        import multimeter
+
+        @multimeter.measured
+        def work(i):
+            return i * 2
+
+        print(sum(work(i) for i in range(100)))
+    """
+    completed = _run(
+        code,
+        tmp_path,
+        MULTIMETER_CYCLE_TIME=value,
+        MULTIMETER_CALLS="aggregate",
+        MULTIMETER_DIR=str(tmp_path / "results"),
+    )
+    assert (0, "9900") == (completed.returncode, completed.stdout.strip()[-4:]), completed.stderr
+    assert "MULTIMETER_CYCLE_TIME" in completed.stdout + completed.stderr
 
 
 @pytest.mark.parametrize("cycle_time", [1e-9, 0.0005])
