@@ -77,11 +77,21 @@ def _write_app(tmp_path: pathlib.Path, code: str) -> list[str]:
 
 
 def run_app(
-    tmp_path: pathlib.Path, code: str, *, timeout: float = HANG, **env: str
+    tmp_path: pathlib.Path,
+    code: str,
+    *,
+    args: tuple[str, ...] = (),
+    under_run: bool = False,
+    timeout: float = HANG,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` as ``tmp_path/app.py``; fail the test (with tracebacks) if it hangs."""
+    """Run ``code`` as ``tmp_path/app.py`` with ``args`` (under ``multimeter run`` if
+    asked); fail the test (with tracebacks) if it hangs."""
+    command = _write_app(tmp_path, code)
+    if under_run:
+        command = [sys.executable, "-m", "multimeter", "run", *command[1:]]
     with subprocess.Popen(
-        _write_app(tmp_path, code),
+        [*command, *args],
         cwd=tmp_path,
         env=_environment(tmp_path, env),
         stdout=subprocess.PIPE,
@@ -339,8 +349,10 @@ TIGHT_LOOP = """
 
 
 @posix_only
-def test_sigterm_stores_every_finished_call_then_the_process_dies_of_sigterm(tmp_path):
-    """Default SIGTERM handling: what finished is stored, and the exit status is still -15."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_sigterm_stores_every_finished_call_then_the_process_dies_of_sigterm(tmp_path, signum):
+    """Default SIGTERM (and SIGHUP: a terminal or ssh session gone) handling: what
+    finished is stored, and the process still dies of the signal (status -15, -1)."""
     counter = tmp_path / "finished"
     counter.write_bytes(bytes(8))
 
@@ -350,9 +362,9 @@ def test_sigterm_stores_every_finished_call_then_the_process_dies_of_sigterm(tmp
     with started_app(tmp_path, TIGHT_LOOP, str(counter)) as process:
         wait_until(lambda: finished() > 0, process, "its first measured call")
         time.sleep(1)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         status = wait_for_end(process, 3 * HANG, tmp_path)
-    assert -signal.SIGTERM == status, output_of(tmp_path)
+    assert -signum == status, output_of(tmp_path)
     calls, stored = finished(), stored_count(tmp_path)
     assert stored in (calls, calls + 1), f"{calls} calls finished, {stored} stored"
     assert [] == temporary_files(tmp_path)
@@ -831,28 +843,15 @@ POOLS = """
 
 
 def _pools(tmp_path: pathlib.Path, method: str, pools: int, under_run: bool) -> None:
-    (tmp_path / "pools.py").write_text(textwrap.dedent(POOLS))
-    command = [sys.executable, "pools.py", method, str(pools)]
-    if under_run:
-        command = [sys.executable, "-m", "multimeter", "run", *command[1:]]
-    with subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=_environment(tmp_path, {}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=HANG + 20 * pools)
-        except subprocess.TimeoutExpired:
-            _stop_hanging(process)
-            stdout, stderr = process.communicate(timeout=HANG)
-            pytest.fail(f"a pool's exit hung; the threads:\n{stderr[-8000:]}")
-    assert (0, "done") == (process.returncode, stdout.strip()), stderr
-    calls = [m for m in stored_meta_data(tmp_path) if m.get("name", "").endswith("work")]
-    stored = len(calls) if calls else stored_count(tmp_path) - int(under_run)
+    completed = run_app(
+        tmp_path,
+        POOLS,
+        args=(method, str(pools)),
+        under_run=under_run,
+        timeout=HANG + 20 * pools,
+    )
+    assert (0, "done") == (completed.returncode, completed.stdout.strip()), completed.stderr
+    stored = stored_count(tmp_path) - int(under_run)  # multimeter run stores the run too
     assert 40 * pools == stored
 
 
@@ -882,25 +881,6 @@ def test_hundreds_of_pool_exits_never_hang(tmp_path, method, pools, under_run):
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method} start method on this platform")
     _pools(tmp_path, method, pools, under_run)
-
-
-@posix_only
-def test_sighup_stores_every_finished_call_then_the_process_dies_of_sighup(tmp_path):
-    """A plain program whose terminal went away (SIGHUP at its default action) stores
-    what finished, as on SIGTERM, and still dies of SIGHUP."""
-    counter = tmp_path / "finished"
-    counter.write_bytes(bytes(8))
-
-    def finished() -> int:
-        return int(struct.unpack("Q", counter.read_bytes())[0])
-
-    with started_app(tmp_path, TIGHT_LOOP, str(counter)) as process:
-        wait_until(lambda: finished() > 100, process, "its first measured calls")
-        process.send_signal(signal.SIGHUP)
-        status = wait_for_end(process, 3 * HANG, tmp_path)
-    assert -signal.SIGHUP == status, output_of(tmp_path)
-    calls, stored = finished(), stored_count(tmp_path)
-    assert stored in (calls, calls + 1), f"{calls} calls finished, {stored} stored"
 
 
 @posix_only
@@ -978,21 +958,8 @@ def test_a_signal_storm_whose_handler_makes_measured_calls_never_hangs_and_store
 
 
 def _run_storm(tmp_path: pathlib.Path, interval: float) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "storm.py").write_text(textwrap.dedent(SIGNAL_STORM))
-    with subprocess.Popen(
-        [sys.executable, "storm.py", str(interval)],
-        cwd=tmp_path,
-        env=_environment(tmp_path, {"MULTIMETER_CYCLE_TIME": "0.001"}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    ) as process:
-        try:
-            stdout, stderr = process.communicate(timeout=45)
-        except subprocess.TimeoutExpired:
-            _stop_hanging(process)
-            stdout, stderr = process.communicate(timeout=HANG)
-            pytest.fail(f"the program hung; its threads:\n{stderr[-8000:]}")
-    assert 0 == process.returncode, stderr
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    completed = run_app(
+        tmp_path, SIGNAL_STORM, args=(str(interval),), timeout=45, MULTIMETER_CYCLE_TIME="0.001"
+    )
+    assert 0 == completed.returncode, completed.stderr
+    return completed
