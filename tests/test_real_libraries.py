@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Slow, and its module fixture runs the real suites for minutes (the 300 s default is too short).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "bench" / "real_suites.py"
 _spec = importlib.util.spec_from_file_location("real_suites", SCRIPT)
