@@ -77,7 +77,7 @@ class SignalWatch:
         self._read = -1
         self._write = -1
         self._thread: OwnThread | None = None
-        self._detached = False  # the pipe was taken off for a fork (see before_fork)
+        self._fork_mask: set[signal.Signals] | None = None  # see before_fork
         self._self_sent = 0  # signals a handler sends itself to die of (not to resend)
 
     @property
@@ -147,34 +147,46 @@ class SignalWatch:
     # -- fork -----------------------------------------------------------------------
 
     def before_fork(self) -> None:
-        """Take the pipe off while a child is made: a signal the child gets before it
-        sets up its own state must not land in the parent's pipe. Only the main
-        thread may do that; a fork from another thread leaves the pipe on for the
-        microseconds the child needs to take it off (see :meth:`after_fork_in_child`)."""
-        if self._thread is None or threading.current_thread() is not threading.main_thread():
-            return
-        with contextlib.suppress(ValueError, OSError):
-            previous = signal.set_wakeup_fd(-1)
-            if previous == self._write:
-                self._detached = True
-            elif previous != -1:  # someone else's by now: give it back
-                signal.set_wakeup_fd(previous)
+        """Block the storing signals whose handler is ours in the forking thread while
+        the child is made (the child inherits that mask).
+
+        A child has nothing of its own to store until it queues a result, but it
+        inherits our handler; a SIGTERM it got before CPython reset its signal state
+        was dropped (a child that SIG_DFL would have killed lived on), and its byte
+        went to the parent's pipe, whose watch then sent SIGTERM to the parent. Blocked,
+        it waits until :meth:`after_fork_in_child` has put the default action back.
+        """
+        ours = [signum for signum in STORING_SIGNALS if _waiting(signum)]
+        mask = getattr(signal, "pthread_sigmask", None)
+        if ours and mask is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._fork_mask = mask(signal.SIG_BLOCK, ours)
 
     def after_fork_in_parent(self) -> None:
-        """Put the pipe back after :meth:`before_fork`."""
-        if self._detached:
-            self._detached = False
-            with contextlib.suppress(ValueError, OSError):
-                signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        """Give the forking thread its signal mask back."""
+        self._restore_mask()
 
     def after_fork_in_child(self) -> None:
-        """In the child: the parent's pipe is not this process's to use."""
-        if self._thread is None:
-            return
-        with contextlib.suppress(ValueError, OSError):
-            current = signal.set_wakeup_fd(-1)
-            if current not in (-1, self._write):  # the application's: keep it
-                signal.set_wakeup_fd(current)
-        for descriptor in (self._read, self._write):
-            with contextlib.suppress(OSError):
-                os.close(descriptor)
+        """In the child: let go of the parent's pipe, give the storing signals their
+        default action (the handler comes back with the child's first result, see
+        ``multimeter._lifecycle``), then unblock them: one that came meanwhile ends
+        the child as it would have without multimeter."""
+        if self._thread is not None:
+            with contextlib.suppress(ValueError, OSError):
+                current = signal.set_wakeup_fd(-1)
+                if current not in (-1, self._write):  # the application's: keep it
+                    signal.set_wakeup_fd(current)
+            for descriptor in (self._read, self._write):
+                with contextlib.suppress(OSError):
+                    os.close(descriptor)
+        for signum in STORING_SIGNALS:
+            if _waiting(signum):
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(signum, signal.SIG_DFL)
+        self._restore_mask()
+
+    def _restore_mask(self) -> None:
+        previous, self._fork_mask = self._fork_mask, None
+        if previous is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)

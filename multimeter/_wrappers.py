@@ -117,12 +117,13 @@ def generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> Callab
             try:
                 argument = yield item
                 step = generator.send
-            except generator_exit:  # closed by its consumer: a normal end
-                token = set_active(call)
+            except generator_exit:  # closed by its consumer (or the collector): a normal end
+                # The context variable is left alone here: the garbage collector closes
+                # abandoned generators wherever it happens to run, even in the middle of
+                # another set() of the same variable (CPython crashed there).
                 try:
                     generator.close()
                 finally:
-                    reset_active(token)
                     call.end(None)
                 raise
             except base_exception as thrown:  # forwarded into the generator

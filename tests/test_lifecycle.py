@@ -834,6 +834,7 @@ POOLS = """
     from lifecycle_app import work
 
     if __name__ == "__main__":
+        work(-1)  # the parent measures too: its workers inherit its SIGTERM handler
         context = multiprocessing.get_context(sys.argv[1])
         for _ in range(int(sys.argv[2])):
             with context.Pool(4) as pool:
@@ -852,7 +853,7 @@ def _pools(tmp_path: pathlib.Path, method: str, pools: int, under_run: bool) -> 
     )
     assert (0, "done") == (completed.returncode, completed.stdout.strip()), completed.stderr
     stored = stored_count(tmp_path) - int(under_run)  # multimeter run stores the run too
-    assert 40 * pools == stored
+    assert 40 * pools + 1 == stored
 
 
 @posix_only
@@ -963,3 +964,43 @@ def _run_storm(tmp_path: pathlib.Path, interval: float) -> subprocess.CompletedP
     )
     assert 0 == completed.returncode, completed.stderr
     return completed
+
+
+FORKS = """
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    from lifecycle_app import work
+
+    work(0)  # multimeter's SIGTERM handler is in place, and inherited by each child
+
+    def fork_and_terminate(statuses):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(5)
+            os._exit(0)
+        os.kill(pid, signal.SIGTERM)  # at once, maybe before the child is set up
+        statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+    statuses = []
+    for _ in range(30):
+        if sys.argv[1] == "thread":
+            thread = threading.Thread(target=fork_and_terminate, args=(statuses,))
+            thread.start()
+            thread.join()
+        else:
+            fork_and_terminate(statuses)
+    print(sorted(set(statuses)))
+"""
+
+
+@posix_only
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_a_child_terminated_at_once_dies_of_it_and_its_parent_lives_on(tmp_path, where):
+    """A child forked (from the main thread or another one) that gets SIGTERM at once
+    dies of it, as without multimeter; the parent is never hit by its child's signal."""
+    completed = run_app(tmp_path, FORKS, args=(where,), timeout=HANG)
+    assert (0, "[-15]") == (completed.returncode, completed.stdout.strip()), completed.stderr
