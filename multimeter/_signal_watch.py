@@ -77,7 +77,8 @@ class SignalWatch:
         self._read = -1
         self._write = -1
         self._thread: OwnThread | None = None
-        self._fork_mask: set[signal.Signals] | None = None  # see before_fork
+        # The forking thread's own mask, kept per thread: threads fork at the same time.
+        self._forking = threading.local()
         self._self_sent = 0  # signals a handler sends itself to die of (not to resend)
 
     @property
@@ -160,7 +161,7 @@ class SignalWatch:
         mask = getattr(signal, "pthread_sigmask", None)
         if ours and mask is not None:
             with contextlib.suppress(ValueError, OSError):
-                self._fork_mask = mask(signal.SIG_BLOCK, ours)
+                self._forking.mask = mask(signal.SIG_BLOCK, ours)
 
     def after_fork_in_parent(self) -> None:
         """Give the forking thread its signal mask back."""
@@ -186,7 +187,8 @@ class SignalWatch:
         self._restore_mask()
 
     def _restore_mask(self) -> None:
-        previous, self._fork_mask = self._fork_mask, None
+        previous = getattr(self._forking, "mask", None)
+        self._forking.mask = None
         if previous is not None:
             with contextlib.suppress(ValueError, OSError):
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1004,3 +1004,42 @@ def test_a_child_terminated_at_once_dies_of_it_and_its_parent_lives_on(tmp_path,
     dies of it, as without multimeter; the parent is never hit by its child's signal."""
     completed = run_app(tmp_path, FORKS, args=(where,), timeout=HANG)
     assert (0, "[-15]") == (completed.returncode, completed.stdout.strip()), completed.stderr
+
+
+CONCURRENT_FORKS = """
+    import os
+    import threading
+
+    from lifecycle_app import work
+
+    work(0)  # multimeter's SIGTERM and SIGHUP handler is in place
+
+    def blocked_signals():
+        with open("/proc/thread-self/status") as status:
+            return next(line.split()[1] for line in status if line.startswith("SigBlk"))
+
+    def forks(children):
+        for _ in range(100):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if int(blocked_signals(), 16) == 0 else 7)
+            children.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+    children = []
+    threads = [threading.Thread(target=forks, args=(children,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    forks(children)
+    for thread in threads:
+        thread.join()
+    print(sorted(set(children)), int(blocked_signals(), 16))
+"""
+
+
+@posix_only
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/status"), reason="Linux /proc")
+def test_threads_forking_at_once_leave_no_signal_blocked(tmp_path):
+    """Four threads fork at the same time: the parent's threads and every child end with
+    the signal mask they had (a shared saved mask left SIGTERM blocked for good)."""
+    completed = run_app(tmp_path, CONCURRENT_FORKS)
+    assert (0, "[0] 0") == (completed.returncode, completed.stdout.strip()), completed.stderr
