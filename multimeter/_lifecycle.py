@@ -69,10 +69,16 @@ def flush_at_exit(timeout: float | None = None) -> None:
     storages that have one (``Storage.spool_results``); the rest is logged with
     its count. Unfinished temporary files of this process are removed.
     """
+    state = _process.state
+    state.exit_flush = threading.get_ident()  # see _on_sigterm
     try:
         _flush_at_exit(_exit_timeout() if timeout is None else timeout)
     except BaseException as error:  # noqa: BLE001 - exit must go on
         safe_log("error", "multimeter could not flush at exit", error=repr(error))
+    finally:
+        state.exit_flush = None
+    if state.exit_signal:  # one came in the middle of it: die of it now, as it asked
+        die_of(state.exit_signal)
 
 
 def _flush_at_exit(timeout: float) -> None:
@@ -188,6 +194,16 @@ class _SigtermExit:
             _resume_after_sigterm(self._signum)
 
 
+def interrupts_exit_flush(signum: int) -> bool:
+    """Whether ``signum`` interrupted this thread's own exit flush; it is then noted,
+    and the process dies of it once that flush is over (see :func:`_on_sigterm`)."""
+    state = _process.state
+    if state.exit_flush != threading.get_ident():
+        return False
+    state.exit_signal = signum
+    return True
+
+
 @storing_handler
 def _on_sigterm(signum: int, frame: Any) -> None:
     """Store what is pending (bounded by the exit timeout), then die of the signal
@@ -196,9 +212,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     The flush runs in a thread of its own that the handler waits for, at most
     the exit timeout and a second: the code the signal interrupted may hold a
     lock the flush needs (a log call's, say), and the process must die anyway.
+    When the signal interrupts this thread's own exit flush (a ``Pool`` worker's
+    finalizer when ``Pool.terminate()`` comes), that flush holds such locks and
+    goes on once the handler returns: it is left to finish, bounded by the exit
+    timeout as always, and the process dies of the signal after it.
     """
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM kills at once
+    if interrupts_exit_flush(signum):
+        return
     job = None
     try:
         timeout = _exit_timeout()

@@ -55,6 +55,8 @@ class ProcessState:
     __slots__ = (
         "aggregates",
         "calls",
+        "exit_flush",
+        "exit_signal",
         "last_reading",
         "meta",
         "packed",
@@ -84,6 +86,10 @@ class ProcessState:
         # Counts the jobs queued other than packed calls (see _packed.close).
         self.packed_epoch = 0
         self.packing = PackingLock()  # the lock of the packed calls' batches
+        # The thread running the exit flush, while one runs; a storing signal that
+        # came in the middle of it (see multimeter._lifecycle).
+        self.exit_flush: int | None = None
+        self.exit_signal = 0
         self.signal_watch = SignalWatch()  # makes sure a storing signal's handler runs
         self.temporary_files = TemporaryFiles()  # what FileStorage is writing right now
         # The calls folded but not stored yet, per aggregating storage (see _aggregate).

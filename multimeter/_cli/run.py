@@ -333,6 +333,8 @@ class _SigtermHandler:
             return
         with contextlib.suppress(ValueError, OSError):
             signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
+        if _lifecycle.interrupts_exit_flush(signum):
+            return  # the run is over: that flush stores it, then the process dies
         _measured.run_marks = None
 
         def finish() -> None:
