@@ -81,11 +81,6 @@ class SignalWatch:
         self._forking = threading.local()
         self._self_sent = 0  # signals a handler sends itself to die of (not to resend)
 
-    @property
-    def active(self) -> bool:
-        """Whether the pipe is the process's wakeup descriptor and is watched."""
-        return self._thread is not None
-
     def start(self) -> None:
         """Watch, if the application has no wakeup descriptor (main thread only).
 
