@@ -326,7 +326,8 @@ class _SigtermHandler:
     @storing_handler
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if os.getpid() != self._pid:
-            # A child the program forked (a pool's worker that Pool.terminate() ends):
+            # A child forked without Python's fork hooks (which give a child the
+            # default action until its first result, see multimeter._signal_watch):
             # the run is the parent's to report. The child stores its own calls and
             # dies of the signal, as in any program.
             _lifecycle._on_sigterm(signum, frame)
