@@ -1,17 +1,18 @@
-"""What ``multimeter run``'s marks hook costs a ``@measured`` call.
+"""What ``multimeter run``'s mark sink costs a ``@measured`` call.
 
 ``multimeter run`` makes every measured call of a script add its enter and exit
-marks to the run's result through a module-level hook in ``multimeter._measured``
-(``run_marks``), which is ``None`` otherwise: a call then pays one check of a module
-global at its start and one at its end. In the same run, 9 interleaved rounds of
-20,000 single calls of an empty measured function (each timed with
-``perf_counter_ns``, the median taken, the bare function's median subtracted):
+marks to the run's result through the process's mark sink
+(``ProcessState.marks``, see ``multimeter._marks``), which is ``None`` otherwise: a
+call with no enclosing call then pays one check at its end. In the same run, 9
+interleaved rounds of 20,000 single calls of an empty measured function (each
+timed with ``perf_counter_ns``, the median taken, the bare function's median
+subtracted):
 
-- off: ``run_marks`` is ``None`` (every program not under ``multimeter run``);
-- on: the hook of ``multimeter run`` collects the marks;
-- the two checks alone: a function doing just those two checks, against an empty one.
+- off: no sink (every program not under ``multimeter run``);
+- on: the sink of ``multimeter run`` collects the marks;
+- the checks alone: a function doing two such checks, against an empty one.
 
-Targets: the two checks cost at most 2 % of an enabled call (off); a call under
+Targets: the checks cost at most 2 % of an enabled call (off); a call under
 ``multimeter run`` (on) costs at most 1.2x one that is not.
 """
 
@@ -24,8 +25,8 @@ from collections.abc import Callable
 from _common import Discard, finish, per_call, report
 
 import multimeter
-from multimeter import _measured
-from multimeter._cli._run_result import RunMarks
+from multimeter import _process
+from multimeter._marks import MarkSink
 
 CALLS = 20_000
 ROUNDS = 9
@@ -58,12 +59,11 @@ def main() -> None:
     off, on, checks = [], [], []
     for _ in range(ROUNDS):
         base = per_call(bare, CALLS)
-        _measured.run_marks = None
+        _process.current().marks = None
         off.append(per_call(work, CALLS) - base)
-        marks = RunMarks(limit=10**9)
-        _measured.run_marks = marks.add
+        _process.current().marks = MarkSink()
         on.append(per_call(work, CALLS) - base)
-        _measured.run_marks = None
+        _process.current().marks = None
         multimeter.flush()
         # The checks alone are below the timer's resolution per call: time a loop.
         started = time.perf_counter_ns()

@@ -17,8 +17,7 @@ import time
 import psutil
 from _common import finish, report
 
-from multimeter import Multimeter, ResourceProbe
-from multimeter._sampler import default_sampler
+from multimeter import Multimeter, ResourceProbe, _process
 
 CYCLE = 0.01
 
@@ -31,7 +30,7 @@ def _thread_cpu(native_id: int) -> float:
 
 
 def _run(seconds: float, busy: bool) -> dict[str, float]:
-    sampler = default_sampler()
+    sampler = _process.current().sampler
     ticks: list[tuple[float, float]] = []
     sampler.tick_hook = lambda deadline, now: ticks.append((deadline, now))
     meter = Multimeter(ResourceProbe(), cycle_time=CYCLE)

@@ -83,7 +83,7 @@ def main() -> None:
 
     def watch() -> None:
         nonlocal highest
-        writer = _process.state.writer
+        writer = _process.current().writer
         while not stop.is_set():
             highest = max(highest, len(writer._queue))
             time.sleep(0.005)

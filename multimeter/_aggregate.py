@@ -20,7 +20,7 @@ another result: readers sum the points of a timestamp.
 
 Memory: one small accumulator per function, tag set and open cycle, however
 many calls there are. The accumulators belong to the process
-(``_process.state.aggregates``): a forked child starts with none.
+(``_process.current().aggregates``): a forked child starts with none.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ class AggregatingStorage(CallStorage):
     def flush_buffers(self, *, due_only: bool = False) -> None:
         """Store the sums of every cycle, or with ``due_only`` (the writer has stored
         everything handed over) of those that ended the grace time ago."""
-        open_cycles = _process.state.aggregates.get(self)
+        open_cycles = _process.current().aggregates.get(self)
         if open_cycles is None:
             return
         with open_cycles.lock:
@@ -241,7 +241,7 @@ class AggregatingStorage(CallStorage):
     # -- internals ------------------------------------------------------------------
 
     def _open_cycles(self) -> _OpenCycles:
-        aggregates = _process.state.aggregates
+        aggregates = _process.current().aggregates
         open_cycles = aggregates.get(self)
         if open_cycles is None:
             open_cycles = aggregates[self] = _OpenCycles()
@@ -313,7 +313,7 @@ class AggregatingStorage(CallStorage):
     def _result(self, series: _Series, indices: list[int]) -> Result:
         """The result of the cycles ``indices`` of ``series`` (taken out of it)."""
         cycle_us = self._cycle_us
-        number = next(_process.state.calls)
+        number = next(_process.current().calls)
         identifier = f"{series.function.prefix}aggregate-{series.token}-{number}"
         meta = dict(series.meta)
         meta["calls"] = "aggregate"

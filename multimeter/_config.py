@@ -337,7 +337,7 @@ def flush(timeout: float | None = None) -> bool:
     ``False`` when the timeout passed first or a storage failed (the failure
     is logged). Never waits on a writer thread that died: a new one takes over.
     """
-    return _process.state.writer.flush(timeout)
+    return _process.current().writer.flush(timeout)
 
 
 def reset() -> None:

@@ -69,7 +69,7 @@ def flush_at_exit(timeout: float | None = None) -> None:
     storages that have one (``Storage.spool_results``); the rest is logged with
     its count. Unfinished temporary files of this process are removed.
     """
-    state = _process.state
+    state = _process.current()
     state.exit_flush = threading.get_ident()  # see _on_sigterm
     try:
         _flush_at_exit(_exit_timeout() if timeout is None else timeout)
@@ -82,7 +82,7 @@ def flush_at_exit(timeout: float | None = None) -> None:
 
 
 def _flush_at_exit(timeout: float) -> None:
-    writer = _process.state.writer
+    writer = _process.current().writer
     if not writer.started or writer.stopped:
         return  # nothing was queued, or an earlier exit path has given up already
     # Calls that other threads start from now on are not measured: the results
@@ -115,7 +115,7 @@ def _flush_at_exit(timeout: float) -> None:
             writer.forget(group)  # kept in the spool: never stored twice
     # Stores still in progress (or started from now on) would leave their
     # temporary files behind.
-    _process.state.temporary_files.close()
+    _process.current().temporary_files.close()
     if not jobs:
         return
     safe_log(
@@ -197,7 +197,7 @@ class _SigtermExit:
 def interrupts_exit_flush(signum: int) -> bool:
     """Whether ``signum`` interrupted this thread's own exit flush; it is then noted,
     and the process dies of it once that flush is over (see :func:`_on_sigterm`)."""
-    state = _process.state
+    state = _process.current()
     if state.exit_flush != threading.get_ident():
         return False
     state.exit_signal = signum
@@ -241,7 +241,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def die_of(signum: int) -> None:
     """Send this process ``signum`` (its action is the default one by now)."""
-    _process.state.signal_watch.self_sent()
+    _process.current().signal_watch.self_sent()
     os.kill(os.getpid(), signum)
 
 
@@ -249,7 +249,7 @@ def _resume_after_sigterm(signum: int) -> None:
     with contextlib.suppress(BaseException):
         from multimeter import _config
 
-        state = _process.state
+        state = _process.current()
         state.temporary_files.reopen()
         while _switched_off:
             _config.switch_back_on(_switched_off.pop())
@@ -284,15 +284,15 @@ def install_sigterm_handler() -> bool:
     except (ValueError, OSError, AttributeError):
         return False
     if any(ours):
-        _process.state.signal_watch.start()
+        _process.current().signal_watch.start()
     return ours[0]
 
 
-def _writer_started() -> None:
-    """The first result of this process is on its way: make sure it will be flushed."""
+def writer_started() -> None:
+    """The first result of this process is on its way: make sure it will be flushed
+    (the writer calls this, once per process)."""
     _register_finalizer()
     install_sigterm_handler()
 
 
-_process.writer_started_hooks.append(_writer_started)
 atexit.register(flush_at_exit)

@@ -16,9 +16,6 @@ import structlog
 
 logger = structlog.get_logger("multimeter")
 
-_seen: set[Hashable] = set()
-_seen_lock = threading.Lock()
-
 
 def safe_log(level: str, event: str, **fields: Any) -> None:
     """Log ``event`` at ``level``; never raises (not even ``RecursionError``)."""
@@ -37,12 +34,15 @@ def describe(obj: Any) -> str:
 
 
 def warn_once(key: Hashable, event: str, **fields: Any) -> None:
-    """Log ``event`` as a warning the first time ``key`` is seen in this process."""
+    """Log ``event`` as a warning the first time ``key`` is seen in this process
+    (a forked child knows what its parent logged)."""
     try:
-        with _seen_lock:
-            if key in _seen:
-                return
-            _seen.add(key)
+        from multimeter import _process  # it needs this module: imported on use
+
+        first = object()
+        # setdefault: one step no other thread splits, so two never both log.
+        if _process.current().warned.setdefault(key, first) is not first:
+            return
     except Exception:  # noqa: BLE001 - e.g. RecursionError on a nearly full stack
         return
     safe_log("warning", event, **fields)
@@ -89,11 +89,6 @@ class RateLimitedLog:
 
 def forget_warnings() -> None:
     """Let every warning be logged once more (used by tests)."""
-    with _seen_lock:
-        _seen.clear()
+    from multimeter import _process
 
-
-def after_fork_in_child() -> None:
-    """A lock held by another thread at fork would never be released in the child."""
-    global _seen_lock
-    _seen_lock = threading.Lock()
+    _process.current().warned.clear()

@@ -13,7 +13,7 @@ import random
 import sys
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
 from typing import Any, TypeVar, overload
 
@@ -21,7 +21,9 @@ import wrapt
 
 from multimeter import _config, _packed, _process, _wrappers
 from multimeter._log import warn_once
+from multimeter._marks import flatten
 from multimeter._meta import process_meta_data
+from multimeter._records import call_record
 from multimeter._reentry import BUSY, made_by_signal_handler
 from multimeter._session import (
     FAILED,
@@ -30,11 +32,11 @@ from multimeter._session import (
     read_probe_tuple,
 )
 from multimeter._tags import clean_text, normalize_tags
-from multimeter._writer import keeps_for_later
+from multimeter._writer import CallJob, keeps_for_later
 from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
 from multimeter.probe import ResourceProbe
-from multimeter.result import Result, datetime_to_us
+from multimeter.result import Result
 from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 
@@ -50,10 +52,6 @@ MAX_PREFIX_LENGTH = 100
 _active: ContextVar[_Call | None] = ContextVar("multimeter_active", default=None)
 _time_ns = time.time_ns
 _monotonic = time.monotonic
-#: ``multimeter run`` sets this to receive ``(microseconds, label)`` of every enter and
-#: exit mark of the process's measured calls (the run's timeline); ``None`` otherwise,
-#: which costs a call one check at its start and one at its end. It must not raise.
-run_marks: Callable[[int, str], None] | None = None
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul"} | {
     f"{p}{n}" for p in ("com", "lpt") for n in range(10)
 }
@@ -138,7 +136,7 @@ class _Spec:
         )
         self.arg_tags = self._plan_tag_args(target, tag_args)
         self._setup: _CallSetup | None = None
-        self._base_meta: tuple[int, dict[str, str]] | None = None
+        self._base_meta: tuple[Any, dict[str, str]] | None = None
         self.lanes = _Lanes()
 
     @staticmethod
@@ -184,11 +182,11 @@ class _Spec:
     def shared_meta(self) -> dict[str, str]:
         """The process's and this function's meta data (shared: not to be changed)."""
         cached = self._base_meta
-        pid = _process.state.pid
-        if cached is None or cached[0] != pid:
+        process = _process.current()
+        if cached is None or cached[0] is not process:
             meta = process_meta_data()
             meta.update(self.meta)
-            cached = self._base_meta = (pid, meta)
+            cached = self._base_meta = (process, meta)
         return cached[1]
 
     def argument_tags(
@@ -224,8 +222,9 @@ class _Spec:
         rate = config.sample_rate
         if rate < 1.0 and random.random() >= rate:
             return None
-        if _UNFINISHED:
-            _clean_up_unfinished()
+        process = _process.current()
+        if process.unfinished:
+            _clean_up_unfinished(process)
         parent = _active.get()
         if parent is not None:
             state = parent.state
@@ -236,9 +235,9 @@ class _Spec:
         snapshot = config.multimeter.snapshot
         setup = self._setup
         if setup is None or setup.snapshot is not snapshot:
-            setup = self._setup = _CallSetup(snapshot, {**snapshot.tags, **self.tags})
+            setup = self._setup = _CallSetup(self, snapshot, {**snapshot.tags, **self.tags})
         try:
-            return _Call(self, setup, parent, instance, args, kwargs)
+            return _Call(process, self, setup, parent, instance, args, kwargs)
         except RecursionError:
             return None  # the stack is nearly full: run the call unmeasured, log nothing
         except Exception as error:  # noqa: BLE001 - measuring must never break the call
@@ -261,12 +260,14 @@ class _CallSetup:
         "records",
         "schema",
         "snapshot",
+        "spec",
         "storage",
         "stores",
         "tags",
     )
 
-    def __init__(self, snapshot: Snapshot, tags: dict[str, str]) -> None:
+    def __init__(self, spec: _Spec, snapshot: Snapshot, tags: dict[str, str]) -> None:
+        self.spec = spec
         self.snapshot = snapshot
         self.tags = tags
         self.storage: Storage = snapshot.storage
@@ -277,7 +278,7 @@ class _CallSetup:
         # A storage of call records links a call to the call it was made in; for
         # one that stores results, each call keeps the marks of the calls made in it.
         self.records = isinstance(snapshot.storage, CallStorage)
-        # Short calls wait for the writer packed as numbers (see _packed): those of
+        # Short calls wait for the writer packed (see _packed): those of
         # the resource probe alone, for a storage of call records with no spool.
         self.packs = (
             self.records
@@ -333,18 +334,15 @@ class _Lanes:
         self.free.append((lane, now_us))
 
 
-#: Calls that a full stack cut short while they started (see ``_Call.__init__``); the
-#: next call that begins cleans them up (a dict: adding to it is not a call).
-_UNFINISHED: dict[_Call, None] = {}
-
-
-def _clean_up_unfinished() -> None:
+def _clean_up_unfinished(process: _process.ProcessState) -> None:
     """Give back what calls cut short by a full stack held (lanes, the sampler's
-    tracking). Their context keeps them as active until their caller's call ends
-    (``begin()`` does not link to an ended call meanwhile)."""
-    while _UNFINISHED:
+    tracking; ``process.unfinished``, see ``_Call.__init__``). Their context keeps
+    them as active until their caller's call ends (``begin()`` does not link to an
+    ended call meanwhile)."""
+    unfinished: dict[_Call, None] = process.unfinished
+    while unfinished:
         try:
-            call, _ = _UNFINISHED.popitem()
+            call, _ = unfinished.popitem()
         except KeyError:  # another thread took the last one
             return
         try:
@@ -355,7 +353,7 @@ def _clean_up_unfinished() -> None:
                     _active.set(None)
             call._release()
         except RecursionError:  # no room here either: a later call will do it
-            _UNFINISHED[call] = None
+            unfinished[call] = None
             return
         except Exception as error:  # noqa: BLE001 - measuring must never break the call
             warn_once(("release", type(error)), "cleaning up a call failed", error=repr(error))
@@ -368,7 +366,7 @@ SESSION = "session"  # begun with a session (its probes need start/end hooks or 
 ENDED = "ended"  # handed to the writer (or not stored: storing is off, or after fork)
 
 
-class _Call:
+class _Call(CallJob):
     """One measured call: what the sampler and the writer need.
 
     States, each set in one place:
@@ -399,7 +397,7 @@ class _Call:
         "nested",
         "number",
         "parent",
-        "pid",
+        "process",
         "session",
         "setup",
         "spec",
@@ -414,6 +412,7 @@ class _Call:
 
     def __init__(
         self,
+        process: _process.ProcessState,
         spec: _Spec,
         setup: _CallSetup,
         parent: _Call | None,
@@ -426,13 +425,14 @@ class _Call:
         # needs the stack too): the call is left for the next begin() to clean up.
         self.state = ENDED
         self.token: Token[_Call | None] | None = None
-        self.pid = 0
+        # The state of the process the call began in (None: it left the sampler).
+        self.process: _process.ProcessState | None = None
         self.holds_lane = False
         try:
-            self._start(spec, setup, parent, instance, args, kwargs)
+            self._start(process, spec, setup, parent, instance, args, kwargs)
         except RecursionError:
             self.state = ENDED  # stores, not calls: they cannot overflow
-            _UNFINISHED[self] = None
+            process.unfinished[self] = None
             raise
         except BaseException:  # a KeyboardInterrupt (a signal) in the middle of our code
             self.abandon()
@@ -440,6 +440,7 @@ class _Call:
 
     def _start(
         self,
+        process: _process.ProcessState,
         spec: _Spec,
         setup: _CallSetup,
         parent: _Call | None,
@@ -455,14 +456,13 @@ class _Call:
         self.setup = setup
         self.storage = setup.storage
         self.cycle = setup.cycle  # the cycle time the sampler serves this call at
-        process = _process.state
         self.number = next(process.calls)
-        self.pid = process.pid
+        self.process = process
         self.error: BaseException | None = None
         self.session: Session | None = None
         self.end_readings: tuple[Any, ...] | None = None
-        # (enter us, enter label, exit us, exit label, their nested) of the calls made
-        # inside this one; kept only where the storage stores results with their marks.
+        # The mark entries (see multimeter._marks) of the calls made inside this one;
+        # kept only where the storage stores results with their marks.
         self.nested: list[tuple[int, str, int, str, Any]] | None = (
             None if setup.records or not setup.stores else []
         )
@@ -483,8 +483,6 @@ class _Call:
         # KeyboardInterrupt may land in it: then nothing of the call may stay behind).
         self.state = IN_FLIGHT  # until _register() says otherwise
         self._register(process)
-        if run_marks is not None:
-            run_marks(now_us, spec.enter)
 
     def _register(self, process: _process.ProcessState) -> None:
         plan = self.setup.plan
@@ -510,7 +508,7 @@ class _Call:
     @property
     def identifier(self) -> str:
         """``<name>-<pid>-<random>-<n>``."""
-        return f"{self.spec.prefix}{_process.state.token}-{self.number}"
+        return f"{self.spec.prefix}{_process.current().token}-{self.number}"
 
     def promote(self) -> Session:
         """The session that carries on this call (the sampler calls this under its lock)."""
@@ -559,15 +557,15 @@ class _Call:
         if self.holds_lane:
             self.spec.lanes.give_back(self.lane, _time_ns() // 1000)
             self.holds_lane = False
-        process = _process.state
-        if self.pid == process.pid:
+        process = _process.current()
+        if self.process is process:
             session = process.sampler.leave(self)  # the call's session, if it has one
-            self.pid = 0  # left
+            self.process = None  # left
             if session is not None:
                 process.sampler.finish(session, flush=False)
 
     def _end(self, error: BaseException | None) -> None:
-        process = _process.state
+        process = _process.current()
         was = self.state
         if was is IN_FLIGHT:
             plan = self.setup.plan
@@ -580,8 +578,6 @@ class _Call:
         label = spec.exit if error is None else f"{spec.name}:raise {type(error).__name__}"
         self.label = label
         self.end_us = now_us
-        if run_marks is not None:
-            run_marks(now_us, label)
         self.state = ENDED
         nested = self.nested
         if nested:  # calls still running (tasks) may add to the old list; this one is final
@@ -591,15 +587,18 @@ class _Call:
         except (ValueError, RuntimeError):
             pass  # ended in another context, or already reset (generators): nothing to undo
         self.token = None  # it holds the context's previous state: not needed any more
+        # The marks go to one sink (see multimeter._marks): the enclosing call's, where
+        # it keeps them (a task may outlive its caller: not then), else the process's.
         parent = self.parent
-        if parent is not None and parent.state is not ENDED:  # a task may outlive its caller
-            siblings = parent.nested
-            if siblings is not None:
-                siblings.append((self.started_us, spec.enter, now_us, label, self.nested))
+        sink = parent.nested if parent is not None and parent.state is not ENDED else None
+        if sink is None:
+            sink = process.marks
+        if sink is not None:
+            sink.append((self.started_us, spec.enter, now_us, label, self.nested))
         self.holds_lane = False  # first: an interrupt in between must not give it back twice
         spec.lanes.free.append((self.lane, now_us))  # giving the lane back, inlined
         self.error = error
-        if self.pid != process.pid:
+        if self.process is not process:
             return  # begun before a fork: the parent stores it
         sampler = process.sampler
         if was is SESSION:
@@ -619,25 +618,20 @@ class _Call:
                 if setup.packs and error is None and self.tags is setup.tags:
                     start = self.start_readings[0]  # type: ignore[index]
                     end = readings[0]
-                    if (
-                        start is not FAILED
-                        and end is not FAILED
-                        and _packed.add(process, self, start, end, end_mono - self.start_mono)
-                    ):
-                        return
+                    if start is not FAILED and end is not FAILED:
+                        packed = _packed.pack(process, self, start, end, end_mono - self.start_mono)
+                        if packed is not None:
+                            process.writer.put(packed)
+                            return
                 self.end_readings = readings
                 self.end_mono = end_mono
         if self.setup.stores:
             process.writer.put(self)
-            _packed.close(process)  # after: the calls that end later go after this one
 
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread): the
         call's record as a result, with the marks of the calls made inside it."""
-        marks: list[tuple[int, str]] = []
-        if self.nested:
-            _flatten(self.nested, marks)
-        return self.record().to_result(marks)
+        return self.record().to_result(flatten(self.nested) if self.nested else ())
 
     def record(self) -> CallRecord:
         """The finished call as a compact record (runs on the writer thread)."""
@@ -646,162 +640,19 @@ class _Call:
         return call_record(
             self.spec,
             self.setup,
-            _process.state.token,
+            _process.current().token,
             self.number,
             self.lane,
             self.started_us,
             self.end_us,
             self.tags,
             self.error,
-            parent.number if parent is not None and parent.pid == self.pid else None,
+            parent.number if parent is not None and parent.process is self.process else None,
             self.start_readings,
             self.end_readings,
             0.0 if session is not None else self.end_mono - self.start_mono,
             session,
         )
-
-
-def call_record(
-    spec: _Spec,
-    setup: _CallSetup,
-    token: str,
-    number: int,
-    lane: int,
-    started_us: int,
-    end_us: int,
-    tags: dict[str, str],
-    error: BaseException | None,
-    parent: int | None,
-    start_readings: tuple[Any, ...] | None,
-    end_readings: tuple[Any, ...] | None,
-    elapsed: float,
-    session: Session | None = None,
-) -> CallRecord:
-    """A finished call's record: the points of its ``session`` where the sampler
-    promoted it, else one point from its start and end readings ``elapsed``
-    seconds apart (runs on the writer thread)."""
-    row = None
-    if session is None:
-        row = _single_row(setup.plan, start_readings, end_readings, elapsed)
-    if row is not None:
-        points: Any = ((end_us, row),)
-    else:
-        if session is None:  # one point, from the start to the end readings
-            result = Result._prepared(f"{spec.prefix}{token}-{number}", setup.schema, tags, {})
-            session = Session(result, (), setup.cycle, setup.plan)
-            if start_readings is not None:
-                session.start_from(setup.plan.by_probe(start_readings), 0.0)
-            session.record(elapsed, end_us, setup.plan.by_probe(end_readings or ()), {})
-        points = _rows(session.detach())
-    return CallRecord(
-        spec.function,
-        setup.schema,
-        token,
-        number,
-        lane,
-        started_us,
-        end_us,
-        tags,
-        None if error is None else _exception_names(error),
-        parent,
-        points,
-        spec.shared_meta(),
-    )
-
-
-class MarksCollector:
-    """Collects the enter and exit marks of the measured calls made in this context
-    while it is open, for a measurement that is not a measured call (a test measured
-    by the pytest plugin). It stands where an enclosing call would (``_active``), so
-    those calls add their marks to it as to an enclosing call; it is no call of its
-    own (``pid`` 0: no call record links to it)."""
-
-    __slots__ = ("nested", "number", "pid", "state", "token")
-
-    def __init__(self) -> None:
-        self.state = IN_FLIGHT
-        self.nested: list[tuple[int, str, int, str, Any]] = []
-        self.number = 0
-        self.pid = 0
-        self.token: Token[Any] | None = _active.set(self)  # type: ignore[arg-type]
-
-    def close(self) -> list[tuple[int, str]]:
-        """Stop collecting; the marks, as (microseconds since the epoch, label), in time order."""
-        self.state = ENDED
-        if self.token is not None:
-            with contextlib.suppress(ValueError, RuntimeError):  # reset in another context
-                _active.reset(self.token)
-            self.token = None
-        marks: list[tuple[int, str]] = []
-        _flatten(list(self.nested), marks)
-        marks.sort(key=_timestamp)
-        return marks
-
-
-def _exception_names(error: BaseException) -> tuple[str, str]:
-    """(module, qualified name) of ``error``'s type, as clean text (a class may set
-    ``__module__`` to anything, ``None`` included)."""
-    kind = type(error)
-    module = getattr(kind, "__module__", None)
-    qualname = getattr(kind, "__qualname__", None) or kind.__name__
-    return clean_text(str(module)), clean_text(str(qualname))
-
-
-def _timestamp(mark: tuple[int, str]) -> int:
-    return mark[0]
-
-
-def _flatten(nested: list[tuple[int, str, int, str, Any]], marks: list[tuple[int, str]]) -> None:
-    """The enter and exit marks of calls made inside a call, and of those made in them."""
-    for started_us, enter, ended_us, label, inner in nested:
-        marks.append((started_us, enter))
-        if inner:
-            _flatten(inner, marks)
-        marks.append((ended_us, label))
-
-
-def _single_row(
-    plan: ProbePlan,
-    start: tuple[Any, ...] | None,
-    end: tuple[Any, ...] | None,
-    elapsed: float,
-) -> Sequence[Any] | None:
-    """The one point of a short call, from its start and end readings, in schema
-    order; ``None`` where the general path must decide."""
-    if not plan.rows or start is None or end is None:
-        return None
-    probes = plan.per_call  # the background probes' group reads their readings at once
-    if len(probes) == 1:  # the usual case, without the loop
-        current, previous = end[0], start[0]
-        if current is FAILED or previous is FAILED:
-            return None
-        try:
-            row = probes[0].derive_row(current, previous, elapsed)
-        except Exception:  # noqa: BLE001 - the general path logs it
-            return None
-    else:
-        row = []
-        for probe, previous, current in zip(probes, start, end, strict=True):
-            if current is FAILED or previous is FAILED:
-                return None
-            try:
-                part = probe.derive_row(current, previous, elapsed)
-            except Exception:  # noqa: BLE001 - the general path logs it
-                return None
-            if part is None:
-                return None
-            row += part
-    order = plan.call_order
-    return row if order is None or row is None else [row[i] for i in order]
-
-
-def _rows(result: Result) -> list[tuple[int, tuple[Any, ...]]]:
-    """The points of ``result`` as rows in schema order (``None`` where missing)."""
-    keys = [m.key for m in result.schema.measures]
-    return [
-        (datetime_to_us(point.datetime), tuple(point.values.get(key) for key in keys))
-        for point in result.points
-    ]
 
 
 #: Readings at most this old (seconds) are shared by the end of one call and the start

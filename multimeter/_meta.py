@@ -50,7 +50,7 @@ def process_meta_data() -> dict[str, str]:
     Computed once per process (again after a fork) without starting any
     process; the caller gets a copy.
     """
-    state = _process.state
+    state = _process.current()
     meta = state.meta
     if meta is None:
         import platform  # here, not at import: they cost a few ms and run once

@@ -48,7 +48,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from multimeter import _env
+from multimeter import _env, _process
 from multimeter._log import warn_once
 from multimeter._reentry import OwnThread
 
@@ -171,7 +171,8 @@ class Slot:
 class Reader:
     """The reader of this process: a helper process (or thread) and its memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, readers: _Readers) -> None:
+        self._readers = readers  # the process's (see _Readers)
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._next_offset = _SLOTS_START
@@ -232,6 +233,7 @@ class Reader:
         return False
 
     def _start(self) -> None:
+        readers = self._readers
         memory_file = _memory_file()
         self._memory = mmap.mmap(memory_file, MEMORY_SIZE)
         # Never released: the memory stays mapped as long as the process lives (forget()).
@@ -240,10 +242,10 @@ class Reader:
         status = os.fstat(self._commands)
         self._pipe = (status.st_dev, status.st_ino)
         try:
-            if _in_thread or os.environ.get(READER_VARIABLE, "").strip().lower() == "thread":
+            if readers.in_thread or os.environ.get(READER_VARIABLE, "").strip().lower() == "thread":
                 self.process = None
-            elif _deaths >= MAX_DEATHS:
-                raise OSError(f"the reader process died {_deaths} times")
+            elif readers.deaths >= MAX_DEATHS:
+                raise OSError(f"the reader process died {readers.deaths} times")
             else:
                 self.process = _spawn(memory_file, commands_in)
                 # At exit the helper ends by itself once the pipe closes; closing it
@@ -293,8 +295,9 @@ class Reader:
         if self.pid == os.getpid():
             self.close(timeout=1.0)
 
-    def forget(self) -> None:
-        """In a forked child: let go of the parent's reader without touching it."""
+    def forget(self, retired: list[Any]) -> None:
+        """Let go of this reader without touching it (in a forked child, or once its
+        helper died); its memory stays mapped, in ``retired``."""
         if self.process is not None and self.process.returncode is None:
             # Not to be waited for from here, and no "subprocess is still running"
             # ResourceWarning when the copy is dropped.
@@ -306,7 +309,7 @@ class Reader:
         # Never unmapped: the mapping holds a duplicate of the memory's descriptor, and
         # that number may belong to a file of the program's by now (os.closerange).
         if self._memory is not None:
-            _retired.append(self._memory)
+            retired.append(self._memory)
 
 
 def _memory_file() -> int:
@@ -441,43 +444,63 @@ def _report(item: _Running, memory: Any, text: str) -> None:
     _ERROR.pack_into(memory, at, item.error_seq, text.encode("utf-8", "replace")[:_ERROR_TEXT])
 
 
-_current: Reader | None = None
-_current_lock = threading.Lock()
-_deaths = 0  # reader processes of this process that died
 #: After this many deaths, a thread reads instead (a process that cannot run here).
 MAX_DEATHS = 2
-#: Memory of readers let go of, kept mapped (see :meth:`Reader.forget`).
-_retired: list[Any] = []
-#: Set once a reader process ended before its first reading: read in threads from then on.
-_in_thread = False
+
+
+class _Readers:
+    """The readers of one process (a part of its ``multimeter._process`` state)."""
+
+    def __init__(self) -> None:
+        self.current: Reader | None = None
+        self.lock = threading.Lock()
+        self.deaths = 0  # reader processes of this process that died
+        #: Set once a reader process ended before its first reading: read in threads
+        #: from then on (a forked child too).
+        self.in_thread = False
+        #: Memory of readers let go of, kept mapped (see :meth:`Reader.forget`).
+        self.retired: list[Any] = []
+
+    def after_fork_in_child(self) -> _Readers:
+        """The child's readers: none yet; the parent's memory stays mapped."""
+        child = _Readers()
+        child.in_thread = self.in_thread
+        child.retired = self.retired
+        if self.current is not None:
+            self.current.forget(child.retired)
+        return child
+
+
+def _readers() -> _Readers:
+    return _process.current().part(_Readers)
 
 
 def reader() -> Reader:
     """The reader of the current process (started on first registration)."""
-    global _current
-    current = _current
-    if current is not None and current.pid == os.getpid():
+    readers = _readers()
+    current = readers.current
+    if current is not None:
         return current
-    with _current_lock:
-        if _current is None or _current.pid != os.getpid():
-            _current = Reader()
-        return _current
+    with readers.lock:
+        if readers.current is None:
+            readers.current = Reader(readers)
+        return readers.current
 
 
 def replace(dead: Reader) -> None:
     """Drop ``dead`` (its helper has died): the next :func:`reader` starts anew,
     in a thread once processes died :data:`MAX_DEATHS` times."""
-    global _current, _in_thread, _deaths
-    with _current_lock:
-        if _current is dead:
-            _deaths += 1
+    readers = _readers()
+    with readers.lock:
+        if readers.current is dead:
+            readers.deaths += 1
             status = dead.process.poll() if dead.process is not None else None
             if status is not None and status >= 0 and not dead.started_reading:
                 # It ended by itself before it read anything (sys.executable is no
                 # Python with multimeter and psutil: an embedding application, another
                 # interpreter): another process would fail the same way. (One killed
                 # by a signal is replaced by a new process.)
-                _in_thread = True
+                readers.in_thread = True
                 warn_once(
                     ("reader", "thread"),
                     "the reader process ended before its first reading; reading in a"
@@ -491,27 +514,14 @@ def replace(dead: Reader) -> None:
                     "the reader process has died; starting a new one",
                     exit_status=status,
                 )
-            dead.forget()
-            _current = None
+            dead.forget(readers.retired)
+            readers.current = None
 
 
 def current() -> Reader | None:
     """The reader that serves this process now (``None`` before the first, or
     right after a fork)."""
-    return _current
-
-
-def _after_fork_in_child() -> None:
-    global _current, _current_lock, _deaths
-    _current_lock = threading.Lock()  # another thread may have held it at the fork
-    _deaths = 0
-    if _current is not None:
-        _current.forget()
-    _current = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    return _readers().current
 
 
 def _main(argv: Sequence[str]) -> int:

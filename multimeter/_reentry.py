@@ -17,7 +17,6 @@ from typing import Any
 
 class _Busy(threading.local):
     busy = False
-    packing = False  # the thread is packing a finished call (see multimeter._packed)
 
 
 #: ``BUSY.busy`` is true on multimeter's own threads (sampler, writer) and, on a

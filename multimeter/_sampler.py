@@ -111,11 +111,7 @@ class Sampler:
         self._probes: dict[int, _ProbeState] = {}
         self._active = 0
         self._idle_since = self._clock.monotonic()
-        self._ticker = (
-            Ticker(self._lock, clock, self._plan, self.run_due)
-            if threaded
-            else None
-        )
+        self._ticker = Ticker(self._lock, clock, self._plan, self.run_due) if threaded else None
         # The values each plain probe gave at its last sample (see finish()).
         self._last_values: dict[int, dict[str, Any]] = {}
 
@@ -388,10 +384,3 @@ class Sampler:
     def thread(self) -> threading.Thread | None:
         """The background thread, while there is one."""
         return self._ticker.thread if self._ticker is not None else None
-
-
-def default_sampler() -> Sampler:
-    """The sampler of the current process."""
-    from multimeter import _process  # _process imports this module
-
-    return _process.state.sampler

@@ -1,11 +1,15 @@
 """The background writer: stores finished results off the measured code's thread.
 
-Callers hand over *jobs* (anything with ``build() -> Result`` and a
-``storage``) and return at once. One daemon thread per process builds the
-results and stores them, in batches, in the order they came. The queue is
-bounded: when it is full, the caller waits for room (backpressure), so nothing
-is dropped. ``flush()`` waits until everything handed over before it was
-handled.
+Callers hand over *jobs* and return at once: a :class:`Job` (a result to build,
+and where it goes), a :class:`CallJob` (one measured call), or a short call
+packed by ``multimeter._packed``. The queue is one ``collections.deque``, one
+item per finished call or result: ``append`` is a single step that neither
+another thread nor a signal's handler can split, so the queue needs no lock,
+and items are stored in the order they were put (a call made inside another
+ends, and is put, before it). One daemon thread per process builds the results
+and stores them, in batches. The queue is bounded: when it is full, the caller
+waits for room (backpressure), so nothing is dropped. ``flush()`` waits until
+everything handed over before it was handled.
 
 The thread survives anything a storage, a result or a log call raises; if it
 dies all the same, the next caller that would wait for it starts a new one, so
@@ -20,8 +24,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from multimeter import _packed
 from multimeter._log import RateLimitedLog, describe, safe_log
 from multimeter._reentry import OwnThread
 from multimeter.calls import CallRecord, CallStorage
@@ -37,25 +42,60 @@ _ROOM_POLL_MIN = 0.0002
 _ROOM_POLL_MAX = 0.005
 
 
-class Job(Protocol):
+class Job:
     """What the writer stores: a result to build, and where it goes."""
+
+    __slots__ = ()
 
     storage: Any
 
     def build(self) -> Result:
         """Make the result (called on the writer thread)."""
+        raise NotImplementedError
 
 
-class ManyJobs(Protocol):
-    """A job of many results (packed calls): a storage of call records stores them."""
+class CallJob(Job):
+    """A job that is one measured call: a storage of calls takes its record."""
 
-    storage: Any
+    __slots__ = ()
 
-    def records(self) -> list[CallRecord]:
-        """The call records (called on the writer thread)."""
+    def record(self) -> CallRecord:
+        """The call's record (called on the writer thread)."""
+        raise NotImplementedError
 
-    def pending(self) -> list[Any]:
-        """Each result as a :class:`Job` of its own."""
+
+class ResultJob(Job):
+    """A finished result to store as it is (a :class:`~multimeter.Measurement`'s)."""
+
+    __slots__ = ("result", "storage")
+
+    def __init__(self, result: Result, storage: Storage) -> None:
+        self.result = result
+        self.storage = storage
+
+    def build(self) -> Result:
+        """The result."""
+        return self.result
+
+
+class PackedJob(CallJob):
+    """A packed call (see ``multimeter._packed``) as a job of its own, for code that
+    handles what the writer has not stored (the exit flush)."""
+
+    __slots__ = ("item", "storage", "token")
+
+    def __init__(self, item: _packed.Packed, token: str) -> None:
+        self.item = item
+        self.storage = _packed.storage(item)
+        self.token = token
+
+    def record(self) -> CallRecord:
+        """The call's record."""
+        return _packed.record(self.item, self.token)
+
+    def build(self) -> Result:
+        """The call's result."""
+        return self.record().to_result()
 
 
 class _Stopped(Exception):
@@ -131,6 +171,7 @@ class Writer:
 
     Args:
         capacity: Jobs the queue holds before callers wait for room.
+        token: The process's token (in the identifiers of packed calls).
         on_start: Called (in the caller's thread) when the thread is first started.
         orphaned: Whether nobody can hand over jobs any more (the thread then
             ends once the queue is empty, so it keeps no process alive).
@@ -140,10 +181,12 @@ class Writer:
         self,
         capacity: int = CAPACITY,
         *,
+        token: str = "",
         on_start: Callable[[], None] | None = None,
         orphaned: Callable[[], bool] | None = None,
     ) -> None:
         self._capacity = capacity
+        self._token = token
         self._on_start = on_start
         self._orphaned = orphaned
         self._queue: deque[Any] = deque()
@@ -171,54 +214,31 @@ class Writer:
         # Storages given jobs that hold results back (see Storage.flush_buffers), by id;
         # forgotten once a flush has had them store everything.
         self._holding: dict[int, Any] = {}
-        # Queued jobs of many results, by id: their weight beyond 1 (see put()).
-        self._heavy: dict[int, int] = {}
         self.failures = RateLimitedLog("storing the result failed")
 
-    def put(self, job: Job | ManyJobs, weight: int = 1, *, wait: bool = True) -> None:
-        """Queue ``job``; waits for room while the queue is full (backpressure),
-        unless ``wait`` is false (the caller waited with :meth:`wait_for_room`).
-
-        A job of many results (packed calls, see ``multimeter._packed``) has the
-        ``weight`` of that many.
-        """
+    def put(self, job: Job | _packed.Packed) -> None:
+        """Queue ``job`` (a :class:`Job` or a packed call); waits for room while the
+        queue is full (backpressure)."""
         queue = self._queue
-        if wait and self._load() >= self._capacity:
+        if len(queue) >= self._capacity:
             self._wait_for_room()
-        if weight > 1:
-            self._heavy[id(job)] = weight - 1  # first: the writer may take the job at once
         queue.append(job)
         if self._thread is None:
             self._start()
-        elif len(queue) >= _BATCH or (weight > 1 and len(self._heavy) > 1):
-            self._ring()  # a full batch, or a batch of packed calls before this one
-
-    def wait_for_room(self, weight: int = 1) -> None:
-        """Wait while the queue has no room for a job of ``weight``."""
-        if self._load() + weight > self._capacity:
-            self._wait_for_room(weight)
-
-    def _load(self) -> int:
-        """The queued jobs, each counted by its weight."""
-        heavy = self._heavy
-        return len(self._queue) + (sum(heavy.values()) if heavy else 0)
+        elif len(queue) >= _BATCH:
+            self._ring()
 
     def pending(self) -> int:
         """How many jobs are not stored yet (queued or being stored)."""
         return len(self.unstored())
 
-    def unstored(self) -> list[Any]:
-        """The jobs not stored yet: the rest of the batch in hand, then the queue
-        (a job of many results as one job per result)."""
-        jobs: list[Any] = []
-        for item in self._in_hand[self._handled :] + list(self._queue):
-            if isinstance(item, _Marker):
-                continue
-            if hasattr(type(item), "pending"):
-                jobs += item.pending()
-            else:
-                jobs.append(item)
-        return jobs
+    def unstored(self) -> list[Job]:
+        """The jobs not stored yet: the rest of the batch in hand, then the queue."""
+        return [
+            PackedJob(item, self._token) if type(item) is tuple else item
+            for item in self._in_hand[self._handled :] + list(self._queue)
+            if not isinstance(item, _Marker)
+        ]
 
     @property
     def started(self) -> bool:
@@ -268,8 +288,7 @@ class Writer:
     def forget(self, jobs: Sequence[Any]) -> None:
         """Drop ``jobs`` (kept elsewhere now, e.g. in a spool) from a stopped writer, so
         that they are not stored twice should it resume."""
-        gone = {id(job) for job in jobs}
-        gone |= {id(job.batch) for job in jobs if hasattr(type(job), "batch")}  # packed calls
+        gone = {id(job.item) if isinstance(job, PackedJob) else id(job) for job in jobs}
         kept = [item for item in list(self._queue) if id(item) not in gone]
         self._queue.clear()
         self._queue.extend(kept)
@@ -293,11 +312,11 @@ class Writer:
             with contextlib.suppress(RuntimeError):  # rung in the meantime
                 self._bell.release()
 
-    def _wait_for_room(self, weight: int = 1) -> None:
+    def _wait_for_room(self) -> None:
         # Polling, not a Condition: a Ctrl-C landing here must leave no lock taken
         # that the writer needs (see Latch).
         delay = _ROOM_POLL_MIN
-        while self._load() + weight > self._capacity:
+        while len(self._queue) >= self._capacity:
             self._ring()
             self._ensure_alive()
             time.sleep(delay)
@@ -358,12 +377,8 @@ class Writer:
                     break
                 # Jobs left in hand by a stop() that the process outlived come first.
                 batch: list[Any] = self._in_hand[self._handled :]
-                heavy = self._heavy
                 while queue and len(batch) < _BATCH:
-                    item = queue.popleft()
-                    if heavy:
-                        heavy.pop(id(item), None)
-                    batch.append(item)
+                    batch.append(queue.popleft())
                 self._handled = 0
                 self._in_hand = [item for item in batch if not isinstance(item, _Marker)]
                 self._batch_stops = self._stops
@@ -383,7 +398,7 @@ class Writer:
                     item.ok = not self._failed
                     self._failed = False
                     item.done.set()
-                elif group and item.storage is not group[0].storage:
+                elif group and _storage(item) is not _storage(group[0]):
                     self._store(group)
                     group = [item]
                 else:
@@ -402,23 +417,11 @@ class Writer:
         """Store jobs that share a storage: in one call where it takes batches."""
         if not jobs:
             return
-        storage = jobs[0].storage
+        storage = _storage(jobs[0])
         if id(storage) not in self._holding and holds_back(storage):
             self._holding[id(storage)] = storage
         if isinstance(storage, CallStorage):
-            records: list[CallRecord] = []
-            for job in jobs:
-                if hasattr(type(job), "records"):  # packed calls
-                    records += self._make(job, "records") or ()
-                else:
-                    record = self.record(job)
-                    if record is not None:
-                        records.append(record)
-            if records and not self._attempt(
-                storage, records, lambda: storage.store_calls(records)
-            ):
-                raise _Stopped  # the jobs stay unstored, in hand
-            self._handled += len(jobs)
+            self._store_calls(storage, jobs)
             return
         if batches_itself(storage):
             results = [r for r in map(self.build, jobs) if r is not None]
@@ -435,6 +438,38 @@ class Writer:
             ):
                 raise _Stopped
             self._handled += 1
+
+    def _store_calls(self, storage: CallStorage, jobs: list[Any]) -> None:
+        """Store jobs for a storage of calls: the calls' records in one batch, a
+        result that is no call (a measurement's) on its own, in their order."""
+        records: list[CallRecord] = []
+        done = 0
+        for job in jobs:
+            if isinstance(job, Job) and not isinstance(job, CallJob):
+                if records and not self._attempt(
+                    storage,
+                    records,
+                    lambda: storage.store_calls(records),  # noqa: B023 - called at once
+                ):
+                    raise _Stopped  # the jobs stay unstored, in hand
+                self._handled += done
+                records, done = [], 0
+                result = self.build(job)
+                if result is not None and not self._attempt(
+                    storage,
+                    [result],
+                    lambda: storage.store(result),  # noqa: B023 - called at once
+                ):
+                    raise _Stopped
+                self._handled += 1
+                continue
+            record = self.record(job)
+            if record is not None:
+                records.append(record)
+            done += 1
+        if records and not self._attempt(storage, records, lambda: storage.store_calls(records)):
+            raise _Stopped  # the jobs stay unstored, in hand
+        self._handled += done
 
     def _release(self, *, due_only: bool) -> None:
         """Have the storages that hold results back store them: all, or what is due."""
@@ -469,28 +504,40 @@ class Writer:
             error=_error_text(error),
         )
 
-    def record(self, job: Any) -> CallRecord | None:
-        """``job``'s call record, or ``None`` when making it failed (that is logged)."""
-        record: CallRecord | None = self._make(job, "record")
-        return record
-
-    def build(self, job: Any) -> Result | None:
-        """``job``'s result, or ``None`` when building it failed (that is logged)."""
-        result: Result | None = self._make(job, "build")
-        return result
-
-    def _make(self, job: Any, method: str) -> Any:
+    def record(self, job: CallJob | _packed.Packed) -> CallRecord | None:
+        """The record of a call (a job or a packed call), or ``None`` when making it
+        failed (that is logged)."""
         try:
-            return getattr(job, method)()
+            if type(job) is tuple:
+                return _packed.record(job, self._token)
+            return job.record()  # type: ignore[union-attr]
         except BaseException as error:  # noqa: BLE001 - never let a job stop the writer
-            self._failed = True
-            safe_log(
-                "error",
-                "building a result failed",
-                storage=describe(getattr(job, "storage", None)),
-                error=_error_text(error),
-            )
+            self._build_failed(job, error)
             return None
+
+    def build(self, job: Job | _packed.Packed) -> Result | None:
+        """``job``'s result, or ``None`` when building it failed (that is logged)."""
+        try:
+            if type(job) is tuple:
+                return PackedJob(job, self._token).build()
+            return job.build()  # type: ignore[union-attr]
+        except BaseException as error:  # noqa: BLE001 - never let a job stop the writer
+            self._build_failed(job, error)
+            return None
+
+    def _build_failed(self, job: Any, error: BaseException) -> None:
+        self._failed = True
+        safe_log(
+            "error",
+            "building a result failed",
+            storage=describe(_storage(job)),
+            error=_error_text(error),
+        )
+
+
+def _storage(item: Any) -> Any:
+    """Where a queued item goes."""
+    return _packed.storage(item) if type(item) is tuple else item.storage
 
 
 #: The longest error text logged (a UnicodeEncodeError's repr holds the whole text).

@@ -8,11 +8,12 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from multimeter import _meta, _process
+from multimeter import _env, _meta, _process
 from multimeter._log import describe, safe_log
 from multimeter._sampler import Sampler
 from multimeter._session import Session
 from multimeter._tags import normalize_tags
+from multimeter._writer import ResultJob
 from multimeter.result import Result, us_to_datetime
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["Measurement"]
 
 _counter = itertools.count(1)
+
+#: Seconds :meth:`Measurement.end` waits for its result to be stored.
+STORE_WAIT = _env.DEFAULT_EXIT_TIMEOUT
 
 
 def generate_identifier() -> str:
@@ -40,7 +44,9 @@ class Measurement:
 
     Sampling runs on the process's shared sampler thread from :meth:`start` to
     :meth:`end`; :meth:`end` adds a final point, so even a measurement shorter
-    than one cycle has data, then stores the result. The result's ``start``
+    than one cycle has data, then stores the result through the process's
+    writer, as ``@measured`` calls are stored (in the order things ended, with
+    the storage's spool, and flushed at exit). The result's ``start``
     is the moment :meth:`start` was called (meta data ``started``), its ``end``
     the final point.
 
@@ -65,7 +71,7 @@ class Measurement:
         self.result: Result | None = None
         self._sampler: Sampler | None = None
         self._session: Session | None = None
-        self._pid = 0
+        self._process: _process.ProcessState | None = None
 
     def start(self) -> Result:
         """Start measuring and return the (growing) result.
@@ -76,13 +82,13 @@ class Measurement:
         if self._session is not None:
             raise RuntimeError(f"measurement {self.identifier!r} was already started")
         setup = self._setup
-        self._sampler = sampler = _process.state.sampler
+        self._process = process = _process.current()
+        self._sampler = sampler = process.sampler
         result = Result(identifier=self.identifier, schema=setup.schema)
         result.tags = self.tags
         result.meta_data = _meta.process_meta_data()
         result.meta_data["started"] = us_to_datetime(sampler.clock.time_us()).isoformat()
         self.result = result
-        self._pid = os.getpid()
         self._session = Session(result, setup.probes, setup.cycle_time, setup.plan)
         sampler.begin(self._session)
         return result
@@ -100,10 +106,14 @@ class Measurement:
     def end(self) -> None:
         """Stop measuring, add the final point and store the result.
 
-        A storage error is logged (with the identifier and the storage) and not
-        raised: the result stays available as :attr:`result`. A measurement
-        ended in a forked child that did not start it is not stored there (the
-        parent owns it). Ending twice does nothing the second time.
+        The result goes to the process's writer, like the results of
+        ``@measured`` calls, and ``end()`` waits until the writer has stored it
+        (at most :data:`STORE_WAIT` seconds; what is not stored by then is stored
+        later, or at the process's exit). A storage error is logged (with the
+        identifier and the storage) and not raised: the result stays available
+        as :attr:`result`. A measurement ended in a forked child that did not
+        start it is not stored there (the parent owns it). Ending twice does
+        nothing the second time.
 
         Raises:
             RuntimeError: before :meth:`start`.
@@ -111,12 +121,14 @@ class Measurement:
         session = self._session
         if session is None or self.result is None or self._sampler is None:
             raise RuntimeError("end() needs a started measurement")
-        if os.getpid() != self._pid or not session.active:
+        process = _process.current()
+        if process is not self._process or not session.active:
             return  # begun before a fork (the parent owns it), or ended already
         self._sampler.finish(session)
         storage = self._setup.storage
         try:
-            storage.store(self.result)
+            process.writer.put(ResultJob(self.result, storage))
+            process.writer.flush(STORE_WAIT)
         except Exception as error:  # noqa: BLE001 - storing must not break the measured code
             safe_log(
                 "error",

@@ -256,7 +256,7 @@ def test_memory_grows_with_functions_tag_sets_and_open_cycles_not_with_calls():
     """10,000 calls in one cycle are one accumulator; once stored, nothing is held."""
     storage, inner, _ = aggregating()
     storage.store_calls([record(T0 + n) for n in range(10_000)])
-    held = _process.state.aggregates[storage]
+    held = _process.current().aggregates[storage]
     assert 1 == len(held.series)
     assert 1 == sum(len(series.cycles) for series in held.series.values())
     storage.flush_buffers()

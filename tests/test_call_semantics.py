@@ -488,7 +488,7 @@ def test_a_keyboard_interrupt_at_the_start_of_ending_a_call_leaves_nothing_behin
     finally:
         sys.settrace(previous)
     assert _measured._active.get() is None
-    grids = _process.state.sampler._grids.values()
+    grids = _process.current().sampler._grids.values()
     assert [] == [c for g in grids for c in g.calls.values() if c.spec.name == "work"]
     work()
     assert ["work:enter", "work:exit"] == [m.label for m in _results(stored)[-1].marks]

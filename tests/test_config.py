@@ -312,7 +312,7 @@ def test_a_failing_storage_logs_a_count_not_one_line_per_result(logs):
     for _ in range(2000):
         work()
     assert not multimeter.flush(30)
-    _process.state.writer.failures.flush()
+    _process.current().writer.failures.flush()
     errors = [e for e in logs if e["log_level"] == "error"]
     assert 1 <= len(errors) <= 3
     assert 2000 == 1 + sum(e.get("failures_not_logged", 0) for e in errors[1:])

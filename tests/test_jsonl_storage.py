@@ -142,7 +142,7 @@ def test_a_file_starts_with_a_header_and_defines_what_calls_share_once(tmp_path)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
 
     header, *definitions, _, _, _, _, _, _ = lines
-    token = multimeter._process.state.token
+    token = multimeter._process.current().token
     assert ("multimeter-calls", 1, token) == (header["format"], header["version"], header["token"])
     assert str(os.getpid()) == header["meta"]["pid"]
     assert ["function", "schema", "meta", "tags", "group"] == [d["def"] for d in definitions]

@@ -1,10 +1,11 @@
-"""Short calls wait for the writer packed as numbers (multimeter._packed).
+"""Short calls wait for the writer packed (multimeter._packed).
 
 What must hold: a packed call's record is the record the call would have had
 unpacked; calls still come out in the order they ended (a call made inside
-another before it), whatever mix of packed and unpacked calls; waiting calls
-hold no Python objects of their own; and a batch whose lock is held by a thread
-that does not go on (a signal's handler that flushes) is still stored.
+another before it), whatever mix of packed and unpacked calls, from any number
+of threads; a waiting call holds one small item (no call object, no readings of
+its own); and a signal's handler that makes calls of its own while a call is
+being packed neither hangs nor loses a call.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import sys
 import textwrap
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 import multimeter
-from multimeter import _config, _measured, _packed, _process
+from multimeter import _config, _packed, _records
 from multimeter.calls import CallRecord, CallStorage
 from tests._programs import run_program
 
@@ -53,11 +55,14 @@ def _configured(storage: Recording) -> Recording:
 def unpacked_records(monkeypatch):
     """Each packed call's record made the unpacked way, from its own readings, by number."""
     made: dict[int, CallRecord] = {}
-    add = _packed.add
+    pack = _packed.pack
 
-    def add_and_keep(process, call, start, end, elapsed):
+    def pack_and_keep(process, call, start, end, elapsed):
+        packed = pack(process, call, start, end, elapsed)
+        if packed is None:
+            return None
         parent = call.parent
-        made[call.number] = _measured.call_record(
+        made[call.number] = _records.call_record(
             call.spec,
             call.setup,
             process.token,
@@ -72,9 +77,9 @@ def unpacked_records(monkeypatch):
             (end,),
             elapsed,
         )
-        return add(process, call, start, end, elapsed)
+        return packed
 
-    monkeypatch.setattr(_packed, "add", add_and_keep)
+    monkeypatch.setattr(_packed, "pack", pack_and_keep)
     return made
 
 
@@ -88,7 +93,7 @@ def _rows_equal(packed: CallRecord, unpacked: CallRecord) -> None:
 
 def test_a_packed_call_has_the_record_it_would_have_had_unpacked(unpacked_records):
     """Calls that only use CPU, calls that fault pages in, calls that reap a child:
-    each record from a batch equals the one made from the call's own readings."""
+    each packed call's record equals the one made from the call's own readings."""
     storage = _configured(Recording())
 
     @multimeter.measured
@@ -103,9 +108,13 @@ def test_a_packed_call_has_the_record_it_would_have_had_unpacked(unpacked_record
     for kind in kinds:
         work(kind)
     assert multimeter.flush(30)
-    assert len(kinds) == len(storage.records) == len(unpacked_records)
+    assert len(kinds) == len(storage.records)
+    # A call that faults pages in, reaps a child or is preempted (its context
+    # switches move) waits unpacked; most short calls move their CPU times alone.
+    assert len(unpacked_records) > len(kinds) // 2, "most short calls are packed"
     for record in storage.records:
-        _rows_equal(record, unpacked_records[record.number])
+        if record.number in unpacked_records:
+            _rows_equal(record, unpacked_records[record.number])
     reaped = [r for r in storage.records if r.points[0][1][13] > 0]  # children.cpu_user
     assert reaped, "a call that reaped a child has its CPU time"
 
@@ -182,9 +191,10 @@ def test_calls_are_stored_in_the_order_they_ended_packed_or_not():
         ] == reader.marks[record.number]
 
 
-def test_waiting_calls_hold_no_objects_of_their_own():
-    """5,000 calls waiting for a held writer: a few objects per batch, not a dozen
-    per call for the garbage collector to visit."""
+def test_a_waiting_call_holds_one_small_item():
+    """5,000 calls waiting for a held writer: about one object each for the garbage
+    collector to visit (the item; its numbers are bytes, which it does not visit),
+    not a dozen (the call, its readings), and under 300 bytes each."""
     hold = threading.Event()
     storage = _configured(Recording(hold))
 
@@ -196,68 +206,26 @@ def test_waiting_calls_hold_no_objects_of_their_own():
     time.sleep(0.3)  # the writer holds that call and waits
     gc.collect()
     before = len(gc.get_objects())
-    for i in range(5_000):
-        short(i)
+    tracemalloc.start()
+    try:
+        for i in range(5_000):
+            short(i)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     gc.collect()
     grown = len(gc.get_objects()) - before
     hold.set()
     assert multimeter.flush(30)
     assert 5_001 == len(storage.records)
-    assert grown < 500, f"{grown} objects for 5,000 waiting calls"
+    assert grown < 5_500, f"{grown} objects for 5,000 waiting calls"
+    assert held / 5_000 < 300, f"{held / 5_000:.0f} bytes per waiting call"
 
 
-def test_a_batch_held_by_a_thread_that_does_not_go_on_is_stored_without_it(monkeypatch):
-    """records() waits for the lock only briefly; the call then being added goes to
-    another batch (add() says False), since the records taken do not have it."""
-    storage = _configured(Recording())
-
-    @multimeter.measured
-    def short(i: int) -> int:
-        return i
-
-    calls: list[Any] = []
-    original_add = _packed.add
-    monkeypatch.setattr(_packed, "add", lambda process, call, *args: calls.append((call, args)))
-    for i in range(4):
-        short(i)
-    monkeypatch.setattr(_packed, "add", original_add)
-    batch = _packed.PackedCalls(storage, _process.state.token)
-    for call, (start, end, elapsed) in calls[:3]:
-        assert batch.add(call, start, end, elapsed, -1)
-
-    packing = threading.Event()
-    go_on = threading.Event()
-    real_pack = _packed._PACK
-
-    class Stalled:
-        size = real_pack.size
-
-        def pack(self, *values: Any) -> bytes:
-            packing.set()
-            go_on.wait(10)  # the thread stalls here, holding the batch's lock
-            return real_pack.pack(*values)
-
-    monkeypatch.setattr(_packed, "_PACK", Stalled())
-    said: list[bool] = []
-    call, (start, end, elapsed) = calls[3]
-    adder = threading.Thread(target=lambda: said.append(batch.add(call, start, end, elapsed, -1)))
-    adder.start()
-    assert packing.wait(10)
-    started = time.monotonic()
-    records = batch.records()
-    assert time.monotonic() - started < 1
-    assert [c.number for c, _ in calls[:3]] == [r.number for r in records]
-    go_on.set()
-    adder.join(10)
-    assert [False] == said  # not taken: the caller packs it into a new batch
-    assert not batch.add(call, start, end, elapsed, -1)  # closed
-
-
-def test_children_come_before_parents_when_threads_race_for_new_batches():
-    """Threads that fill batches fast, and threads whose calls are nested, with the
-    interpreter switching threads every 10 us: a new batch is queued and made the
-    open one in one step, so a parent never lands in a batch queued before its
-    child's."""
+def test_children_come_before_parents_when_threads_race():
+    """Threads that make calls fast, and threads whose calls are nested, with the
+    interpreter switching threads every 10 us: each call is queued as it ends, so a
+    parent is never stored before its child."""
     storage = _configured(Recording())
 
     @multimeter.measured
@@ -295,38 +263,9 @@ def test_children_come_before_parents_when_threads_race_for_new_batches():
     assert [] == _Reader(storage.records).missing
 
 
-def test_a_batch_queued_before_another_job_takes_no_later_call(monkeypatch):
-    """Thread S queues a new batch, thread F then queues a call that raised (closing
-    the open batch), and only then does S make its batch the open one: F's next call
-    (the raising call's parent, say) must not go into S's batch, which the writer
-    stores before the raising call."""
-    storage = _configured(Recording())
-
-    @multimeter.measured
-    def short(i: int) -> int:
-        return i
-
-    calls: list[Any] = []
-    original_add = _packed.add
-    monkeypatch.setattr(_packed, "add", lambda process, call, *args: calls.append((call, args)))
-    short(1)
-    short(2)
-    monkeypatch.setattr(_packed, "add", original_add)
-    process = _process.state
-    (s_call, s_args), (f_call, f_args) = calls
-    queued_by_s = _packed.PackedCalls(storage, process.token, process.packed_epoch)
-    assert queued_by_s.add(s_call, *s_args, -1)
-    _packed.close(process)  # F queued its raising call after S queued its batch
-    process.packed = queued_by_s  # S goes on
-    _packed.add(process, f_call, *f_args)
-    assert 1 == len(queued_by_s)
-    assert process.packed is not queued_by_s
-    assert [f_call.number] == [r.number for r in process.packed.records()]
-
-
 def test_a_forked_child_stores_its_own_calls_once(tmp_path):
-    """A parent with an open batch forks; the child's calls go to the child's files,
-    the parent's once, to the parent's."""
+    """A parent with calls waiting for its writer forks; the child's calls go to the
+    child's files, the parent's once, to the parent's."""
     code = textwrap.dedent(
         """
         import os
@@ -369,8 +308,9 @@ def _fresh_configuration():
 def test_a_signal_handler_that_calls_a_measured_function_never_hangs(tmp_path):
     """A heartbeat every 5 ms from a SIGALRM handler, itself measured, while the main
     thread makes measured calls in a tight loop: the handler often runs while a call
-    is being packed (then its own call is not measured, as calls made by multimeter's
-    code are not). The program ends, and every call of the loop is stored once."""
+    is being packed (a heartbeat that lands while multimeter reads the probes is
+    not measured, as calls made by multimeter's code are not). The program ends, and
+    every call of the loop is stored once."""
     completed = run_program(
         tmp_path,
         """

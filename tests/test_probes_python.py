@@ -213,7 +213,7 @@ def test_a_child_forked_while_a_read_holds_the_lock_reads_on():
     """The reads' lock, held by another thread at the fork, is renewed in the child."""
     probe = TracemallocProbe()
     probe.read()
-    heap._TRACKER.acquire()  # as a read on another thread would
+    heap._tracker().acquire()  # as a read on another thread would
     try:
         pid = os.fork()
         if pid == 0:  # the child: exits 0 once it has read; SIGALRM ends a deadlock
@@ -221,7 +221,7 @@ def test_a_child_forked_while_a_read_holds_the_lock_reads_on():
             probe.read()
             os._exit(0)
     finally:
-        heap._TRACKER.release()
+        heap._tracker().release()
     _, status = os.waitpid(pid, 0)
     assert 0 == os.waitstatus_to_exitcode(status)
 

@@ -20,6 +20,7 @@ pytest_plugins = ["pytester"]
 #: with a heavy setup, and the outcomes pytest knows.
 SUITE = """
 import os
+import threading
 import time
 
 import pytest
@@ -64,6 +65,9 @@ def test_fails():
 @pytest.mark.parametrize("n", [10, 20], ids=["small", "large"])
 def test_param(n):
     assert inner(n) > 0
+    worker = threading.Thread(target=inner, args=(n,))
+    worker.start()
+    worker.join()
 
 
 def test_setup_heavy(heavy_setup, multimeter_measurement):
@@ -265,6 +269,16 @@ def test_measured_calls_inside_a_test_mark_its_measurement(measured_run):
     marks = [m.label for m in measured_run.results["test_suite.py::test_param[small]"].marks]
     assert "inner:enter" in marks
     assert "inner:exit" in marks
+
+
+def test_calls_in_a_thread_the_test_starts_mark_its_measurement(measured_run):
+    """test_param calls inner() itself and in a thread it starts: both calls are marked
+    on the test, and on no other test."""
+    for name in ("test_param[small]", "test_param[large]"):
+        marks = [m.label for m in measured_run.results[f"test_suite.py::{name}"].marks]
+        assert 2 == marks.count("inner:enter") == marks.count("inner:exit")
+    fast = measured_run.results["test_suite.py::test_fast"]
+    assert "inner:enter" not in [m.label for m in fast.marks]
 
 
 def test_the_fixture_gives_the_tests_measurement(measured_run):

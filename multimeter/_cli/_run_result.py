@@ -10,6 +10,7 @@ from typing import Any
 from multimeter import _process
 from multimeter._cli._common import printable
 from multimeter._cli._status import format_bytes
+from multimeter._marks import MarkSink
 from multimeter.result import Result, us_to_datetime
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
@@ -22,29 +23,13 @@ from multimeter.storages.log import LogStorage
 MAX_MARKS = 100_000
 
 
-class RunMarks:
-    """Collects the enter and exit marks of every measured call of the process
-    (``multimeter._measured.run_marks``), from any thread, up to :data:`MAX_MARKS`."""
-
-    def __init__(self, limit: int = MAX_MARKS) -> None:
-        self._marks: list[tuple[int, str]] = []
-        self._limit = limit
-        self.left_out = 0
-        self._pid = os.getpid()
-
-    def add(self, timestamp_us: int, label: str) -> None:
-        """Keep one mark (the hook: never raises; ``list.append`` is atomic)."""
-        if len(self._marks) < self._limit:
-            self._marks.append((timestamp_us, label))
-        else:
-            self.left_out += 1
-
-    def put_on(self, result: Result) -> None:
-        """Add the marks to ``result`` in time order (a thread's marks may come late)."""
-        for timestamp_us, label in sorted(self._marks, key=lambda mark: mark[0]):
-            result.add_mark(us_to_datetime(timestamp_us), label)
-        if self.left_out:
-            result.add_meta_data(marks_left_out=self.left_out)
+def put_marks_on(marks: MarkSink, result: Result) -> None:
+    """Add the run's marks to ``result`` in time order (a thread's marks may come
+    late), and how many were left out."""
+    for timestamp_us, label in marks.marks():
+        result.add_mark(us_to_datetime(timestamp_us), label)
+    if marks.left_out:
+        result.add_meta_data(marks_left_out=marks.left_out)
 
 
 class Located(Storage):
@@ -79,7 +64,7 @@ class Located(Storage):
 def _files(storage: Storage) -> dict[str, int]:
     """The files a store may add to or grow, with their sizes."""
     if isinstance(storage, JsonLinesStorage):
-        pattern = f"calls-{_process.state.token}-*.jsonl"
+        pattern = f"calls-{_process.current().token}-*.jsonl"
         return _sizes(storage.directory.glob(pattern))
     spool = getattr(storage, "spool", None)
     if spool is not None and isinstance(getattr(spool, "directory", None), pathlib.Path):

@@ -30,8 +30,9 @@ from typing import Any
 from multimeter import _config, _env, _lifecycle, _measured, _meta, _process
 from multimeter._cli import _child, _program, _status
 from multimeter._cli._common import CommandError, add_debug
-from multimeter._cli._run_result import Located, RunMarks, summary_lines
+from multimeter._cli._run_result import MAX_MARKS, Located, put_marks_on, summary_lines
 from multimeter._lifecycle import flush_at_exit
+from multimeter._marks import MarkSink
 from multimeter._reentry import OwnThread
 from multimeter._signal_watch import STORING_SIGNALS, storing_handler
 from multimeter.measurement import Measurement
@@ -141,7 +142,7 @@ def _set_environment(arguments: argparse.Namespace, *, export_probes: bool) -> N
     os.environ.update(settings)
     if _env.get(_env.RUN) is None:
         os.environ[_env.RUN] = _meta.new_run_id()
-    _process.state.meta = None  # made again with the run's identifier
+    _process.current().meta = None  # made again with the run's identifier
 
 
 def _settings(arguments: argparse.Namespace, *, export_probes: bool) -> dict[str, str]:
@@ -234,13 +235,13 @@ def _run_program(program: _program.Program, mode: str, status_wanted: bool) -> i
     located = Located(meter.storage)
     meter.set_storage(located)
     measurement = meter.measure(_identifier(program.name, located))
-    marks = RunMarks()
+    marks = MarkSink(limit=MAX_MARKS // 2)  # calls, each with two marks
     pid = os.getpid()
     run = _Run(measurement, located, marks, program.name, tree=False)
     run.meta.update(mode=mode, command=program.target)
     sigterm = _SigtermHandler(run, config) if config.handle_sigterm else None
     measurement.start()
-    _measured.run_marks = marks.add
+    _process.current().marks = marks
     if sigterm is not None:
         sigterm.install()
     status = _status.StatusLine(pid, enabled=status_wanted and _status.wanted())
@@ -249,7 +250,7 @@ def _run_program(program: _program.Program, mode: str, status_wanted: bool) -> i
         with status:
             ending = program.run()
     finally:
-        _measured.run_marks = None
+        _process.current().marks = None
     if os.getpid() != pid:  # a child the program forked ends here: the parent reports
         return ending.status
     with contextlib.suppress(Exception):
@@ -321,7 +322,7 @@ class _SigtermHandler:
             with contextlib.suppress(ValueError, OSError):
                 if signal.getsignal(signum) is signal.SIG_DFL:
                     signal.signal(signum, self._on_sigterm)
-                    _process.state.signal_watch.start()
+                    _process.current().signal_watch.start()
 
     @storing_handler
     def _on_sigterm(self, signum: int, frame: Any) -> None:
@@ -336,7 +337,7 @@ class _SigtermHandler:
             signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
         if _lifecycle.interrupts_exit_flush(signum):
             return  # the run is over: that flush stores it, then the process dies
-        _measured.run_marks = None
+        _process.current().marks = None
 
         def finish() -> None:
             self._run.finish(128 + signum, None, killed_by=signum)
@@ -370,7 +371,7 @@ def _run_command(command: list[str], probe_names: tuple[str, ...], status_wanted
             meter = Multimeter(tree, *others, cycle_time=config.multimeter.cycle_time)
             meter.set_storage(storage).set_tags(config.tags)
             measurement = meter.measure(_identifier(name, storage))
-            run = _Run(measurement, storage, RunMarks(), name, tree=True)
+            run = _Run(measurement, storage, MarkSink(), name, tree=True)
             run.meta.update(mode="command", command=shlex.join(command))
             measurement.start()
         except BaseException:
@@ -439,7 +440,7 @@ class _Run:
         self,
         measurement: Measurement,
         storage: Located,
-        marks: RunMarks,
+        marks: MarkSink,
         name: str,
         *,
         tree: bool,
@@ -466,7 +467,7 @@ class _Run:
             self.status.close()
         result = self.measurement.result
         assert result is not None
-        self.marks.put_on(result)
+        put_marks_on(self.marks, result)
         meta = dict(self.meta, exit_status=str(exit_status))
         if error is not None:
             meta["outcome"] = "raise"

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from multimeter import _config, _env, _meta
+from multimeter import _config, _env, _meta, _process
 from multimeter._log import describe, safe_log
-from multimeter._measured import MarksCollector
+from multimeter._marks import MarkSink
 from multimeter._testrun.compare import (
     FIGURES,
     Comparison,
@@ -177,13 +177,23 @@ def _storage(run_directory: pathlib.Path) -> tuple[Multimeter, Storage, bool]:
     return meter, built.storage, in_folder
 
 
+def _close_marks(marks: MarkSink) -> list[tuple[int, str]]:
+    """Stop collecting the test's marks; them, in time order."""
+    state = _process.current()
+    if state.marks is marks:
+        state.marks = marks.outer
+    return marks.marks()
+
+
 class _Test:
     """One test being measured."""
 
     def __init__(self, measurement: Measurement, memory: tuple[int, int]) -> None:
         self.measurement = measurement
         self.memory = memory
-        self.collector = MarksCollector()
+        # The marks of the calls made meanwhile, in any thread (see multimeter._marks).
+        state = _process.current()
+        self.marks = state.marks = MarkSink(outer=state.marks)
         self.reports: dict[str, pytest.TestReport] = {}
         self.phases: dict[str, float] = {}
 
@@ -312,7 +322,7 @@ class MeasuringPlugin:
     def _end(self, item: pytest.Item, test: _Test) -> None:
         self.tests.pop(item.nodeid, None)
         try:
-            nested = test.collector.close()
+            nested = _close_marks(test.marks)
             measurement = test.measurement
             outcome = _outcome(test.reports, test.phases)
             result = measurement.result

@@ -18,7 +18,6 @@ a call costs the same however many background probes there are.
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import threading
 import time
@@ -26,7 +25,7 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from multimeter import _reader
+from multimeter import _process, _reader
 from multimeter._log import warn_once
 from multimeter._session import FAILED, probe_failed
 from multimeter.measure import Measure
@@ -39,18 +38,13 @@ Collection = tuple[float, tuple[float, ...]]
 #: Reads between two checks that the reader still runs (a mask: every 1,024).
 _HEALTH_EVERY = 1023
 
-#: Connecting to a reader, for every probe. A lock held by another thread at a fork
-#: stays held in the child: it is renewed there.
-_connecting = threading.Lock()
 
+class _Connecting:
+    """Held while a probe of this process connects to the reader (a part of the
+    process's state: a forked child has its own)."""
 
-def _after_fork_in_child() -> None:
-    global _connecting
-    _connecting = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -101,7 +95,7 @@ class BackgroundProbe(CumulativeProbe):
         """The collector's latest reading, or ``None`` before the first one."""
         slot = self._slot
         # The module's global, not current(): this is the per-call path.
-        if slot is None or self._reader is not _reader._current:
+        if slot is None or self._reader is not _reader.current():
             slot = self._connect()
         self._reads += 1
         if not self._reads & _HEALTH_EVERY:
@@ -117,7 +111,7 @@ class BackgroundProbe(CumulativeProbe):
         """Whether the reader serving this process has a reading of this probe's
         (before its first one, :meth:`read` returns one taken in the program)."""
         slot = self._slot
-        return slot is not None and self._reader is _reader._current and slot.has_reading
+        return slot is not None and self._reader is _reader.current() and slot.has_reading
 
     def check_health(self) -> None:
         """Replace a reader that died (see :meth:`_check_health`), if connected."""
@@ -135,7 +129,7 @@ class BackgroundProbe(CumulativeProbe):
         return slot
 
     def _connect(self) -> _reader.Slot:
-        with _connecting:
+        with _process.current().part(_Connecting).lock:
             current = _reader.reader()
             if self._slot is None or self._reader is not current:
                 local = pickle.loads(pickle.dumps(self._collector))
@@ -265,7 +259,7 @@ class BackgroundGroup:
     def read(self) -> tuple[Reading | None, ...]:
         """Each probe's reading, in :attr:`probes` order."""
         reader, changes, seen, readings = self._state
-        if reader is _reader._current:
+        if reader is _reader.current():
             reads = self._reads = self._reads + 1
             if reads & _HEALTH_EVERY:
                 if changes[0] == seen:
@@ -276,13 +270,13 @@ class BackgroundGroup:
         return self._refresh()
 
     def _refresh(self) -> tuple[Reading | None, ...]:
-        reader = _reader._current
+        reader = _reader.current()
         changes = reader.changes if reader is not None else None
         seen = changes[0] if changes is not None else 0  # first: the readings are no older
         readings = tuple([_read(probe) for probe in self.probes])
         if (
             changes is not None
-            and reader is _reader._current
+            and reader is _reader.current()
             and all(probe.collected for probe in self.probes)
         ):
             self._state = (reader, changes, seen, readings)

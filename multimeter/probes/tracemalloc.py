@@ -24,11 +24,11 @@ while its interval's highest slice is among the entries kept.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import MutableMapping
 from typing import Any
 
+from multimeter import _process
 from multimeter import metric as _metric
 from multimeter.measure import Measure
 from multimeter.probe import CumulativeProbe
@@ -103,9 +103,11 @@ class _HeapTracker:
         self.traced = tracemalloc.get_traced_memory
         return self.traced
 
-    def after_fork_in_child(self) -> None:
-        """A lock held by another thread at the fork stays held in the child: renew it."""
+    def after_fork_in_child(self) -> _HeapTracker:
+        """The child's tracker: this one, carried on (tracing goes on in the child),
+        with its lock renewed (one held by another thread at the fork stays held)."""
         self._new_lock()
+        return self
 
 
 def _newest(top: _Node, count: int) -> _Node:
@@ -121,9 +123,9 @@ def _newest(top: _Node, count: int) -> _Node:
     return below  # count >= 1: a node
 
 
-_TRACKER = _HeapTracker()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_TRACKER.after_fork_in_child)
+def _tracker() -> _HeapTracker:
+    """This process's tracker (a part of its ``multimeter._process`` state)."""
+    return _process.current().part(_HeapTracker)
 
 
 def _peak_since(current: _Node, previous: _Node) -> int:
@@ -188,7 +190,7 @@ class TracemallocProbe(CumulativeProbe):
 
     def read(self) -> Any:
         """Return a reading (see the class); starts tracing on the first call."""
-        return _TRACKER.read()
+        return _tracker().read()
 
     def derive(
         self,

@@ -41,7 +41,7 @@ def remove_unfinished_files() -> int:
     Files of other processes and finished results are not touched. Returns the
     number of files removed.
     """
-    return _process.state.temporary_files.remove_all()
+    return _process.current().temporary_files.remove_all()
 
 
 class FileStorage(Storage):
@@ -140,7 +140,7 @@ class FileStorage(Storage):
                     os.fsync(stream.fileno())
             stored = self._publish(temporary, result.identifier, path)
         except BaseException as error:
-            tracked = _process.state.temporary_files.discard(temporary)
+            tracked = _process.current().temporary_files.discard(temporary)
             with suppress(OSError):
                 os.unlink(temporary)
             if not tracked and isinstance(error, FileNotFoundError):
@@ -151,7 +151,7 @@ class FileStorage(Storage):
                     temporary,
                 ) from error
             raise
-        _process.state.temporary_files.discard(temporary)
+        _process.current().temporary_files.discard(temporary)
         if stored != path:
             logger.warning(
                 "result file exists already, stored the result under another name",
@@ -161,7 +161,7 @@ class FileStorage(Storage):
 
     def _create_temporary(self) -> tuple[int, str]:
         """A new hidden file in the save directory, open for writing: (descriptor, path)."""
-        files = _process.state.temporary_files
+        files = _process.current().temporary_files
         for _ in range(100):
             temporary = os.path.join(self._save_directory, files.new_name())
             try:

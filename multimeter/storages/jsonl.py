@@ -206,7 +206,7 @@ class JsonLinesStorage(CallStorage):
     def _open(self, file: _File) -> None:
         """Create the process's next file (exclusively: another storage object of
         this process may write into the same directory)."""
-        token = _process.state.token
+        token = _process.current().token
         for _ in range(100_000):
             file.seq += 1
             path = os.path.join(self._directory, f"calls-{token}-{file.seq}{EXTENSION}")
