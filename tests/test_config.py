@@ -414,7 +414,7 @@ def test_configure_keeps_the_multimeter_that_get_multimeter_returned_before():
 
 
 def test_a_later_configure_keeps_enabled_and_replaces_the_tags(monkeypatch):
-    """Settings left out keep their value; tags given replace the earlier ones, over MULTIMETER_TAGS."""
+    """Settings left out keep their value; given tags replace earlier ones, over MULTIMETER_TAGS."""
     monkeypatch.setenv("MULTIMETER_TAGS", "team=data")
     multimeter.configure(storage=InMemoryStorage(), enabled=False, tags={"a": "1"})
     meter = multimeter.configure(tags={"b": "2"})
