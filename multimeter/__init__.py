@@ -2,7 +2,8 @@
 
 from typing import TYPE_CHECKING, Any
 
-from multimeter._config import configure, flush, get_multimeter
+from multimeter._config import flush, get_multimeter, is_configured, reset
+from multimeter._configure import configure
 from multimeter._instrument import instrument
 from multimeter._loading import load_result, load_results
 from multimeter._measured import measured
@@ -56,7 +57,9 @@ __all__ = [
     "flush",
     "get_multimeter",
     "instrument",
+    "is_configured",
     "load_result",
     "load_results",
     "measured",
+    "reset",
 ]

@@ -1,7 +1,17 @@
-"""The process-global configuration behind ``configure()`` and ``get_multimeter()``.
+"""The process-global configuration: the one :class:`Multimeter` that
+``configure()`` changes and ``get_multimeter()`` returns.
 
-Precedence for every setting: the explicit argument of ``configure()``, then
-the environment variable, then the built-in default.
+Its :class:`~multimeter.multimeter.Snapshot` is the whole configuration, one
+immutable object: ``@measured`` calls read it (:func:`current`), the exit reads
+it (:func:`peek`). Precedence for every setting: the explicit argument of
+``configure()``, then the environment variable, then the built-in default.
+Environment variables are read when the configuration is first built (first
+use, or the first ``configure()``) and after :func:`reset`; a later
+``configure()`` changes only the settings it is given.
+
+``configure()`` itself lives in :mod:`multimeter._configure` (it also installs
+the exit's SIGTERM handler); this module imports nothing of the exit, which
+reads it.
 """
 
 from __future__ import annotations
@@ -9,16 +19,15 @@ from __future__ import annotations
 import pathlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from multimeter import _env, _lifecycle, _process
-from multimeter._aggregate import check_calls, storage_for_calls
+from multimeter import _env, _process
+from multimeter._aggregate import AggregatingStorage, check_calls, storage_for_calls
 from multimeter._log import logger
 from multimeter._reentry import measuring_off
 from multimeter._tags import normalize_tags
 from multimeter._url import is_http_url
-from multimeter.multimeter import Multimeter, check_cycle_time
+from multimeter.multimeter import Multimeter, Snapshot, check_cycle_time, check_storage
 from multimeter.probe import Probe, ResourceProbe
 from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
@@ -54,22 +63,11 @@ PROBES: dict[str, Callable[[], Probe]] = {
     "nvml": _lazy("multimeter.probes.nvml", "NvmlProbe"),
 }
 
-
-@dataclass(frozen=True)
-class Config:
-    """The global settings, replaced as a whole by ``configure()``."""
-
-    multimeter: Multimeter
-    enabled: bool = True
-    tags: dict[str, str] = field(default_factory=dict)
-    sample_rate: float = 1.0
-    exit_timeout: float = _env.DEFAULT_EXIT_TIMEOUT
-    handle_sigterm: bool = True
-    #: ``each`` (one result per ``@measured`` call) or ``aggregate`` (sums per cycle).
-    calls: str = "each"
-
-
-_current: Config | None = None
+#: The global multimeter; ``None`` until first use (and after :func:`reset`).
+_meter: Multimeter | None = None
+#: Whether ``configure()`` was called since the start (or :func:`reset`).
+_configured = False
+#: Serialises the changes (never taken by a call that is measured).
 _lock = threading.Lock()
 
 
@@ -132,7 +130,7 @@ def _probes_from_env(environ: Mapping[str, str] | None) -> list[Probe]:
     return [PROBES[name]() for name in dict.fromkeys(names)]
 
 
-def build(
+def _from_environment(
     *,
     storage: Storage | None = None,
     probes: Iterable[Probe | str] | None = None,
@@ -141,8 +139,9 @@ def build(
     enabled: bool | None = None,
     calls: str | None = None,
     environ: Mapping[str, str] | None = None,
-) -> Config:
-    """A configuration from the arguments, the environment and the defaults.
+) -> dict[str, Any]:
+    """Every setting, from the arguments, the environment and the defaults (checked:
+    the keywords of :meth:`Multimeter.update`).
 
     Raises:
         ValueError: naming the argument or the environment variable that is wrong.
@@ -156,12 +155,7 @@ def build(
         text = _env.get(_env.CYCLE_TIME, environ)
         cycle_time = 1.0 if text is None else _env.parse_cycle_time(_env.CYCLE_TIME, text)
     cycle_time = check_cycle_time(cycle_time)
-    text = _env.get(_env.TAGS, environ)
-    env_tags = normalize_tags(_env.parse_tags(_env.TAGS, text) if text else {})
-    _check_global_tags(env_tags, _env.TAGS)
-    given_tags = normalize_tags(tags)
-    _check_global_tags(given_tags, "tags")
-    global_tags = {**env_tags, **given_tags}
+    global_tags = _global_tags(tags, environ)
     text = _env.get(_env.SAMPLE_RATE, environ)
     sample_rate = 1.0 if text is None else _env.parse_fraction(_env.SAMPLE_RATE, text)
     text = _env.get(_env.EXIT_TIMEOUT, environ)
@@ -182,13 +176,106 @@ def build(
         calls = "each" if text is None else _env.parse_choice(_env.CALLS, text, _env.CALLS_CHOICES)
     else:
         calls = check_calls(calls)
-    if storage is None:
-        storage = _storage_from_env(environ)
-    storage = storage_for_calls(storage, calls, cycle_time)
-    probe_list = _probes_from_env(environ) if probes is None else _probe_list(probes)
-    meter = Multimeter(*probe_list, cycle_time=cycle_time, storage=storage)
-    meter.set_tags(global_tags)
-    return Config(meter, enabled, global_tags, sample_rate, exit_timeout, handle_sigterm, calls)
+    storage = _storage_from_env(environ) if storage is None else check_storage(storage)
+    return {
+        "probes": _probes_from_env(environ) if probes is None else _probe_list(probes),
+        "cycle_time": cycle_time,
+        "storage": storage_for_calls(storage, calls, cycle_time),
+        "tags": global_tags,
+        "enabled": enabled,
+        "sample_rate": sample_rate,
+        "exit_timeout": exit_timeout,
+        "handle_sigterm": handle_sigterm,
+    }
+
+
+def build(
+    *,
+    storage: Storage | None = None,
+    probes: Iterable[Probe | str] | None = None,
+    cycle_time: float | None = None,
+    tags: Mapping[str, Any] | None = None,
+    enabled: bool | None = None,
+    calls: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Multimeter:
+    """A new multimeter (not the global one) configured from the arguments, the
+    environment and the defaults, as the first ``configure()`` would be.
+
+    Raises:
+        ValueError: naming the argument or the environment variable that is wrong.
+    """
+    settings = _from_environment(
+        storage=storage,
+        probes=probes,
+        cycle_time=cycle_time,
+        tags=tags,
+        enabled=enabled,
+        calls=calls,
+        environ=environ,
+    )
+    return Multimeter()._update(**settings)
+
+
+def _global_tags(
+    tags: Mapping[str, Any] | None, environ: Mapping[str, str] | None
+) -> dict[str, str]:
+    """``tags`` merged over ``MULTIMETER_TAGS``, checked."""
+    text = _env.get(_env.TAGS, environ)
+    env_tags = normalize_tags(_env.parse_tags(_env.TAGS, text) if text else {})
+    _check_global_tags(env_tags, _env.TAGS)
+    given_tags = normalize_tags(tags)
+    _check_global_tags(given_tags, "tags")
+    return {**env_tags, **given_tags}
+
+
+def _changes(
+    now: Snapshot,
+    *,
+    storage: Storage | None,
+    probes: Iterable[Probe | str] | None,
+    cycle_time: float | None,
+    tags: Mapping[str, Any] | None,
+    enabled: bool | None,
+    calls: str | None,
+) -> dict[str, Any]:
+    """The settings given, checked, as changes to ``now`` (the keywords of
+    :meth:`Multimeter.update`); ``calls`` and ``cycle_time`` re-wrap the storage.
+
+    Raises:
+        ValueError: naming the argument that is wrong and the allowed values.
+    """
+    changes: dict[str, Any] = {}
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            raise ValueError(f"enabled must be True or False, got {enabled!r}")
+        changes["enabled"] = enabled
+    if cycle_time is not None:
+        changes["cycle_time"] = check_cycle_time(cycle_time)
+    if tags is not None:
+        changes["tags"] = _global_tags(tags, None)
+    if probes is not None:
+        changes["probes"] = _probe_list(probes)
+    # Whether calls aggregate is the storage's to say (one owner of the setting).
+    current = now.storage
+    if calls is None:
+        calls = "aggregate" if isinstance(current, AggregatingStorage) else "each"
+    else:
+        calls = check_calls(calls)
+    inner = _unwrapped(current)
+    if storage is not None:
+        inner = check_storage(storage)
+    cycle = changes.get("cycle_time", now.cycle_time)
+    if not (
+        calls == "aggregate"
+        and isinstance(current, AggregatingStorage)
+        and current.inner is inner
+        and current.cycle_time == cycle
+    ):
+        wanted = storage_for_calls(inner, calls, cycle)
+        if wanted is not current:
+            changes["storage"] = wanted
+    return changes
 
 
 def _probe_list(probes: Any) -> list[Probe]:
@@ -224,7 +311,7 @@ def _check_global_tags(tags: Mapping[str, str], setting: str) -> None:
         ) from None
 
 
-def configure(
+def change(
     *,
     storage: Storage | None = None,
     probes: Iterable[Probe | str] | None = None,
@@ -233,101 +320,160 @@ def configure(
     enabled: bool | None = None,
     calls: str | None = None,
 ) -> Multimeter:
-    """Build (or replace) the process-global multimeter and return it.
-
-    Arguments left out come from the environment variables (see the README),
-    then from the defaults: the ``resource`` probe, a one-second cycle, JSON
-    Lines batch files under ``./multimeter-results/``, measuring enabled.
-    ``tags`` are added to every measurement, merged over ``MULTIMETER_TAGS``.
-    ``probes`` takes probe objects and probe names (``resource``, ``psutil``,
-    ``system``, ``tracemalloc``, ``gc``, ``nvml``), mixed as you like.
-    ``calls``: ``"each"`` stores one result per ``@measured`` call,
-    ``"aggregate"`` per function and cycle the count, errors, duration and CPU
-    sums and a duration histogram (see the README, "Many calls: aggregate mode").
+    """What ``configure()`` does to the configuration (see :func:`multimeter.configure`):
+    the first call since the start (or :func:`reset`) sets every setting from the
+    arguments, the environment and the defaults, a later one only those given.
+    The global multimeter stays the same object; a storage it replaces is retired.
 
     Raises:
         ValueError: naming the bad argument or environment variable and the allowed values.
     """
-    global _current
-    config = build(
-        storage=storage,
-        probes=probes,
-        cycle_time=cycle_time,
-        tags=tags,
-        enabled=enabled,
-        calls=calls,
-    )
-    with measuring_off(), _lock:  # code it runs may be measured (instrument())
-        _current = config
-    _lifecycle.install_sigterm_handler()
-    return config.multimeter
+    global _meter, _configured
+    with measuring_off():  # code it runs may be measured (instrument())
+        with _lock:
+            meter = _meter
+            if meter is not None and _configured:
+                settings = _changes(
+                    meter.snapshot,
+                    storage=storage,
+                    probes=probes,
+                    cycle_time=cycle_time,
+                    tags=tags,
+                    enabled=enabled,
+                    calls=calls,
+                )
+            else:
+                settings = _from_environment(
+                    storage=storage,
+                    probes=probes,
+                    cycle_time=cycle_time,
+                    tags=tags,
+                    enabled=enabled,
+                    calls=calls,
+                )
+            before = None if meter is None else meter.snapshot
+            if meter is None:
+                meter = Multimeter()
+            meter._update(**settings)
+            _meter = meter
+            _configured = True
+            after = meter.snapshot
+        if before is not None:
+            retire(before.storage, after.storage, after.exit_timeout)
+    return meter
 
 
-def current() -> Config:
+def retire(old: Storage, new: Storage | None, timeout: float) -> None:
+    """``old`` is replaced by ``new``: store what the writer still holds (waiting at
+    most ``timeout`` seconds), then close ``old`` (only store what it holds back,
+    when ``new`` keeps it inside). Never raises: a failure is logged.
+
+    A call that was in flight at the change still goes to ``old``: the storages
+    of multimeter stay usable after ``close()`` (a later store opens again).
+    """
+    if old is new:
+        return
+    with measuring_off():  # code it runs may be measured (instrument())
+        try:
+            writer = _process.current().writer
+            if writer.started and not writer.flush(timeout):
+                logger.warning(
+                    "results for a replaced storage were not all stored in time; it is"
+                    " closed anyway, later ones are stored in it as they come",
+                    storage=repr(old),
+                    timeout_s=timeout,
+                )
+            if new is not None and _unwrapped(old) is _unwrapped(new):  # calls changed only
+                old.flush_buffers()
+            else:
+                old.close()
+        except Exception as error:  # noqa: BLE001 - configure() and reset() never fail here
+            logger.error("closing a replaced storage failed", storage=repr(old), error=repr(error))
+
+
+def _unwrapped(storage: Storage) -> Storage:
+    """The storage inside the one that aggregates calls, else ``storage``."""
+    return storage.inner if isinstance(storage, AggregatingStorage) else storage
+
+
+def current() -> Snapshot:
     """The global configuration, built from the environment on first use.
 
     A bad environment variable here (no explicit ``configure()`` call) is logged
     once, naming the variable, and measuring is switched off: the program runs on.
     """
-    config = _current
-    if config is not None:
-        return config
-    return _implicit()
+    meter = _meter
+    if meter is not None:
+        return meter.snapshot
+    return _implicit().snapshot
 
 
-def _implicit() -> Config:
-    global _current
+def _implicit() -> Multimeter:
+    global _meter
     # Measuring off while the configuration is built: it reads os.environ and more,
     # which instrument() may have measured (measuring would need this very lock).
     with measuring_off(), _lock:
-        if _current is not None:
-            return _current
+        if _meter is not None:
+            return _meter
         try:
-            config = build()
+            meter = build()
         except ValueError as error:
             logger.error(
                 "multimeter is switched off: bad configuration in the environment",
                 error=str(error),
             )
-            config = Config(Multimeter(storage=DummyStorage()), enabled=False)
-        _current = config
-        return config
+            meter = Multimeter(storage=DummyStorage())._update(enabled=False)
+        _meter = meter
+        return meter
 
 
-def peek() -> Config | None:
+def peek() -> Snapshot | None:
     """The global configuration if there is one; builds nothing."""
-    return _current
+    meter = _meter
+    return None if meter is None else meter.snapshot
 
 
-def switch_off_for_exit() -> Config | None:
+def switch_off_for_exit() -> Snapshot | None:
     """The process is ending: measure no new call (what is pending gets the writer to
-    itself). Returns the configuration to give back with :func:`switch_back_on`.
+    itself). Returns what to give to :func:`switch_back_on`.
 
-    Takes no lock: a SIGTERM's flush runs this while the thread the signal
-    interrupted may be inside :func:`configure` or an exit flush of its own, holding
-    the configuration's lock until the handler returns (which it never does). One
-    assignment of the global is atomic; a ``configure()`` racing the process's end
-    loses nothing that the exit would have kept.
+    Waits for no lock: a SIGTERM's flush runs this while the thread the signal
+    interrupted may be inside :func:`change` or an exit flush of its own, holding
+    a lock until the handler returns (which it never does). A ``configure()``
+    racing the process's end loses nothing that the exit would have kept.
     """
-    global _current
     with measuring_off():  # code it runs may be measured (instrument())
-        config = _current
-        if config is not None and config.enabled:
-            _current = replace(config, enabled=False)
-    return config
+        meter = _meter
+        if meter is None:
+            return None
+        before = meter.snapshot
+        if before.enabled:
+            meter._update(enabled=False, wait=False)
+    return before
 
 
-def switch_back_on(config: Config | None) -> None:
+def switch_back_on(before: Snapshot | None) -> None:
     """Undo :func:`switch_off_for_exit` (the process did not end after all)."""
-    global _current
     with measuring_off(), _lock:  # code it runs may be measured (instrument())
-        if config is not None:
-            _current = config
+        meter = _meter
+        if before is not None and before.enabled and meter is not None:
+            meter._update(enabled=True)
 
 
 def get_multimeter() -> Multimeter:
-    """The process-global multimeter (built from the environment on first use)."""
-    return current().multimeter
+    """The process-global multimeter (built from the environment on first use).
+
+    ``configure()`` changes this very object: it stays the same until :func:`reset`.
+    """
+    meter = _meter
+    return meter if meter is not None else _implicit()
+
+
+def is_configured() -> bool:
+    """Whether ``configure()`` was called since the process started (or since
+    :func:`reset`); without it, the settings come from the environment and the defaults.
+    """
+    return _configured
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -341,7 +487,21 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def reset() -> None:
-    """Forget the global configuration (tests use this)."""
-    global _current
-    with measuring_off(), _lock:  # code it runs may be measured (instrument())
-        _current = None
+    """Go back to the configuration of a fresh process: the defaults and the
+    ``MULTIMETER_*`` variables (read again at the next use), and
+    :func:`is_configured` false.
+
+    The storage in use is retired first: what the writer still holds is stored
+    (waiting at most the exit timeout), then the storage is closed. Never raises
+    (a failure is logged). The multimeter :func:`get_multimeter` returned before is
+    left as it was; the next call returns a new one.
+    """
+    global _meter, _configured
+    with measuring_off():  # code it runs may be measured (instrument())
+        with _lock:
+            meter = _meter
+            _meter = None
+            _configured = False
+        if meter is not None:
+            now = meter.snapshot
+            retire(now.storage, None, now.exit_timeout)

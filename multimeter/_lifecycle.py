@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from multimeter import _env, _process
+from multimeter import _config, _env, _process
 from multimeter._log import safe_log
 from multimeter._reentry import OwnThread
 from multimeter._signal_watch import STORING_SIGNALS, stores_on_signal, storing_handler
@@ -33,7 +33,8 @@ from multimeter._writer import Latch, keeps_for_later
 
 #: Seconds the exit gives the store in progress to end once the exit timeout has passed.
 _STOP_WAIT = 0.5
-#: The configuration switched off by the exit (given back if the process lives on).
+#: The configuration as it was before the exit switched it off (given back if the
+#: process lives on).
 _switched_off: list[Any] = []
 
 
@@ -46,8 +47,6 @@ def _switch_off() -> None:
     """Measure no new call, and let the writer have the GIL back soon after each of
     its system calls: a thread of the application busy in pure Python would
     otherwise hold it a whole switch interval (5 ms) every time."""
-    from multimeter import _config  # imported here: _config imports this module
-
     _switched_off.append(_config.switch_off_for_exit())
     interval = sys.getswitchinterval()
     if interval > _EXIT_SWITCH_INTERVAL:
@@ -56,8 +55,6 @@ def _switch_off() -> None:
 
 
 def _exit_timeout() -> float:
-    from multimeter import _config  # imported here: _config imports this module
-
     config = _config.peek()
     return config.exit_timeout if config is not None else _env.DEFAULT_EXIT_TIMEOUT
 
@@ -145,8 +142,6 @@ def _register_finalizer() -> None:
 
 
 def _handles_sigterm() -> bool:
-    from multimeter import _config  # imported here: _config imports this module
-
     config = _config.peek()
     if config is not None:
         return config.handle_sigterm
@@ -247,8 +242,6 @@ def die_of(signum: int) -> None:
 
 def _resume_after_sigterm(signum: int) -> None:
     with contextlib.suppress(BaseException):
-        from multimeter import _config
-
         state = _process.current()
         state.temporary_files.reopen()
         while _switched_off:

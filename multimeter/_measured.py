@@ -232,7 +232,7 @@ class _Spec:
                 return None  # called by a probe that the enclosing call is reading
             if state is ENDED:  # a task that outlived its caller, or a call the stack
                 parent = None  # cut short: either way, not a call to link to
-        snapshot = config.multimeter.snapshot
+        snapshot = config  # the whole configuration, one object
         setup = self._setup
         if setup is None or setup.snapshot is not snapshot:
             setup = self._setup = _CallSetup(self, snapshot, {**snapshot.tags, **self.tags})

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from numbers import Real
 from typing import Any
 
-from multimeter._env import MAX_CYCLE_TIME, MIN_CYCLE_TIME
+from multimeter._env import DEFAULT_EXIT_TIMEOUT, MAX_CYCLE_TIME, MIN_CYCLE_TIME
 from multimeter._session import ProbePlan
 from multimeter._tags import normalize_tags
 from multimeter.measurement import Measurement
@@ -36,7 +37,7 @@ def check_cycle_time(cycle_time: Any) -> float:
     return float(cycle_time)
 
 
-def _check_storage(storage: Any) -> Storage:
+def check_storage(storage: Any) -> Storage:
     if isinstance(storage, type) or not callable(getattr(storage, "store", None)):
         raise ValueError(
             f"storage must be a Storage such as FileStorage(...) or DummyStorage(), got {storage!r}"
@@ -52,12 +53,14 @@ def _check_probe(probe: Any) -> Probe:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything a measurement needs from its multimeter, as of one moment.
+    """A multimeter's whole configuration as of one moment: the one object a
+    measurement (and, for the global multimeter, every ``@measured`` call and the
+    exit flush) reads.
 
     A :class:`Multimeter` publishes a new snapshot whenever one of its setters
-    is called; a measurement takes the snapshot current when it is made
-    (``measure()``), each ``@measured`` call the one current at its start, so
-    a change applies from the next measurement on.
+    (or :meth:`Multimeter.update`) is called; a measurement takes the snapshot
+    current when it is made (``measure()``), each ``@measured`` call the one
+    current at its start, so a change applies from the next measurement on.
     """
 
     probes: tuple[Probe, ...]
@@ -69,6 +72,14 @@ class Snapshot:
     tags: Mapping[str, str]
     #: Whether results go anywhere (``False`` for :class:`DummyStorage`).
     stores: bool
+    #: Whether ``@measured`` calls are measured (read from the global multimeter).
+    enabled: bool = True
+    #: The fraction of ``@measured`` calls measured (read from the global multimeter).
+    sample_rate: float = 1.0
+    #: Seconds the exit waits for pending results (read from the global multimeter).
+    exit_timeout: float = DEFAULT_EXIT_TIMEOUT
+    #: Whether SIGTERM and SIGHUP store what is pending (read from the global multimeter).
+    handle_sigterm: bool = True
 
     @classmethod
     def of(
@@ -89,6 +100,18 @@ class Snapshot:
             tags=dict(tags),
             stores=not isinstance(storage, DummyStorage),
         )
+
+
+def _check_bool(value: Any, setting: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{setting} must be True or False, got {value!r}")
+    return value
+
+
+def _check_number(value: Any, setting: str, valid: Callable[[float], bool], allowed: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not valid(float(value)):
+        raise ValueError(f"{setting} must be {allowed}, got {value!r}")
+    return float(value)
 
 
 class Multimeter:
@@ -113,6 +136,8 @@ class Multimeter:
 
     The setters take effect for measurements made (and ``@measured`` calls
     started) after them; one already made keeps what it started with.
+    ``multimeter.configure()`` changes the global multimeter (the one
+    :func:`~multimeter.get_multimeter` returns) through :meth:`update`.
     """
 
     def __init__(
@@ -124,7 +149,7 @@ class Multimeter:
         self.snapshot = Snapshot.of(
             tuple(_check_probe(p) for p in probes),
             check_cycle_time(cycle_time),
-            _check_storage(storage),
+            check_storage(storage),
             {},
         )
 
@@ -153,24 +178,16 @@ class Multimeter:
         checked = tuple(_check_probe(p) for p in probes)
         with self._lock:
             now = self.snapshot
-            self.snapshot = Snapshot.of(now.probes + checked, now.cycle_time, now.storage, now.tags)
+            self._publish(now, {"probes": now.probes + checked})
         return self
 
     def set_cycle_time(self, cycle_time: float) -> Multimeter:
         """Set the seconds between two points; returns the multimeter."""
-        checked = check_cycle_time(cycle_time)
-        with self._lock:
-            self.snapshot = replace(self.snapshot, cycle_time=checked)
-        return self
+        return self._update(cycle_time=check_cycle_time(cycle_time))
 
     def set_storage(self, storage: Storage) -> Multimeter:
         """Set where results are stored; returns the multimeter."""
-        checked = _check_storage(storage)
-        with self._lock:
-            self.snapshot = replace(
-                self.snapshot, storage=checked, stores=not isinstance(checked, DummyStorage)
-            )
-        return self
+        return self._update(storage=check_storage(storage))
 
     def set_tags(self, tags: Mapping[str, Any]) -> Multimeter:
         """Set the tags every measurement gets; returns the multimeter.
@@ -178,10 +195,86 @@ class Multimeter:
         Raises:
             ValueError: for a tag that cannot be stored (see README, Tags).
         """
-        checked = normalize_tags(tags)
+        return self._update(tags=normalize_tags(tags))
+
+    def _update(
+        self,
+        *,
+        probes: Iterable[Probe] | None = None,
+        cycle_time: float | None = None,
+        storage: Storage | None = None,
+        tags: Mapping[str, Any] | None = None,
+        enabled: bool | None = None,
+        sample_rate: float | None = None,
+        exit_timeout: float | None = None,
+        handle_sigterm: bool | None = None,
+        wait: bool = True,
+    ) -> Multimeter:
+        """Change the settings given (``None`` keeps one), published as one new
+        :class:`Snapshot`; returns the multimeter.
+
+        ``probes`` replaces the probes. ``enabled``, ``sample_rate``,
+        ``exit_timeout`` and ``handle_sigterm`` are read from the global
+        multimeter only (``@measured`` calls, the exit); ``configure()`` and the
+        ``MULTIMETER_*`` variables set them there. ``wait=False`` publishes
+        without waiting for a setter running in another thread (the exit flush
+        of a signal uses it: the thread it interrupted may never go on).
+
+        Raises:
+            ValueError: naming the setting that is wrong and the allowed values.
+        """
+        changes: dict[str, Any] = {}
+        if probes is not None:
+            if isinstance(probes, (str, Probe)) or not isinstance(probes, Iterable):
+                raise ValueError(f"probes must be a list of Probe objects, got {probes!r}")
+            changes["probes"] = tuple(_check_probe(p) for p in probes)
+        if cycle_time is not None:
+            changes["cycle_time"] = check_cycle_time(cycle_time)
+        if storage is not None:
+            changes["storage"] = check_storage(storage)
+        if tags is not None:
+            changes["tags"] = normalize_tags(tags)
+        if enabled is not None:
+            changes["enabled"] = _check_bool(enabled, "enabled")
+        if sample_rate is not None:
+            changes["sample_rate"] = _check_number(
+                sample_rate, "sample_rate", lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1"
+            )
+        if exit_timeout is not None:
+            changes["exit_timeout"] = _check_number(
+                exit_timeout,
+                "exit_timeout",
+                lambda v: 0.0 < v < math.inf,
+                "a finite number of seconds > 0",
+            )
+        if handle_sigterm is not None:
+            changes["handle_sigterm"] = _check_bool(handle_sigterm, "handle_sigterm")
+        if not wait:
+            self._publish(self.snapshot, changes)
+            return self
         with self._lock:
-            self.snapshot = replace(self.snapshot, tags=checked)
+            self._publish(self.snapshot, changes)
         return self
+
+    def _publish(self, now: Snapshot, changes: dict[str, Any]) -> None:
+        """Make ``now`` with ``changes`` the current snapshot (checked values)."""
+        if not changes:
+            return
+        if "probes" in changes:  # a new schema and plan
+            fresh = Snapshot.of(
+                changes.pop("probes"),
+                changes.get("cycle_time", now.cycle_time),
+                changes.get("storage", now.storage),
+                changes.get("tags", now.tags),
+            )
+            kept = {
+                name: getattr(now, name)
+                for name in ("enabled", "sample_rate", "exit_timeout", "handle_sigterm")
+            }
+            now = replace(fresh, **kept)
+        if "storage" in changes:
+            changes["stores"] = not isinstance(changes["storage"], DummyStorage)
+        self.snapshot = replace(now, **changes)
 
     def measure(self, identifier: str | None = None, **tags: Any) -> Measurement:
         """A new measurement with this configuration; call ``start()`` or use ``with``."""

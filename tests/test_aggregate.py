@@ -404,6 +404,7 @@ def test_the_environment_chooses_aggregate_mode(monkeypatch):
     monkeypatch.setenv("MULTIMETER_CALLS", "Aggregate")
     assert isinstance(multimeter.configure(storage=InMemoryStorage()).storage, AggregatingStorage)
     monkeypatch.setenv("MULTIMETER_CALLS", "each")
+    multimeter.reset()  # the environment is read again by the first configure() after it
     assert isinstance(multimeter.configure(storage=InMemoryStorage()).storage, InMemoryStorage)
 
 

@@ -380,3 +380,159 @@ def test_bad_lifecycle_and_url_variables_make_configure_raise(monkeypatch, varia
     monkeypatch.setenv("MULTIMETER_INFLUXDB_TOKEN", "t")
     with pytest.raises(ValueError, match=variable):
         multimeter.configure()
+
+
+# -- configure() changes only what it is given; reset() and is_configured() -----------
+
+
+class _Closing(InMemoryStorage):
+    """An in-memory storage that notes when it is closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_configure_tags_after_storage_keeps_the_storage_and_the_multimeter():
+    """configure(tags=...) after configure(storage=...) changes the tags only."""
+    storage = InMemoryStorage()
+    meter = multimeter.configure(storage=storage, cycle_time=0.5)
+    again = multimeter.configure(tags={"team": "data"})
+    assert meter is again is multimeter.get_multimeter()
+    assert (storage, 0.5, {"team": "data"}) == (meter.storage, meter.cycle_time, meter.tags)
+
+
+def test_configure_keeps_the_multimeter_that_get_multimeter_returned_before():
+    """A multimeter taken before configure() is the one configure() changes."""
+    meter = multimeter.get_multimeter()
+    storage = InMemoryStorage()
+    assert meter is multimeter.configure(storage=storage)
+    assert storage is meter.storage
+
+
+def test_a_later_configure_keeps_enabled_and_replaces_the_tags(monkeypatch):
+    """Settings left out keep their value; given tags replace earlier ones, over MULTIMETER_TAGS."""
+    monkeypatch.setenv("MULTIMETER_TAGS", "team=data")
+    multimeter.configure(storage=InMemoryStorage(), enabled=False, tags={"a": "1"})
+    meter = multimeter.configure(tags={"b": "2"})
+    assert {"team": "data", "b": "2"} == meter.tags
+    assert not _config.current().enabled
+
+
+def test_a_bad_value_in_a_later_configure_raises_and_changes_nothing():
+    """ValueError naming the setting; the configuration stays as it was."""
+    storage = InMemoryStorage()
+    meter = multimeter.configure(storage=storage, tags={"a": "1"})
+    with pytest.raises(ValueError, match="cycle_time"):
+        multimeter.configure(tags={"b": "2"}, cycle_time=0)
+    assert (storage, {"a": "1"}) == (meter.storage, meter.tags)
+
+
+def test_aggregate_mode_survives_a_later_configure_and_follows_the_cycle_time():
+    """calls='aggregate' stays on for configure(tags=...); a new cycle_time re-wraps the storage."""
+    storage = InMemoryStorage()
+    meter = multimeter.configure(storage=storage, calls="aggregate")
+    wrapper = meter.storage
+    multimeter.configure(tags={"a": "1"})
+    assert wrapper is meter.storage
+    multimeter.configure(cycle_time=2)
+    assert (storage, 2.0) == (meter.storage.inner, meter.storage.cycle_time)
+    multimeter.configure(calls="each")
+    assert storage is meter.storage
+
+
+def test_is_configured_says_whether_configure_was_called():
+    """False at the start and after reset(); get_multimeter() alone does not configure."""
+    assert not multimeter.is_configured()
+    multimeter.get_multimeter()
+    assert not multimeter.is_configured()
+    multimeter.configure(storage=InMemoryStorage())
+    assert multimeter.is_configured()
+    multimeter.reset()
+    assert not multimeter.is_configured()
+
+
+def test_reset_goes_back_to_the_defaults_and_the_environment(monkeypatch):
+    """After reset() the settings are those of a fresh process: environment, then defaults."""
+    multimeter.configure(storage=InMemoryStorage(), cycle_time=0.5, tags={"a": "1"})
+    monkeypatch.setenv("MULTIMETER_CYCLE_TIME", "0.25")
+    multimeter.reset()
+    meter = multimeter.get_multimeter()
+    assert (0.25, {}) == (meter.cycle_time, meter.tags)
+    assert isinstance(meter.storage, JsonLinesStorage)
+
+
+def test_a_replaced_storage_is_closed_and_the_new_one_kept_open():
+    """configure(storage=B) closes A, once; reset() closes B."""
+    first, second = _Closing(), _Closing()
+    multimeter.configure(storage=first)
+    multimeter.configure(storage=second)
+    assert (1, 0) == (first.closed, second.closed)
+    multimeter.configure(tags={"a": "1"})
+    assert (1, 0) == (first.closed, second.closed)
+    multimeter.reset()
+    assert (1, 1) == (first.closed, second.closed)
+
+
+def test_results_pending_for_a_replaced_storage_are_stored_in_it(stored):
+    """The calls made before configure(storage=B) are in A when configure() returns."""
+
+    @multimeter.measured
+    def work():
+        return 1
+
+    for _ in range(50):
+        work()
+    second = InMemoryStorage()
+    multimeter.configure(storage=second)
+    assert 50 == len(stored.results)
+    work()
+    assert multimeter.flush(10)
+    assert (50, 1) == (len(stored.results), len(second.results))
+
+
+def test_a_failing_close_is_logged_not_raised(logs):
+    """configure() and reset() never raise for the storage they replace."""
+
+    class Broken(InMemoryStorage):
+        def close(self):
+            raise OSError("disk gone")
+
+    multimeter.configure(storage=Broken())
+    multimeter.configure(storage=InMemoryStorage())
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert ["closing a replaced storage failed"] == [e["event"] for e in errors]
+    assert "disk gone" in errors[0]["error"]
+
+
+def test_each_storage_holds_the_calls_made_while_it_was_configured(tmp_path):
+    """A program switching from batch files A to result files B: A holds A's calls (stored
+    and closed when configure() returns), B holds B's (stored at exit)."""
+    code = """
+        import multimeter
+        from multimeter import FileStorage, JsonFormat, JsonLinesStorage
+
+        @multimeter.measured
+        def first(i):
+            return i
+
+        @multimeter.measured
+        def second(i):
+            return i
+
+        multimeter.configure(storage=JsonLinesStorage("a"))
+        for i in range(200):
+            first(i)
+        multimeter.configure(storage=FileStorage("b", JsonFormat()))
+        print(len(list(multimeter.load_results("a"))))
+        for i in range(30):
+            second(i)
+    """
+    completed = _run(code, tmp_path)
+    assert (0, "200") == (completed.returncode, completed.stdout.strip()), completed.stderr
+    in_a = [r.meta_data["function"] for r in multimeter.load_results(tmp_path / "a")]
+    in_b = [r.meta_data["function"] for r in multimeter.load_results(tmp_path / "b")]
+    assert (["first"] * 200, ["second"] * 30) == (in_a, in_b)

@@ -35,9 +35,11 @@ def test_top_level_exports_exactly_the_public_names():
         "flush",
         "get_multimeter",
         "instrument",
+        "is_configured",
         "load_result",
         "load_results",
         "measured",
+        "reset",
     ]
     assert expected == multimeter.__all__
     assert sorted(multimeter.__all__) == multimeter.__all__

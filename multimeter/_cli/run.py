@@ -36,7 +36,7 @@ from multimeter._marks import MarkSink
 from multimeter._reentry import OwnThread
 from multimeter._signal_watch import STORING_SIGNALS, storing_handler
 from multimeter.measurement import Measurement
-from multimeter.multimeter import Multimeter
+from multimeter.multimeter import Multimeter, Snapshot
 from multimeter.probe import Probe
 from multimeter.storages.file import FileStorage
 
@@ -180,7 +180,7 @@ def _settings(arguments: argparse.Namespace, *, export_probes: bool) -> dict[str
     return settings
 
 
-def _configuration(probes: list[Probe] | None = None) -> _config.Config:
+def _configuration(probes: list[Probe] | None = None) -> Multimeter:
     """The run's settings from the environment (as ``configure()`` reads it).
 
     Raises:
@@ -230,8 +230,8 @@ def _identifier(name: str, storage: Located) -> str:
 
 
 def _run_program(program: _program.Program, mode: str, status_wanted: bool) -> int:
-    config = _configuration()
-    meter = config.multimeter
+    meter = _configuration()
+    config = meter.snapshot
     located = Located(meter.storage)
     meter.set_storage(located)
     measurement = meter.measure(_identifier(program.name, located))
@@ -310,7 +310,7 @@ class _SigtermHandler:
     decides: ``sys.exit()`` there ends the run normally).
     """
 
-    def __init__(self, run: _Run, config: _config.Config) -> None:
+    def __init__(self, run: _Run, config: Snapshot) -> None:
         self._run = run
         self._timeout = config.exit_timeout
         self._pid = os.getpid()
@@ -358,17 +358,17 @@ class _SigtermHandler:
 def _run_command(command: list[str], probe_names: tuple[str, ...], status_wanted: bool) -> int:
     from multimeter.probes.psutil import PsutilProbe
 
-    config = _configuration(probes=[])  # checks the environment before anything starts
+    config = _configuration(probes=[]).snapshot  # checks the environment before anything starts
     _logs_to_stderr()
     others = [_config.PROBES[name]() for name in probe_names]
-    storage = Located(config.multimeter.storage)
+    storage = Located(config.storage)
     name = os.path.basename(command[0]) or command[0]
     _start_reader(PsutilProbe)
     child = _child.start(command)
     with _child.signals_to(child):
         try:
             tree: Probe = PsutilProbe(pid=child.pid, children=True)
-            meter = Multimeter(tree, *others, cycle_time=config.multimeter.cycle_time)
+            meter = Multimeter(tree, *others, cycle_time=config.cycle_time)
             meter.set_storage(storage).set_tags(config.tags)
             measurement = meter.measure(_identifier(name, storage))
             run = _Run(measurement, storage, MarkSink(), name, tree=True)

@@ -169,11 +169,10 @@ def _storage(run_directory: pathlib.Path) -> tuple[Multimeter, Storage, bool]:
             storage = FileStorage(run_directory, LineFormat())
         else:
             storage = JsonLinesStorage(run_directory)
-    config = _config.build(storage=storage, calls="each")
-    built = config.multimeter
+    built = _config.build(storage=storage, calls="each")
     probes = built.probes or (ResourceProbe(),)
     meter = Multimeter(*probes, cycle_time=built.cycle_time, storage=DummyStorage())
-    meter.set_tags(config.tags)
+    meter.set_tags(built.tags)
     return meter, built.storage, in_folder
 
 
