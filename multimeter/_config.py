@@ -17,7 +17,6 @@ reads it.
 from __future__ import annotations
 
 import pathlib
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -63,12 +62,11 @@ PROBES: dict[str, Callable[[], Probe]] = {
     "nvml": _lazy("multimeter.probes.nvml", "NvmlProbe"),
 }
 
-#: The global multimeter; ``None`` until first use (and after :func:`reset`).
-_meter: Multimeter | None = None
-#: Whether ``configure()`` was called since the start (or :func:`reset`).
-_configured = False
-#: Serialises the changes (never taken by a call that is measured).
-_lock = threading.Lock()
+# The global multimeter (None until first use, and after reset()), whether
+# configure() was called since the start (or reset()), and the lock that serialises
+# the changes (never taken by a call that is measured) are the process's
+# (``ProcessState.meter``, ``configured``, ``config_lock``): a forked child carries
+# on the configuration, with a lock of its own.
 
 
 def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
@@ -328,11 +326,11 @@ def change(
     Raises:
         ValueError: naming the bad argument or environment variable and the allowed values.
     """
-    global _meter, _configured
+    state = _process.current()
     with measuring_off():  # code it runs may be measured (instrument())
-        with _lock:
-            meter = _meter
-            if meter is not None and _configured:
+        with state.config_lock:
+            meter = state.meter
+            if meter is not None and state.configured:
                 settings = _changes(
                     meter.snapshot,
                     storage=storage,
@@ -355,8 +353,8 @@ def change(
             if meter is None:
                 meter = Multimeter()
             meter._update(**settings)
-            _meter = meter
-            _configured = True
+            state.meter = meter
+            state.configured = True
             after = meter.snapshot
         if before is not None:
             retire(before.storage, after.storage, after.exit_timeout)
@@ -402,19 +400,19 @@ def current() -> Snapshot:
     A bad environment variable here (no explicit ``configure()`` call) is logged
     once, naming the variable, and measuring is switched off: the program runs on.
     """
-    meter = _meter
+    meter = _process.current().meter
     if meter is not None:
         return meter.snapshot
     return _implicit().snapshot
 
 
 def _implicit() -> Multimeter:
-    global _meter
+    state = _process.current()
     # Measuring off while the configuration is built: it reads os.environ and more,
     # which instrument() may have measured (measuring would need this very lock).
-    with measuring_off(), _lock:
-        if _meter is not None:
-            return _meter
+    with measuring_off(), state.config_lock:
+        if state.meter is not None:
+            return state.meter
         try:
             meter = build()
         except ValueError as error:
@@ -423,13 +421,13 @@ def _implicit() -> Multimeter:
                 error=str(error),
             )
             meter = Multimeter(storage=DummyStorage())._update(enabled=False)
-        _meter = meter
+        state.meter = meter
         return meter
 
 
 def peek() -> Snapshot | None:
     """The global configuration if there is one; builds nothing."""
-    meter = _meter
+    meter = _process.current().meter
     return None if meter is None else meter.snapshot
 
 
@@ -443,7 +441,7 @@ def switch_off_for_exit() -> Snapshot | None:
     racing the process's end loses nothing that the exit would have kept.
     """
     with measuring_off():  # code it runs may be measured (instrument())
-        meter = _meter
+        meter = _process.current().meter
         if meter is None:
             return None
         before = meter.snapshot
@@ -454,8 +452,9 @@ def switch_off_for_exit() -> Snapshot | None:
 
 def switch_back_on(before: Snapshot | None) -> None:
     """Undo :func:`switch_off_for_exit` (the process did not end after all)."""
-    with measuring_off(), _lock:  # code it runs may be measured (instrument())
-        meter = _meter
+    state = _process.current()
+    with measuring_off(), state.config_lock:  # code it runs may be measured (instrument())
+        meter = state.meter
         if before is not None and before.enabled and meter is not None:
             meter._update(enabled=True)
 
@@ -465,7 +464,7 @@ def get_multimeter() -> Multimeter:
 
     ``configure()`` changes this very object: it stays the same until :func:`reset`.
     """
-    meter = _meter
+    meter = _process.current().meter
     return meter if meter is not None else _implicit()
 
 
@@ -473,7 +472,7 @@ def is_configured() -> bool:
     """Whether ``configure()`` was called since the process started (or since
     :func:`reset`); without it, the settings come from the environment and the defaults.
     """
-    return _configured
+    return _process.current().configured
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -496,12 +495,12 @@ def reset() -> None:
     (a failure is logged). The multimeter :func:`get_multimeter` returned before is
     left as it was; the next call returns a new one.
     """
-    global _meter, _configured
+    state = _process.current()
     with measuring_off():  # code it runs may be measured (instrument())
-        with _lock:
-            meter = _meter
-            _meter = None
-            _configured = False
+        with state.config_lock:
+            meter = state.meter
+            state.meter = None
+            state.configured = False
         if meter is not None:
             now = meter.snapshot
             retire(now.storage, None, now.exit_timeout)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from multimeter import _process
 from multimeter._log import safe_log
 from multimeter._measured import decorate, is_measured
 from multimeter._tags import normalize_tags
@@ -382,8 +383,18 @@ def _importing(module: types.ModuleType) -> bool:
 
 #: The attribute of a module spec that holds the calls due when its import ends.
 _WHEN_IMPORTED = "_multimeter_when_imported"
-_listeners: dict[type, type] = {}  # the spec class: its subclass that hears the import end
-_listeners_lock = threading.Lock()
+
+
+class _Hearing:
+    """Held while a module spec's class is changed to hear its import end, or back
+    (a part of the process's state: a forked child has its own lock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+def _hearing() -> threading.Lock:
+    return _process.current().part(_Hearing).lock
 
 
 def _when_imported(module: types.ModuleType, callback: Any) -> bool:
@@ -397,13 +408,11 @@ def _when_imported(module: types.ModuleType, callback: Any) -> bool:
     spec = module.__spec__
     if not hasattr(spec, "__dict__"):
         return False
-    with _listeners_lock:
+    with _hearing():
         calls = vars(spec).get(_WHEN_IMPORTED)
         if calls is None:
-            base = type(spec)
-            listener = _listeners.get(base)
-            if listener is None:
-                listener = _listeners[base] = _listener(base)
+            spec_class: type = type(spec)
+            listener = _listener(spec_class)
             calls = vars(spec)[_WHEN_IMPORTED] = []
             try:
                 spec.__class__ = listener
@@ -413,7 +422,7 @@ def _when_imported(module: types.ModuleType, callback: Any) -> bool:
         calls.append(functools.partial(callback, module))
     if _importing(module):
         return True
-    with _listeners_lock:  # the import ended meanwhile, perhaps unheard
+    with _hearing():  # the import ended meanwhile, perhaps unheard
         vars(spec).pop(_WHEN_IMPORTED, None)
         if isinstance(spec, _Listener):
             spec.__class__ = spec._spec_class
@@ -428,7 +437,7 @@ class _Listener:
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
         if name == "_initializing" and not value:
-            with _listeners_lock:
+            with _hearing():
                 calls = vars(self).pop(_WHEN_IMPORTED, [])
                 self.__class__ = self._spec_class
             for call in calls:
@@ -439,6 +448,7 @@ class _Listener:
                     safe_log("error", "instrument failed", target=target, error=repr(error))
 
 
+@functools.cache  # one per spec class
 def _listener(base: type) -> type:
     """The subclass of a spec class ``base`` that hears the end of an import."""
     namespace = {"__qualname__": base.__qualname__, "_spec_class": base}

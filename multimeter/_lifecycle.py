@@ -33,24 +33,28 @@ from multimeter._writer import Latch, keeps_for_later
 
 #: Seconds the exit gives the store in progress to end once the exit timeout has passed.
 _STOP_WAIT = 0.5
-#: The configuration as it was before the exit switched it off (given back if the
-#: process lives on).
-_switched_off: list[Any] = []
-
-
 #: The GIL switch interval while the exit flushes (see _switch_off).
 _EXIT_SWITCH_INTERVAL = 0.0002
-_switch_interval: list[float] = []
+
+
+class _SwitchedOff:
+    """What the exit switched off, given back if the process lives on (a part of
+    the process's state): the configuration as it was, the GIL switch interval."""
+
+    def __init__(self) -> None:
+        self.configs: list[Any] = []
+        self.intervals: list[float] = []
 
 
 def _switch_off() -> None:
     """Measure no new call, and let the writer have the GIL back soon after each of
     its system calls: a thread of the application busy in pure Python would
     otherwise hold it a whole switch interval (5 ms) every time."""
-    _switched_off.append(_config.switch_off_for_exit())
+    switched = _process.current().part(_SwitchedOff)
+    switched.configs.append(_config.switch_off_for_exit())
     interval = sys.getswitchinterval()
     if interval > _EXIT_SWITCH_INTERVAL:
-        _switch_interval.append(interval)
+        switched.intervals.append(interval)
         sys.setswitchinterval(_EXIT_SWITCH_INTERVAL)
 
 
@@ -244,10 +248,11 @@ def _resume_after_sigterm(signum: int) -> None:
     with contextlib.suppress(BaseException):
         state = _process.current()
         state.temporary_files.reopen()
-        while _switched_off:
-            _config.switch_back_on(_switched_off.pop())
-        while _switch_interval:
-            sys.setswitchinterval(_switch_interval.pop())
+        switched = state.part(_SwitchedOff)
+        while switched.configs:
+            _config.switch_back_on(switched.configs.pop())
+        while switched.intervals:
+            sys.setswitchinterval(switched.intervals.pop())
         state.writer.resume()
         signal.signal(signum, _on_sigterm)
         safe_log(

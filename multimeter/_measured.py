@@ -216,13 +216,14 @@ class _Spec:
         """
         if BUSY.busy:  # first: multimeter's own code (building the configuration, too)
             return None
-        config = _config.current()
+        process = _process.current()
+        meter = process.meter  # the global configuration (built on first use)
+        config = meter.snapshot if meter is not None else _config.current()
         if not config.enabled:
             return None
         rate = config.sample_rate
         if rate < 1.0 and random.random() >= rate:
             return None
-        process = _process.current()
         if process.unfinished:
             _clean_up_unfinished(process)
         parent = _active.get()

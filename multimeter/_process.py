@@ -41,11 +41,15 @@ class ProcessState:
     __slots__ = (
         "aggregates",
         "calls",
+        "config_lock",
+        "configured",
         "exit_flush",
         "exit_signal",
         "last_reading",
         "marks",
         "meta",
+        "meter",
+        "names",
         "parts",
         "pid",
         "sampler",
@@ -62,6 +66,15 @@ class ProcessState:
         self.pid = os.getpid()
         self.token = f"{self.pid}-{os.urandom(TOKEN_BYTES).hex()}"
         self.calls = itertools.count(1)
+        #: Numbers that make the names this process gives unique (measurement
+        #: identifiers, spool files).
+        self.names = itertools.count(1)
+        # The global configuration (see multimeter._config): the global Multimeter
+        # (None until first use), whether configure() made it, and the lock of
+        # changes. A forked child carries on its parent's configuration.
+        self.meter: Any = None
+        self.configured = False
+        self.config_lock = threading.Lock()
         self.sampler = Sampler()
         self.writer = Writer(token=self.token, on_start=_writer_started, orphaned=_orphaned())
         # (probe plan, monotonic time, readings) of the last end-of-call reading.
@@ -107,6 +120,8 @@ class ProcessState:
         """Carry on the parent's parts that ask to be (in a forked child), and what
         it has warned of."""
         self.warned = parent.warned.copy()
+        self.meter = parent.meter
+        self.configured = parent.configured
         for kind, part in list(parent.parts.items()):
             after_fork = getattr(part, "after_fork_in_child", None)
             if after_fork is None:

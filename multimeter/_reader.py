@@ -292,7 +292,7 @@ class Reader:
             self.thread.join(timeout)
 
     def _at_exit(self) -> None:
-        if self.pid == os.getpid():
+        if self._readers is _readers():  # not a copy in a forked child
             self.close(timeout=1.0)
 
     def forget(self, retired: list[Any]) -> None:

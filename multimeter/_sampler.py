@@ -21,7 +21,6 @@ else. Each process has its own sampler (``multimeter._process``): after
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -154,7 +153,6 @@ class Sampler:
         """Make ``session`` one the ticks of ``grid`` serve (the lock is held)."""
         session.owner = self
         session.lock = self._lock
-        session.pid = os.getpid()
         session.result._sync_hook = session.sync
         session.active = True
         grid.sessions[id(session)] = session

@@ -9,7 +9,6 @@ hooks (never under a lock that measured calls wait for).
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -137,7 +136,6 @@ class Session:
         self.active = False
         self.owner: object = None  # the sampler it was begun in
         self.lock: AbstractContextManager[Any] | None = None  # the sampler's lock, while active
-        self.pid = 0
 
     def start_from(self, readings: dict[int, Any], when: float) -> None:
         """Take ``readings`` (from :func:`read_probes`) as the start of the first interval."""
@@ -174,9 +172,11 @@ class Session:
 
     def sync(self) -> None:
         """Flush from outside the sampler (the result is being read)."""
+        from multimeter import _process  # it needs this module: imported on use
+
         lock = self.lock
-        if lock is None or self.pid != os.getpid():  # ended, or a copy in a forked child
-            self.flush()
+        if lock is None or self.owner is not _process.current().sampler:
+            self.flush()  # ended, or a copy in a forked child (its sampler is another)
             return
         with lock:
             self.flush()

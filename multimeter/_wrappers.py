@@ -24,6 +24,7 @@ leaves nothing behind) is ``multimeter._measured``'s.
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -213,8 +214,6 @@ def async_generator_wrapper(spec: Any, target: Any, active: ContextVar[Any]) -> 
 _CO_VARARGS = 0x04
 _CO_VARKEYWORDS = 0x08
 _PREFIX = "_mm_"
-#: Compiled factories of exact wrappers, by the shape of their parameters.
-_FACTORIES: dict[tuple[Any, ...], types.CodeType] = {}
 
 
 def exact_wrapper(spec: Any, wrapped: types.FunctionType) -> Callable[..., Any] | None:
@@ -251,15 +250,14 @@ def exact_wrapper(spec: Any, wrapped: types.FunctionType) -> Callable[..., Any] 
         tuple(n for n in names[positional : positional + keyword_only] if n in keyword_defaults),
         bool(spec.arg_tags),
     )
-    factory_code = _FACTORIES.get(shape)
-    if factory_code is None:
-        factory_code = _FACTORIES[shape] = _compile_factory(*shape)
+    factory_code = _compile_factory(*shape)
     factory = types.FunctionType(factory_code, {"__builtins__": {}})
     kw_values = [keyword_defaults[name] for name in shape[7]]
     wrapper = factory(spec.begin, wrapped, RecursionError, BaseException, *defaults, *kw_values)
     return relocate(wrapper, wrapped)
 
 
+@functools.cache  # one per shape of parameters
 def _compile_factory(
     names: tuple[str, ...],
     positional_only: int,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from types import TracebackType
@@ -21,8 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Measurement"]
 
-_counter = itertools.count(1)
-
 #: Seconds :meth:`Measurement.end` waits for its result to be stored.
 STORE_WAIT = _env.DEFAULT_EXIT_TIMEOUT
 
@@ -36,7 +33,7 @@ def generate_identifier() -> str:
     now_ns = time.time_ns()
     seconds, nanos = divmod(now_ns, 1_000_000_000)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds))
-    return f"{stamp}.{nanos // 1000:06d}Z-{os.getpid()}-{next(_counter)}"
+    return f"{stamp}.{nanos // 1000:06d}Z-{os.getpid()}-{next(_process.current().names)}"
 
 
 class Measurement:

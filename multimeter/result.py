@@ -73,6 +73,14 @@ class Schema:
     subjects: tuple[Subject, ...] = ()
     measures: tuple[Measure, ...] = ()
 
+    def __hash__(self) -> int:
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        """The hash, computed once (schemas key caches, e.g. their JSON text)."""
+        return hash((self.metrics, self.subjects, self.measures))
+
     @cached_property
     def _layout(self) -> tuple[tuple[str, str | None], ...]:
         """(key, array typecode or None for a list) of each measure, computed once."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -168,20 +169,10 @@ def schema_document(schema: Schema) -> dict[str, Any]:
     }
 
 
-_schema_json: dict[int, tuple[Schema, str]] = {}
-
-
+@functools.lru_cache(maxsize=256)
 def schema_json(schema: Schema) -> str:
-    """The schema as JSON text, encoded once per schema object (results share them)."""
-    cached = _schema_json.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        if len(_schema_json) > 256:
-            _schema_json.clear()
-        cached = _schema_json[id(schema)] = (
-            schema,
-            json.dumps(schema_document(schema), ensure_ascii=False, allow_nan=False),
-        )
-    return cached[1]
+    """The schema as JSON text, encoded once per schema (results share them)."""
+    return json.dumps(schema_document(schema), ensure_ascii=False, allow_nan=False)
 
 
 def result_from_header(document: Any) -> Result:

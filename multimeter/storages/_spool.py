@@ -10,13 +10,12 @@ be read (not UTF-8, not a file, no permission) to ``unreadable/``, also with a
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import pathlib
 import time
 from collections.abc import Iterator
 
-_names = itertools.count()
+from multimeter import _process
 
 
 def _alive(pid: int) -> bool:
@@ -97,7 +96,7 @@ class Spool:
     @staticmethod
     def _write(directory: pathlib.Path, text: str) -> pathlib.Path:
         directory.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_names)}"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_process.current().names)}"
         path = directory / f"{name}.line"
         _write_atomically(path, text)
         return path
@@ -105,7 +104,7 @@ class Spool:
 
 def _write_atomically(path: pathlib.Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{next(_names)}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{next(_process.current().names)}.tmp")
     try:
         with open(temporary, "x", encoding="utf-8") as stream:
             stream.write(text)

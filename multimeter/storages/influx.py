@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+from multimeter import _process
 from multimeter._log import safe_log
 from multimeter._url import is_http_url
 from multimeter.result import Result
@@ -215,8 +216,22 @@ def _server_message(body: Any) -> str | None:
     return message if isinstance(message, str) else None
 
 
-_connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-_exiting = False
+class _Connections:
+    """The connections of this process (a part of its ``multimeter._process`` state),
+    and whether the interpreter is exiting. A forked child carries them on (a
+    storage made before the fork is used in the child too)."""
+
+    def __init__(self) -> None:
+        self.open: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self.exiting = False
+
+    def after_fork_in_child(self) -> _Connections:
+        """The child's: these."""
+        return self
+
+
+def _connections() -> _Connections:
+    return _process.current().part(_Connections)
 
 
 class _Connection:
@@ -236,7 +251,7 @@ class _Connection:
         self._client, self._write_api = connect()
         self._users = 0
         self._closing = False
-        _connections.add(self)
+        _connections().open.add(self)
 
     @contextlib.contextmanager
     def write_api(self) -> Iterator[Any]:
@@ -252,7 +267,7 @@ class _Connection:
             del write_api
             with self._lock:
                 self._users -= 1
-                if self._users == 0 and (self._closing or _exiting):
+                if self._users == 0 and (self._closing or _connections().exiting):
                     self._drop()
 
     def close(self) -> None:
@@ -276,9 +291,9 @@ class _Connection:
 
 
 def _close_connections_at_exit() -> None:
-    global _exiting
-    _exiting = True
-    for connection in list(_connections):
+    connections = _connections()
+    connections.exiting = True
+    for connection in list(connections.open):
         connection.close_if_idle()
 
 
