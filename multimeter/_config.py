@@ -13,19 +13,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from multimeter import _env, _lifecycle, _process
-from multimeter._aggregate import check_calls, storage_for_calls
 from multimeter._log import logger
 from multimeter._reentry import measuring_off
 from multimeter._tags import normalize_tags
-from multimeter._url import is_http_url
 from multimeter.multimeter import Multimeter, check_cycle_time
 from multimeter.probe import Probe, ResourceProbe
-from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
-from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
-from multimeter.storages.jsonl import JsonLinesStorage
-from multimeter.storages.log import LogStorage
 
 if TYPE_CHECKING:
     from multimeter.storages.influx import InfluxDBStorage
@@ -74,6 +68,10 @@ _lock = threading.Lock()
 
 
 def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
+    from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
+    from multimeter.storages.jsonl import JsonLinesStorage
+    from multimeter.storages.log import LogStorage
+
     kind = _env.get(_env.STORAGE, environ)
     kind = "file" if kind is None else _env.parse_choice(_env.STORAGE, kind, _env.STORAGE_CHOICES)
     if kind == "none":
@@ -94,6 +92,7 @@ def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
 
 def influxdb_storage_from_env(environ: Mapping[str, str] | None = None) -> InfluxDBStorage:
     """An InfluxDBStorage from ``MULTIMETER_INFLUXDB_*`` (or ``INFLUXDB_V2_*``) variables."""
+    from multimeter._url import is_http_url
     from multimeter.storages.influx import InfluxDBStorage
 
     def setting(name: str) -> str | None:
@@ -147,6 +146,8 @@ def build(
     Raises:
         ValueError: naming the argument or the environment variable that is wrong.
     """
+    from multimeter._aggregate import check_calls, storage_for_calls
+
     if enabled is None:
         text = _env.get(_env.ENABLED, environ)
         enabled = True if text is None else _env.parse_bool(_env.ENABLED, text)
@@ -215,6 +216,8 @@ def _probe_list(probes: Any) -> list[Probe]:
 
 def _check_global_tags(tags: Mapping[str, str], setting: str) -> None:
     """Global tags go on every result: refuse what the line format or InfluxDB refuse."""
+    from multimeter.storages._line import check_series_tags
+
     try:
         check_series_tags(tags)
     except ValueError as error:
