@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from numbers import Real
 from typing import Any
 
 from multimeter._env import MAX_CYCLE_TIME, MIN_CYCLE_TIME
@@ -23,8 +24,6 @@ _DISCARD = DummyStorage()
 
 def check_cycle_time(cycle_time: Any) -> float:
     """Return ``cycle_time`` as a float, or raise ``ValueError`` naming it."""
-    from numbers import Real  # not at `import multimeter`
-
     if (
         isinstance(cycle_time, bool)
         or not isinstance(cycle_time, Real)
