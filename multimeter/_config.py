@@ -25,15 +25,10 @@ from multimeter._aggregate import AggregatingStorage, check_calls, storage_for_c
 from multimeter._log import logger
 from multimeter._reentry import measuring_off
 from multimeter._tags import normalize_tags
-from multimeter._url import is_http_url
 from multimeter.multimeter import Multimeter, Snapshot, check_cycle_time, check_storage
 from multimeter.probe import Probe, ResourceProbe
-from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
-from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
-from multimeter.storages.jsonl import JsonLinesStorage
-from multimeter.storages.log import LogStorage
 
 if TYPE_CHECKING:
     from multimeter.storages.influx import InfluxDBStorage
@@ -70,6 +65,10 @@ PROBES: dict[str, Callable[[], Probe]] = {
 
 
 def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
+    from multimeter.storages.file import FileStorage, JsonFormat, LineFormat
+    from multimeter.storages.jsonl import JsonLinesStorage
+    from multimeter.storages.log import LogStorage
+
     kind = _env.get(_env.STORAGE, environ)
     kind = "file" if kind is None else _env.parse_choice(_env.STORAGE, kind, _env.STORAGE_CHOICES)
     if kind == "none":
@@ -90,6 +89,7 @@ def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
 
 def influxdb_storage_from_env(environ: Mapping[str, str] | None = None) -> InfluxDBStorage:
     """An InfluxDBStorage from ``MULTIMETER_INFLUXDB_*`` (or ``INFLUXDB_V2_*``) variables."""
+    from multimeter._url import is_http_url
     from multimeter.storages.influx import InfluxDBStorage
 
     def setting(name: str) -> str | None:
@@ -300,6 +300,8 @@ def _probe_list(probes: Any) -> list[Probe]:
 
 def _check_global_tags(tags: Mapping[str, str], setting: str) -> None:
     """Global tags go on every result: refuse what the line format or InfluxDB refuse."""
+    from multimeter.storages._line import check_series_tags
+
     try:
         check_series_tags(tags)
     except ValueError as error:
@@ -423,40 +425,6 @@ def _implicit() -> Multimeter:
             meter = Multimeter(storage=DummyStorage())._update(enabled=False)
         state.meter = meter
         return meter
-
-
-def peek() -> Snapshot | None:
-    """The global configuration if there is one; builds nothing."""
-    meter = _process.current().meter
-    return None if meter is None else meter.snapshot
-
-
-def switch_off_for_exit() -> Snapshot | None:
-    """The process is ending: measure no new call (what is pending gets the writer to
-    itself). Returns what to give to :func:`switch_back_on`.
-
-    Waits for no lock: a SIGTERM's flush runs this while the thread the signal
-    interrupted may be inside :func:`change` or an exit flush of its own, holding
-    a lock until the handler returns (which it never does). A ``configure()``
-    racing the process's end loses nothing that the exit would have kept.
-    """
-    with measuring_off():  # code it runs may be measured (instrument())
-        meter = _process.current().meter
-        if meter is None:
-            return None
-        before = meter.snapshot
-        if before.enabled:
-            meter._update(enabled=False, wait=False)
-    return before
-
-
-def switch_back_on(before: Snapshot | None) -> None:
-    """Undo :func:`switch_off_for_exit` (the process did not end after all)."""
-    state = _process.current()
-    with measuring_off(), state.config_lock:  # code it runs may be measured (instrument())
-        meter = state.meter
-        if before is not None and before.enabled and meter is not None:
-            meter._update(enabled=True)
 
 
 def get_multimeter() -> Multimeter:

@@ -23,13 +23,16 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from multimeter import _config, _env, _process
+from multimeter import _env, _process
 from multimeter._log import safe_log
-from multimeter._reentry import OwnThread
+from multimeter._reentry import OwnThread, measuring_off
 from multimeter._signal_watch import STORING_SIGNALS, stores_on_signal, storing_handler
 from multimeter._writer import Latch, keeps_for_later
+
+if TYPE_CHECKING:
+    from multimeter.multimeter import Snapshot
 
 #: Seconds the exit gives the store in progress to end once the exit timeout has passed.
 _STOP_WAIT = 0.5
@@ -46,12 +49,49 @@ class _SwitchedOff:
         self.intervals: list[float] = []
 
 
+# -- measuring switched off for the exit -------------------------------------------
+
+
+def peek() -> Snapshot | None:
+    """The global configuration if there is one; builds nothing."""
+    meter = _process.current().meter
+    return None if meter is None else meter.snapshot
+
+
+def switch_off_for_exit() -> Snapshot | None:
+    """The process is ending: measure no new call (what is pending gets the writer to
+    itself). Returns what to give to :func:`switch_back_on`.
+
+    Waits for no lock: a SIGTERM's flush runs this while the thread the signal
+    interrupted may be inside ``configure()`` or an exit flush of its own, holding
+    a lock until the handler returns (which it never does). A ``configure()``
+    racing the process's end loses nothing that the exit would have kept.
+    """
+    with measuring_off():  # code it runs may be measured (instrument())
+        meter = _process.current().meter
+        if meter is None:
+            return None
+        before = meter.snapshot
+        if before.enabled:
+            meter._update(enabled=False, wait=False)
+    return before
+
+
+def switch_back_on(before: Snapshot | None) -> None:
+    """Undo :func:`switch_off_for_exit` (the process did not end after all)."""
+    state = _process.current()
+    with measuring_off(), state.config_lock:  # code it runs may be measured (instrument())
+        meter = state.meter
+        if before is not None and before.enabled and meter is not None:
+            meter._update(enabled=True)
+
+
 def _switch_off() -> None:
     """Measure no new call, and let the writer have the GIL back soon after each of
     its system calls: a thread of the application busy in pure Python would
     otherwise hold it a whole switch interval (5 ms) every time."""
     switched = _process.current().part(_SwitchedOff)
-    switched.configs.append(_config.switch_off_for_exit())
+    switched.configs.append(switch_off_for_exit())
     interval = sys.getswitchinterval()
     if interval > _EXIT_SWITCH_INTERVAL:
         switched.intervals.append(interval)
@@ -59,7 +99,7 @@ def _switch_off() -> None:
 
 
 def _exit_timeout() -> float:
-    config = _config.peek()
+    config = peek()
     return config.exit_timeout if config is not None else _env.DEFAULT_EXIT_TIMEOUT
 
 
@@ -146,7 +186,7 @@ def _register_finalizer() -> None:
 
 
 def _handles_sigterm() -> bool:
-    config = _config.peek()
+    config = peek()
     if config is not None:
         return config.handle_sigterm
     text = _env.get(_env.HANDLE_SIGTERM)
@@ -250,7 +290,7 @@ def _resume_after_sigterm(signum: int) -> None:
         state.temporary_files.reopen()
         switched = state.part(_SwitchedOff)
         while switched.configs:
-            _config.switch_back_on(switched.configs.pop())
+            switch_back_on(switched.configs.pop())
         while switched.intervals:
             sys.setswitchinterval(switched.intervals.pop())
         state.writer.resume()

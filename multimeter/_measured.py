@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import importlib
 import inspect
 import itertools
@@ -37,7 +36,6 @@ from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
 from multimeter.probe import ResourceProbe
 from multimeter.result import Result
-from multimeter.storages._line import check_series_tags
 from multimeter.storages.base import Storage
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,6 +74,8 @@ def safe_prefix(name: str) -> str:
     if first.lower() in _WINDOWS_RESERVED:
         safe = f"{first}_{dot}{rest}"
     if len(safe) > MAX_PREFIX_LENGTH:
+        import hashlib  # rare: imported here, `import multimeter` stays light
+
         digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=6)
         safe = f"{safe[: MAX_PREFIX_LENGTH - 13]}.{digest.hexdigest()}"
     return safe
@@ -123,6 +123,8 @@ class _Spec:
         self.name = name or default_name(target)
         self.prefix = safe_prefix(self.name) + "-"
         self.tags = normalize_tags(tags)
+        from multimeter.storages._line import check_series_tags  # not at `import multimeter`
+
         check_series_tags(self.tags)  # every result carries them: refuse what InfluxDB refuses
         self.enter = f"{self.name}:enter"
         self.exit = f"{self.name}:exit"

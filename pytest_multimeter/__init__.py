@@ -88,7 +88,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from multimeter._testrun.plugin import MeasuringPlugin
 
-    config.pluginmanager.register(MeasuringPlugin.from_config(config), ACTIVE)
+    plugin = MeasuringPlugin.from_config(config, default_dir=DEFAULT_DIR, default_top=DEFAULT_TOP)
+    config.pluginmanager.register(plugin, ACTIVE)
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """The measuring plugin: one measurement per test, the run's summary, the comparison and the gate.
 
-Registered by ``pytest_multimeter`` only when the run asks for it. With
+Registered by ``pytest_multimeter`` only when the run asks for it; that module owns the
+command line (the options and their defaults) and hands the defaults in, so imports go one
+way only: ``pytest_multimeter`` -> ``multimeter._testrun``. With
 pytest-xdist the controller makes the run identifier and hands it to the
 workers; each worker measures its tests and sends its rows back when it
 finishes; the controller writes the summary and reports.
@@ -91,7 +93,7 @@ def git_commit(root: pathlib.Path) -> str | None:
     return commit if done.returncode == 0 and commit else None
 
 
-def _settings(config: pytest.Config) -> Settings:
+def _settings(config: pytest.Config, default_dir: str, default_top: int) -> Settings:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         return Settings(
@@ -103,11 +105,9 @@ def _settings(config: pytest.Config) -> Settings:
             limits=(),
             git_commit=workerinput["multimeter_git_commit"] or None,
         )
-    from pytest_multimeter import DEFAULT_DIR, DEFAULT_TOP
-
     top = config.getoption("multimeter_top")
     if top is None:
-        top = DEFAULT_TOP
+        top = default_top
     if top < 0:
         raise pytest.UsageError(f"--multimeter-top={top} is not valid; allowed: a number >= 0")
     fail = config.getoption("multimeter_fail")
@@ -119,7 +119,7 @@ def _settings(config: pytest.Config) -> Settings:
     if compare_with is None and limits:
         compare_with = "latest"
     given = config.getoption("multimeter_dir")
-    directory = pathlib.Path(given) if given else config.rootpath / DEFAULT_DIR
+    directory = pathlib.Path(given) if given else config.rootpath / default_dir
     if compare_with not in (None, "latest"):
         _check_named_run(directory, compare_with)
     run = _meta.new_run_id()
@@ -213,13 +213,16 @@ class MeasuringPlugin:
         self.summary_path: pathlib.Path | None = None
 
     @classmethod
-    def from_config(cls, config: pytest.Config) -> MeasuringPlugin:
-        """The plugin for this run.
+    def from_config(
+        cls, config: pytest.Config, *, default_dir: str, default_top: int
+    ) -> MeasuringPlugin:
+        """The plugin for this run; ``--multimeter-dir`` defaults to ``default_dir`` in the
+        root directory, ``--multimeter-top`` to ``default_top``.
 
         Raises:
             pytest.UsageError: for a bad option or ``MULTIMETER_*`` variable.
         """
-        settings = _settings(config)
+        settings = _settings(config, default_dir, default_top)
         workerinput = getattr(config, "workerinput", None)
         worker = str(workerinput.get("workerid", "")) if workerinput is not None else ""
         try:
