@@ -29,7 +29,8 @@ from multimeter import _env, _process
 from multimeter._log import safe_log
 from multimeter._reentry import OwnThread
 from multimeter._signal_watch import STORING_SIGNALS, stores_on_signal, storing_handler
-from multimeter._writer import Latch, keeps_for_later
+from multimeter._writer import Latch
+from multimeter.storages.base import keeps_for_later
 
 #: Seconds the exit gives the store in progress to end once the exit timeout has passed.
 _STOP_WAIT = 0.5

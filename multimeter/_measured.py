@@ -30,13 +30,11 @@ from multimeter._session import (
     read_probe_tuple,
 )
 from multimeter._tags import clean_text, normalize_tags
-from multimeter._writer import keeps_for_later
 from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
-from multimeter.probe import ResourceProbe
-from multimeter.result import Result, datetime_to_us
+from multimeter.result import Result, ResultBuilder, datetime_to_us
 from multimeter.storages._line import check_series_tags
-from multimeter.storages.base import Storage
+from multimeter.storages.base import Storage, keeps_for_later
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -287,7 +285,7 @@ class _CallSetup:
             and not self.plan.tracked
             and self.plan.call_order is None
             and len(self.plan.per_call) == 1
-            and type(self.plan.per_call[0]) is ResourceProbe
+            and self.plan.cpu_time_rows
         )
 
 
@@ -515,7 +513,7 @@ class _Call:
     def promote(self) -> Session:
         """The session that carries on this call (the sampler calls this under its lock)."""
         setup = self.setup
-        result = Result._prepared(self.identifier, setup.schema, self.tags, {})
+        result = ResultBuilder(self.identifier, setup.schema, self.tags, {}).result
         session = Session(result, (), setup.cycle, setup.plan)
         if self.start_readings is not None:
             session.start_from(setup.plan.by_probe(self.start_readings), self.start_mono)
@@ -687,7 +685,7 @@ def call_record(
         points: Any = ((end_us, row),)
     else:
         if session is None:  # one point, from the start to the end readings
-            result = Result._prepared(f"{spec.prefix}{token}-{number}", setup.schema, tags, {})
+            result = ResultBuilder(f"{spec.prefix}{token}-{number}", setup.schema, tags, {}).result
             session = Session(result, (), setup.cycle, setup.plan)
             if start_readings is not None:
                 session.start_from(setup.plan.by_probe(start_readings), 0.0)

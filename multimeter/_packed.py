@@ -204,7 +204,7 @@ class PackedCalls:
                 kept = readings[int(end_at)]
                 user, system = user_1 - user_0, system_1 - system_0
                 if user >= 0 and system >= 0:
-                    row = probe.cpu_row(kept[0], kept[1], user, system, elapsed)
+                    row = probe.cpu_row(kept, user, system, elapsed)
             ended = int(ended)
             if row is None:
                 records.append(self._record(values, at))
