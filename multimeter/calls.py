@@ -94,18 +94,12 @@ class CallRecord(NamedTuple):
         else:
             meta["outcome"] = "raise"
             meta["exception_module"], meta["exception_type"] = self.exception
-        builder = ResultBuilder(self.identifier, self.schema, dict(self.tags), meta)
-        for timestamp_us, row in self.points:
-            if None in row or not builder.add_row(timestamp_us, row):
-                keys = [m.key for m in self.schema.measures]
-                builder.add_values(
-                    timestamp_us, {k: v for k, v in zip(keys, row, strict=True) if v is not None}
-                )
         name = self.function.name
         all_marks = [(self.started_us, f"{name}:enter"), *marks, (self.ended_us, self.exit_label)]
         all_marks.sort(key=lambda mark: mark[0])
-        builder.set_marks(all_marks)
-        return builder.result
+        return ResultBuilder.from_rows(
+            self.identifier, self.schema, dict(self.tags), meta, self.points, all_marks
+        )
 
 
 def nested_marks(record: CallRecord) -> list[tuple[int, str]]:

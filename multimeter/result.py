@@ -531,6 +531,29 @@ class ResultBuilder:
         #: The result being built (it may be read at any time).
         self.result: Result = Result._prepared(identifier, schema, tags, meta_data)
 
+    @staticmethod
+    def from_rows(
+        identifier: str,
+        schema: Schema,
+        tags: dict[str, str],
+        meta_data: dict[str, str],
+        points: Iterable[tuple[int, Sequence[Any]]],
+        marks: list[tuple[int, str]],
+    ) -> Result:
+        """A whole result at once (what a finished call turns into): ``points`` are
+        (time in microseconds, row in schema order with ``None`` where a value is
+        missing), ``marks`` (time in microseconds, label) in time order; the result
+        keeps the ``tags``, ``meta_data`` and ``marks`` given."""
+        result = Result._prepared(identifier, schema, tags, meta_data)
+        for timestamp_us, row in points:
+            if None in row or not result._append_row(timestamp_us, row):
+                keys = [key for key, _ in schema._layout]
+                result._append_us(
+                    timestamp_us, {k: v for k, v in zip(keys, row, strict=True) if v is not None}
+                )
+        result._marks = marks
+        return result
+
     @classmethod
     def of(cls, result: Result) -> ResultBuilder:
         """A builder that adds to ``result`` (made by :class:`Result`'s constructor)."""
