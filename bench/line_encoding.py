@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from _common import finish, median_of, report
 
 from multimeter.probe import ResourceProbe
-from multimeter.result import Result, datetime_to_us
+from multimeter.result import Result, ResultBuilder, datetime_to_us
 from multimeter.storages.file import LineFormat
 
 POINTS = 100_000
@@ -23,11 +23,12 @@ def _result() -> Result:
     probe = ResourceProbe()
     first = probe.read()
     result = Result(probe, identifier="etl-run", tags={"stage": "etl", "host": "box-1"})
+    builder = ResultBuilder.of(result)
     start = datetime_to_us(datetime(2026, 1, 1, tzinfo=timezone.utc))
     for n in range(POINTS):
         values: dict[str, float] = {}
         probe.derive(values, probe.read() if n % 5000 == 0 else first, first, 0.01)
-        result._append_us(start + n * 10_000, {k: v + n * 1e-6 for k, v in values.items()})
+        builder.add_values(start + n * 10_000, {k: v + n * 1e-6 for k, v in values.items()})
     return result
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from _common import finish, report
 
 from multimeter.probe import ResourceProbe
-from multimeter.result import Point, Result, datetime_to_us
+from multimeter.result import Point, Result, ResultBuilder, datetime_to_us
 
 SAMPLES = 100_000
 
@@ -50,9 +50,10 @@ def main() -> None:
 
     def columns() -> Result:
         result = Result(probe, identifier="bench")
+        builder = ResultBuilder.of(result)
         start = datetime_to_us(t0)
         for n, values in enumerate(rows):
-            result._append_us(start + n * 10_000, values)
+            builder.add_values(start + n * 10_000, values)
         return result
 
     def dicts() -> list[Point]:

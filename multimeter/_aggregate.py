@@ -44,7 +44,7 @@ from multimeter.metric import (
     ERROR_COUNT,
 )
 from multimeter.multimeter import check_cycle_time
-from multimeter.result import Result, Schema, us_to_datetime
+from multimeter.result import Result, ResultBuilder, Schema, us_to_datetime
 from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
 from multimeter.subject import CALLS
@@ -319,10 +319,10 @@ class AggregatingStorage(CallStorage):
         meta["calls"] = "aggregate"
         meta["cycle_time"] = str(self.cycle_time)
         meta["started"] = us_to_datetime(indices[0] * cycle_us).isoformat()
-        result = Result._prepared(identifier, SCHEMA, dict(series.tags), meta)
+        builder = ResultBuilder(identifier, SCHEMA, dict(series.tags), meta)
         for index in indices:
-            result._append_us((index + 1) * cycle_us, series.cycles.pop(index).values())
-        return result
+            builder.add_values((index + 1) * cycle_us, series.cycles.pop(index).values())
+        return builder.result
 
 
 def _cpu_columns(schema: Schema) -> tuple[Schema, int | None, int | None]:

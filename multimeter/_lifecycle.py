@@ -29,7 +29,8 @@ from multimeter import _env, _process
 from multimeter._log import safe_log
 from multimeter._reentry import OwnThread, measuring_off
 from multimeter._signal_watch import STORING_SIGNALS, stores_on_signal, storing_handler
-from multimeter._writer import Latch, keeps_for_later
+from multimeter._writer import Latch
+from multimeter.storages.base import keeps_for_later
 
 if TYPE_CHECKING:
     from multimeter.multimeter import Snapshot

@@ -31,12 +31,11 @@ from multimeter._session import (
     read_probe_tuple,
 )
 from multimeter._tags import clean_text, normalize_tags
-from multimeter._writer import CallJob, keeps_for_later
+from multimeter._writer import CallJob
 from multimeter.calls import CallFunction, CallRecord, CallStorage
 from multimeter.multimeter import Snapshot
-from multimeter.probe import ResourceProbe
-from multimeter.result import Result
-from multimeter.storages.base import Storage
+from multimeter.result import Result, ResultBuilder
+from multimeter.storages.base import Storage, keeps_for_later
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -291,7 +290,7 @@ class _CallSetup:
             and not self.plan.tracked
             and self.plan.call_order is None
             and len(self.plan.per_call) == 1
-            and type(self.plan.per_call[0]) is ResourceProbe
+            and self.plan.cpu_time_rows
         )
 
 
@@ -516,7 +515,7 @@ class _Call(CallJob):
     def promote(self) -> Session:
         """The session that carries on this call (the sampler calls this under its lock)."""
         setup = self.setup
-        result = Result._prepared(self.identifier, setup.schema, self.tags, {})
+        result = ResultBuilder(self.identifier, setup.schema, self.tags, {}).result
         session = Session(result, (), setup.cycle, setup.plan)
         if self.start_readings is not None:
             session.start_from(setup.plan.by_probe(self.start_readings), self.start_mono)

@@ -1,6 +1,7 @@
 """A short measured call, packed while it waits for the writer.
 
-A short call measured with the ``resource`` probe alone, ended without an
+A short call measured with one probe of CPU-time rows (``ResourceProbe``, see
+``CumulativeProbe.cpu_time_rows``) alone, ended without an
 exception and stored by a :class:`~multimeter.calls.CallStorage` (the default
 batch files), is the commonest call there is, and a hot loop ends them faster
 than the writer stores them. Kept as Python objects (the call, its two
@@ -86,8 +87,10 @@ def record(item: Packed, token: str) -> CallRecord:
     )
     spec = setup.spec
     user, system = user_1 - user_0, system_1 - system_0
+    row = None
     if elapsed > 0 and user >= 0 and system >= 0:  # the row from the shared reading
-        row = setup.plan.per_call[0].cpu_row(reading[0], reading[1], user, system, elapsed)
+        row = setup.plan.per_call[0].cpu_row(reading, user, system, elapsed)
+    if row is not None:
         return CallRecord(
             spec.function,
             setup.schema,

@@ -14,7 +14,7 @@ from typing import Any
 from multimeter._session import FAILED, ProbePlan, Session
 from multimeter._tags import clean_text
 from multimeter.calls import CallRecord
-from multimeter.result import Result, datetime_to_us
+from multimeter.result import Result, ResultBuilder, datetime_to_us
 
 
 def call_record(
@@ -43,7 +43,7 @@ def call_record(
         points: Any = ((end_us, row),)
     else:
         if session is None:  # one point, from the start to the end readings
-            result = Result._prepared(f"{spec.prefix}{token}-{number}", setup.schema, tags, {})
+            result = ResultBuilder(f"{spec.prefix}{token}-{number}", setup.schema, tags, {}).result
             session = Session(result, (), setup.cycle, setup.plan)
             if start_readings is not None:
                 session.start_from(setup.plan.by_probe(start_readings), 0.0)

@@ -105,7 +105,7 @@ class Sampler:
         self.tick_hook: _TickHook | None = None
         # Calls made while a thread holds it (by a signal's handler) are not measured.
         self._lock = MeasuringOffLock()
-        self._legacy_lock = threading.Lock()
+        self._plain_lock = threading.Lock()
         self._grids: dict[float, _Grid] = {}
         self._probes: dict[int, _ProbeState] = {}
         self._active = 0
@@ -153,7 +153,7 @@ class Sampler:
         """Make ``session`` one the ticks of ``grid`` serve (the lock is held)."""
         session.owner = self
         session.lock = self._lock
-        session.result._sync_hook = session.sync
+        session.builder.set_sync(session.sync)
         session.active = True
         grid.sessions[id(session)] = session
         self._active += 1
@@ -179,19 +179,19 @@ class Sampler:
             readings = read_probes_guarded(session.plan.cumulative)
             now = self._clock.monotonic()
             now_us = self._clock.time_us()
-        legacy = session.plan.legacy
-        legacy_values = self._sample_legacy(legacy, wait=False) if legacy else {}
+        plain = session.plan.plain
+        plain_values = self._sample_plain(plain, wait=False) if plain else {}
         ending = []
         with self._lock:
             if not session.active or session.owner is not self:
                 return  # lost a race with another finish(), or begun before a fork
-            session.record(now, now_us, readings, legacy_values)
+            session.record(now, now_us, readings, plain_values)
             session.lock = None
             if flush:
                 session.flush()
-                session.result._sync_hook = None
+                session.builder.set_sync(None)
             else:
-                session.result._sync_hook = session.flush
+                session.builder.set_sync(session.flush)
             session.active = False
             grid = self._grids.get(session.cycle)
             if grid is not None:
@@ -305,30 +305,30 @@ class Sampler:
         # Probes are read outside the lock: a slow probe must not hold up the
         # measured calls that start and end meanwhile.
         readings = self._read_cumulative(due)
-        legacy = dict.fromkeys(p for s in due for p in s.plan.legacy)
-        legacy_values = self._sample_legacy(legacy) if legacy else {}
+        plain = dict.fromkeys(p for s in due for p in s.plan.plain)
+        plain_values = self._sample_plain(plain) if plain else {}
         with self._lock:
-            self._record(due, readings, legacy_values)
+            self._record(due, readings, plain_values)
         return ran
 
     def _record(
         self,
         due: list[Session],
         readings: dict[int, Any],
-        legacy_values: dict[int, dict[str, Any]],
+        plain_values: dict[int, dict[str, Any]],
     ) -> None:
         tick_time = self._clock.monotonic()
         tick_us = self._clock.time_us()
         for session in due:
             if session.active and session.last < tick_time:
-                session.record(tick_time, tick_us, readings, legacy_values)
+                session.record(tick_time, tick_us, readings, plain_values)
 
     @staticmethod
     def _read_cumulative(sessions: Iterable[Session]) -> dict[int, Any]:
         """Each cumulative probe of the sessions read once."""
         return read_probes(dict.fromkeys(p for s in sessions for p in s.plan.cumulative))
 
-    def _sample_legacy(
+    def _sample_plain(
         self, probes: Iterable[Probe], *, wait: bool = True
     ) -> dict[int, dict[str, Any]]:
         """Sample plain probes (one at a time: ``sample()`` keeps state).
@@ -337,10 +337,10 @@ class Sampler:
         by another thread right now is not waited for: its values from that
         latest sample are used instead.
         """
-        if not self._legacy_lock.acquire(wait):
+        if not self._plain_lock.acquire(wait):
             last = self._last_values
             return {id(p): last[id(p)] for p in probes if id(p) in last}
-        legacy_values: dict[int, dict[str, Any]] = {}
+        plain_values: dict[int, dict[str, Any]] = {}
         try:
             with measuring_off():
                 for probe in probes:
@@ -355,10 +355,10 @@ class Sampler:
                         continue
                     if state is not None:
                         state.last = now
-                    legacy_values[id(probe)] = self._last_values[id(probe)] = values
+                    plain_values[id(probe)] = self._last_values[id(probe)] = values
         finally:
-            self._legacy_lock.release()
-        return legacy_values
+            self._plain_lock.release()
+        return plain_values
 
     # -- the thread -----------------------------------------------------------
 

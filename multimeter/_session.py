@@ -17,7 +17,7 @@ from typing import Any
 from multimeter._log import warn_once
 from multimeter._reentry import measuring_off
 from multimeter.probe import CumulativeProbe, Probe
-from multimeter.result import Result, Schema
+from multimeter.result import Result, ResultBuilder, Schema
 
 
 class ProbePlan:
@@ -31,22 +31,32 @@ class ProbePlan:
     into the sampler's.
     """
 
-    __slots__ = ("call_order", "cumulative", "group", "legacy", "per_call", "rows", "tracked")
+    __slots__ = (
+        "call_order",
+        "cpu_time_rows",
+        "cumulative",
+        "group",
+        "per_call",
+        "plain",
+        "rows",
+        "tracked",
+    )
 
     def __init__(self, probes: Sequence[Probe], schema: Schema) -> None:
         self.cumulative = tuple(p for p in probes if isinstance(p, CumulativeProbe))
-        self.legacy = tuple(p for p in probes if not isinstance(p, CumulativeProbe))
+        # Probes of the documented protocol alone (sample() only): sampled one by one.
+        self.plain = tuple(p for p in probes if not isinstance(p, CumulativeProbe))
         # Probes whose use the sampler must count: those with start/end hooks to
         # call, and plain probes (their last sample time is kept).
         self.tracked = tuple(
-            p for p in probes if p in self.legacy or needs_hook(p, "start") or needs_hook(p, "end")
+            p for p in probes if p in self.plain or needs_hook(p, "start") or needs_hook(p, "end")
         )
         # The fast path: every probe turns readings straight into a row of values in
         # schema order (derive_row, where it is as current as the probe's derive),
         # and the schema is exactly the probes' measures.
         self.rows = (
             bool(self.cumulative)
-            and not self.legacy
+            and not self.plain
             and all(p.has_row_path() for p in self.cumulative)
             and schema.measures == tuple(m for p in self.cumulative for m in p.measures)
         )
@@ -59,6 +69,15 @@ class ProbePlan:
             elif self.group not in per_call:  # the group where its first probe is
                 per_call.append(self.group)
         self.per_call: tuple[Any, ...] = tuple(per_call)
+        #: Whether a short call may wait for the writer as CPU-time differences: the
+        #: rows path, and one probe read per call that has the CPU-time rows
+        #: capability (``CumulativeProbe.has_cpu_time_rows``).
+        self.cpu_time_rows = (
+            self.rows
+            and len(self.per_call) == 1
+            and isinstance(self.per_call[0], CumulativeProbe)
+            and self.per_call[0].has_cpu_time_rows()
+        )
         #: Where the rows of :attr:`per_call`, one after the other, differ from schema
         #: order: the index in them of each value in schema order.
         self.call_order: tuple[int, ...] | None = None
@@ -108,6 +127,7 @@ class Session:
 
     __slots__ = (
         "active",
+        "builder",
         "cycle",
         "last",
         "lock",
@@ -127,6 +147,8 @@ class Session:
         plan: ProbePlan | None = None,
     ) -> None:
         self.result = result
+        #: Adds the points to :attr:`result`.
+        self.builder = ResultBuilder.of(result)
         self.cycle = cycle
         self.plan = plan if plan is not None else ProbePlan(probes, result.schema)
         # For each cumulative probe (by id): (reading, monotonic time) of the last point.
@@ -147,10 +169,10 @@ class Session:
         now: float,
         now_us: int,
         readings: dict[int, Any],
-        legacy_values: dict[int, dict[str, Any]],
+        plain_values: dict[int, dict[str, Any]],
     ) -> None:
         """Queue the point for time ``now``; the sampler's lock is held."""
-        self.pending.append((now, now_us, readings, legacy_values))
+        self.pending.append((now, now_us, readings, plain_values))
         self.last = now
         if len(self.pending) >= self.BATCH:
             self.flush()
@@ -159,15 +181,15 @@ class Session:
         """Turn the queued readings into points; the sampler's lock is held."""
         pending, self.pending = self.pending, []
         rows = self.plan.rows
-        for now, now_us, readings, legacy_values in pending:
+        for now, now_us, readings, plain_values in pending:
             if not (rows and self._append_row(now, now_us, readings)):
-                self._append_values(now, now_us, readings, legacy_values)
+                self._append_values(now, now_us, readings, plain_values)
 
     def detach(self) -> Result:
         """The finished result with every queued point in it, no longer tied to
         this session (the writer calls this once the session has ended)."""
         self.flush()
-        self.result._sync_hook = None
+        self.builder.set_sync(None)
         return self.result
 
     def sync(self) -> None:
@@ -186,7 +208,7 @@ class Session:
         now: float,
         now_us: int,
         readings: dict[int, Any],
-        legacy_values: dict[int, dict[str, Any]],
+        plain_values: dict[int, dict[str, Any]],
     ) -> None:
         values: dict[str, Any] = {}
         previous = self.previous
@@ -202,11 +224,11 @@ class Session:
                     probe.derive(values, current, before[0], now - before[1])
                 except Exception as error:  # noqa: BLE001 - a probe must not stop sampling
                     probe_failed(probe, error)
-        for plain in self.plan.legacy:
-            sampled = legacy_values.get(id(plain))
+        for plain in self.plan.plain:
+            sampled = plain_values.get(id(plain))
             if sampled:
                 values.update(sampled)
-        self.result._append_us(now_us, values)
+        self.builder.add_values(now_us, values)
 
     def _append_row(self, now: float, now_us: int, readings: dict[int, Any]) -> bool:
         previous = self.previous
@@ -224,7 +246,7 @@ class Session:
             if part is None:
                 return False
             row += part
-        if not self.result._append_row(now_us, row):
+        if not self.builder.add_row(now_us, row):
             return False
         for probe in self.plan.cumulative:
             previous[id(probe)] = (readings[id(probe)], now)

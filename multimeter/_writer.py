@@ -31,7 +31,7 @@ from multimeter._log import RateLimitedLog, describe, safe_log
 from multimeter._reentry import OwnThread
 from multimeter.calls import CallRecord, CallStorage
 from multimeter.result import Result
-from multimeter.storages.base import Storage
+from multimeter.storages.base import Storage, batches_itself, holds_back
 
 CAPACITY = 10_000
 _BATCH = 512
@@ -146,24 +146,6 @@ class _Marker:
     def __init__(self) -> None:
         self.done = Latch()
         self.ok = True
-
-
-def batches_itself(storage: Any) -> bool:
-    """Whether ``storage`` overrides :meth:`Storage.store_many` (one call per batch)."""
-    method = getattr(type(storage), "store_many", None)
-    return method is not None and method is not Storage.store_many
-
-
-def holds_back(storage: Any) -> bool:
-    """Whether ``storage`` overrides :meth:`Storage.flush_buffers` (it holds results back)."""
-    method = getattr(type(storage), "flush_buffers", None)
-    return method is not None and method is not Storage.flush_buffers
-
-
-def keeps_for_later(storage: Any) -> bool:
-    """Whether ``storage`` overrides :meth:`Storage.spool_results` (it has a spool)."""
-    method = getattr(type(storage), "spool_results", None)
-    return method is not None and method is not Storage.spool_results
 
 
 class Writer:

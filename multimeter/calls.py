@@ -21,7 +21,7 @@ import abc
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from multimeter.result import Result, Schema, us_to_datetime
+from multimeter.result import Result, ResultBuilder, Schema, us_to_datetime
 from multimeter.storages.base import Storage
 
 __all__ = ["CallFunction", "CallRecord", "CallStorage", "nested_marks"]
@@ -94,20 +94,12 @@ class CallRecord(NamedTuple):
         else:
             meta["outcome"] = "raise"
             meta["exception_module"], meta["exception_type"] = self.exception
-        result = Result._prepared(self.identifier, self.schema, dict(self.tags), meta)
-        for timestamp_us, row in self.points:
-            if None in row:
-                keys = [m.key for m in self.schema.measures]
-                result._append_us(
-                    timestamp_us, {k: v for k, v in zip(keys, row, strict=True) if v is not None}
-                )
-            else:
-                result._append_row(timestamp_us, row)
         name = self.function.name
         all_marks = [(self.started_us, f"{name}:enter"), *marks, (self.ended_us, self.exit_label)]
         all_marks.sort(key=lambda mark: mark[0])
-        result._marks = all_marks
-        return result
+        return ResultBuilder.from_rows(
+            self.identifier, self.schema, dict(self.tags), meta, self.points, all_marks
+        )
 
 
 def nested_marks(record: CallRecord) -> list[tuple[int, str]]:

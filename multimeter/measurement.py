@@ -96,9 +96,10 @@ class Measurement:
         Raises:
             RuntimeError: before :meth:`start`.
         """
-        if self.result is None or self._sampler is None:
+        session = self._session
+        if session is None or self._sampler is None:
             raise RuntimeError("add_mark() needs a started measurement")
-        self.result._add_mark_us(self._sampler.clock.time_us(), str(label))
+        session.builder.add_mark(self._sampler.clock.time_us(), str(label))
 
     def end(self) -> None:
         """Stop measuring, add the final point and store the result.

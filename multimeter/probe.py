@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from itertools import repeat
 from operator import itemgetter, mul, sub
-from typing import Any
+from typing import Any, ClassVar
 
 from multimeter import metric as _metric
 from multimeter._row import DerivedRow
@@ -73,7 +73,26 @@ class CumulativeProbe(Probe):
     thread and from the threads that start and end measurements) and
     :meth:`derive`, which turns two readings into values. :meth:`sample` is then
     provided, so the probe also works wherever the plain protocol is used.
+
+    Two optional capabilities make the probe cheaper to use on short calls:
+
+    - **Rows** (:meth:`derive_row`, checked with :meth:`has_row_path`): the
+      values of an interval as one sequence in :attr:`measures` order, which a
+      result keeps as it is, instead of a dict filled in by :meth:`derive`.
+    - **CPU-time rows** (:attr:`cpu_time_rows`, :meth:`cpu_row`, checked with
+      :meth:`has_cpu_time_rows`): a short call in which only the CPU times moved
+      waits for the background writer as a few numbers instead of two readings.
     """
+
+    #: The CPU-time rows capability, declared by a class that sets it to ``True``.
+    #: It promises that :meth:`read` returns a pair ``(figures, other)`` in which
+    #: ``figures[0]`` and ``figures[1]`` are the cumulative user and system CPU
+    #: seconds, and that :meth:`cpu_row` gives the row :meth:`derive_row` would
+    #: give over an interval in which nothing else moved (``figures[2:]`` and
+    #: ``other`` equal at both ends). The per-call path of ``@measured`` then keeps
+    #: a call as its two CPU-time differences and a reading shared with the calls
+    #: around it.
+    cpu_time_rows: ClassVar[bool] = False
 
     _last_reading: Any = None
 
@@ -108,6 +127,31 @@ class CumulativeProbe(Probe):
         row_owner = _defined_by(cls, "derive_row")
         return row_owner is not CumulativeProbe and issubclass(
             row_owner, _defined_by(cls, "derive")
+        )
+
+    def cpu_row(
+        self, reading: Any, user: float, system: float, time_elapsed: float
+    ) -> Sequence[Any] | None:
+        """The CPU-time rows capability (see :attr:`cpu_time_rows`): the row of an
+        interval of ``time_elapsed`` seconds (more than 0) that ended with
+        ``reading``, in which only the CPU times moved, by ``user`` and ``system``
+        seconds (neither below 0); ``None`` where :meth:`derive_row` must decide.
+        The default returns ``None``."""
+        return None
+
+    def has_cpu_time_rows(self) -> bool:
+        """Whether the probe has the CPU-time rows capability: its class declares
+        :attr:`cpu_time_rows`, has the :meth:`has_row_path` capability, and
+        :meth:`read`, :meth:`derive`, :meth:`derive_row` and :meth:`cpu_row` are
+        defined by the class that declares it or by classes it derives from (a
+        subclass that overrides one of them must declare it again)."""
+        cls = type(self)
+        if not self.cpu_time_rows or _defined_by(cls, "cpu_row") is CumulativeProbe:
+            return False
+        owner = _defined_by(cls, "cpu_time_rows")
+        return self.has_row_path() and all(
+            issubclass(owner, _defined_by(cls, name))
+            for name in ("read", "derive", "derive_row", "cpu_row")
         )
 
     def start(self) -> None:
@@ -204,7 +248,14 @@ class ResourceProbe(CumulativeProbe):
 
     Rates over an interval of zero length are left out of that point.
     ``getrusage`` may be replaced, e.g. by a scripted fake in tests.
+
+    The probe has both optional capabilities of :class:`CumulativeProbe`: rows
+    and CPU-time rows (a reading is ``(getrusage(RUSAGE_SELF),
+    getrusage(RUSAGE_CHILDREN))``, and ``ru_utime`` and ``ru_stime`` come first
+    in a ``struct_rusage``).
     """
+
+    cpu_time_rows = True
 
     def __init__(self, getrusage: Callable[[int], Any] = resource.getrusage) -> None:
         self._getrusage = getrusage
@@ -319,7 +370,7 @@ class ResourceProbe(CumulativeProbe):
         if (now_children is before_children or now_children == before_children) and (
             self._other_rates(now_self) == self._other_rates(before_self)
         ):
-            return self._cpu_row(now_self, before_self, now_children, time_elapsed)
+            return self._cpu_row(current, before_self, time_elapsed)
         rates = self._rates
         deltas = list(map(sub, rates(now_self), rates(before_self)))
         # Children's figures change only when a child is reaped: mostly they are
@@ -340,34 +391,36 @@ class ResourceProbe(CumulativeProbe):
         values[user_at + 1] = min(values[user_at + 1], limit)
         return self._order(values)
 
-    def _cpu_row(self, now: Any, before: Any, children: Any, time_elapsed: float) -> Any:
-        """The row of an interval in which only the process's CPU times moved (most
-        short calls; see :meth:`cpu_row`)."""
+    def _cpu_row(self, current: Any, before: Any, time_elapsed: float) -> Any:
+        """The row of an interval that ended with ``current`` in which only the
+        process's CPU times (and ``ru_maxrss``) moved from the process figures
+        ``before`` (most short calls; see :meth:`cpu_row`)."""
+        now = current[0]
         user, system = now[0] - before[0], now[1] - before[1]
         if user < 0 or system < 0:
             return None
         maxrss = now[_MAXRSS_AT]
         peak = maxrss if maxrss > before[_MAXRSS_AT] else 0
-        return self.cpu_row(now, children, user, system, time_elapsed, peak)
+        return self.cpu_row(current, user, system, time_elapsed, peak)
 
     def cpu_row(
         self,
         reading: Any,
-        children: Any,
         user: float,
         system: float,
         time_elapsed: float,
         new_peak: int = 0,
     ) -> DerivedRow:
-        """The row of an interval that ended with the process figures ``reading``
-        and the children's ``children``, in which only the process's CPU times
-        moved, by ``user`` and ``system`` seconds (and ``ru_maxrss`` rose to
-        ``new_peak``, where not 0): a copy of the row of those gauges with every
-        rate 0, with the CPU rates (and the peak) set in it."""
-        gauges = self._gauges(reading)
+        """The row of an interval that ended with ``reading`` in which only the
+        process's CPU times moved, by ``user`` and ``system`` seconds (and
+        ``ru_maxrss`` rose to ``new_peak``, where not 0): a copy of the row of
+        those gauges with every rate 0, with the CPU rates (and the peak) set in
+        it. See :attr:`CumulativeProbe.cpu_time_rows`."""
+        figures, children = reading
+        gauges = self._gauges(figures)
         template = self._template
         if template[1] is not children or template[0] != gauges:
-            values = self._scaled_gauges(reading) + self._children_gauges(children)
+            values = self._scaled_gauges(figures) + self._children_gauges(children)
             values += [0.0] * self._rate_count
             values.append(0.0)
             template = self._template = (gauges, children, list(self._order(values)))

@@ -4,6 +4,12 @@ Values are kept column by column in compact arrays (one per measure, 8 bytes
 per value) and timestamps as integer microseconds since the Unix epoch;
 :class:`Point` and :class:`Mark` objects are made on demand. All datetimes are
 timezone-aware UTC with microsecond resolution.
+
+Code that makes results from values it has already checked (the sampler, call
+records, aggregate mode, storages that read files) does so through
+:class:`ResultBuilder`, in microseconds and rows; code that writes results out
+reads them through :meth:`Result.data`. Only this module touches a result's
+private attributes (``tests/test_layout.py`` checks it).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from multimeter._tags import normalize_tags
 from multimeter.measure import Measure
@@ -26,7 +32,7 @@ from multimeter.subject import Subject
 if TYPE_CHECKING:
     from multimeter.probe import Probe
 
-__all__ = ["Mark", "Point", "Result", "Schema"]
+__all__ = ["Mark", "Point", "Result", "ResultBuilder", "ResultData", "Schema"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
@@ -117,6 +123,22 @@ def _same(a: Any, b: Any) -> bool:
     if a == b:
         return True
     return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+
+
+class ResultData(NamedTuple):
+    """A result's data as it is kept, for code that writes results out (storages,
+    file formats): no :class:`Point` or :class:`Mark` objects are made.
+
+    The sequences are the result's own: read them, do not change them.
+    """
+
+    #: The time of each point, in microseconds since the Unix epoch, oldest first.
+    times_us: Sequence[int]
+    #: ``(key, values, rows where missing)`` for each measure with a column: one
+    #: value per point (a placeholder ``0`` in the rows where the value is missing).
+    columns: list[tuple[str, Sequence[Any], Container[int]]]
+    #: ``(time in microseconds, label)`` of each mark, in the order they were added.
+    marks_us: Sequence[tuple[int, str]]
 
 
 class Result:
@@ -298,9 +320,6 @@ class Result:
         """Add a mark labelled ``label`` at ``timestamp`` (timezone-aware)."""
         self._marks.append((datetime_to_us(timestamp), str(label)))
 
-    def _add_mark_us(self, timestamp_us: int, label: str) -> None:
-        self._marks.append((timestamp_us, label))
-
     def add_meta_data(self, **meta_data: Any) -> None:
         """Add meta data; a key set again is overwritten. Values are stored as ``str``."""
         self.meta_data.update(
@@ -308,6 +327,13 @@ class Result:
         )
 
     # -- reading ------------------------------------------------------------
+
+    def data(self) -> ResultData:
+        """The points and marks as they are kept (see :class:`ResultData`): what a
+        storage or file format reads to write the result out, in microseconds and
+        columns."""
+        columns = self._column_items()  # first: brings in points still queued
+        return ResultData(self._times, columns, self._marks)
 
     @property
     def points(self) -> tuple[Point, ...]:
@@ -473,3 +499,100 @@ class Result:
             f"Result(identifier={self.identifier!r}, tags={self.tags!r},"
             f" points={len(self._times)}, marks={len(self._marks)})"
         )
+
+
+class ResultBuilder:
+    """Makes a :class:`Result` and adds its points, marks and meta data, from values
+    that are already checked: the one way multimeter's own code builds results
+    (the sampler's sessions, call records, aggregate mode, storages that read
+    files). Times are microseconds since the Unix epoch; a point is either a
+    *row* (one value per measure of the schema, in schema order) or a mapping of
+    measure keys to values.
+
+    Nothing here checks its arguments: use :class:`Result`'s own constructor and
+    methods for values that come from users.
+
+    >>> from multimeter.probe import ResourceProbe
+    >>> builder = ResultBuilder("demo-1", Schema.from_probes([ResourceProbe()]), {}, {})
+    >>> builder.add_values(1_767_225_600_000_000, {"process.cpu_user": 0.5})
+    >>> builder.add_mark(1_767_225_600_000_000, "demo:exit")
+    >>> result = builder.result
+    >>> list(result.values("process.cpu_user")), [m.label for m in result.marks]
+    ([0.5], ['demo:exit'])
+
+    Args:
+        identifier: The result's identifier (a non-empty ``str``).
+        schema: The result's schema.
+        tags: The tags, values already ``str`` (the result keeps this dict).
+        meta_data: The meta data, values already ``str`` (the result keeps this dict).
+    """
+
+    __slots__ = ("result",)
+
+    def __init__(
+        self,
+        identifier: str,
+        schema: Schema,
+        tags: dict[str, str],
+        meta_data: dict[str, str],
+    ) -> None:
+        #: The result being built (it may be read at any time).
+        self.result: Result = Result._prepared(identifier, schema, tags, meta_data)
+
+    @staticmethod
+    def from_rows(
+        identifier: str,
+        schema: Schema,
+        tags: dict[str, str],
+        meta_data: dict[str, str],
+        points: Iterable[tuple[int, Sequence[Any]]],
+        marks: list[tuple[int, str]],
+    ) -> Result:
+        """A whole result at once (what a finished call turns into): ``points`` are
+        (time in microseconds, row in schema order with ``None`` where a value is
+        missing), ``marks`` (time in microseconds, label) in time order; the result
+        keeps the ``tags``, ``meta_data`` and ``marks`` given."""
+        result = Result._prepared(identifier, schema, tags, meta_data)
+        for timestamp_us, row in points:
+            if None in row or not result._append_row(timestamp_us, row):
+                keys = [key for key, _ in schema._layout]
+                result._append_us(
+                    timestamp_us, {k: v for k, v in zip(keys, row, strict=True) if v is not None}
+                )
+        result._marks = marks
+        return result
+
+    @classmethod
+    def of(cls, result: Result) -> ResultBuilder:
+        """A builder that adds to ``result`` (made by :class:`Result`'s constructor)."""
+        builder = cls.__new__(cls)
+        builder.result = result
+        return builder
+
+    def add_row(self, timestamp_us: int, row: Sequence[Any]) -> bool:
+        """Add a point whose values are ``row``, one per measure in schema order,
+        none missing: the fast path (a one-point result keeps the row as it is).
+
+        Returns ``False``, having changed nothing, where the fast path does not
+        apply (the result has columns beyond the schema's, or a value does not
+        fit its column): add the point with :meth:`add_values` then.
+        """
+        return self.result._append_row(timestamp_us, row)
+
+    def add_values(self, timestamp_us: int, values: Mapping[str, Any]) -> None:
+        """Add a point of ``values`` by measure key; a measure left out is missing."""
+        self.result._append_us(timestamp_us, values)
+
+    def add_mark(self, timestamp_us: int, label: str) -> None:
+        """Add a mark labelled ``label`` (a ``str``) after those added before."""
+        self.result._marks.append((timestamp_us, label))
+
+    def set_marks(self, marks: list[tuple[int, str]]) -> None:
+        """Make ``marks`` ``(time in microseconds, label)`` the result's marks; the
+        result keeps the list."""
+        self.result._marks = marks
+
+    def set_sync(self, sync: Callable[[], None] | None) -> None:
+        """Have whoever reads the result call ``sync`` first (it adds the points
+        still queued for the result, e.g. by the sampler); ``None`` once none are."""
+        self.result._sync_hook = sync

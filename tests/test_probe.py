@@ -182,6 +182,83 @@ def test_the_row_of_an_interval_is_what_derive_stores(
         assert [values[m.key] for m in probe.measures] == pytest.approx(list(row), rel=1e-12)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    before=_readings,
+    cpu=st.tuples(st.floats(0, 5, allow_subnormal=False), st.floats(0, 5, allow_subnormal=False)),
+    elapsed=st.floats(1e-7, 100),
+)
+def test_the_cpu_time_row_of_an_interval_is_its_row(before, cpu, elapsed):
+    """cpu_row() (the capability the short-call path uses) gives derive_row()'s values
+    for an interval in which only the CPU times moved."""
+    now = list(before)
+    now[0] += cpu[0]
+    now[1] += cpu[1]
+    children = _usage(ru_utime=1.0, ru_maxrss=50)
+    current, previous = (tuple(now), children), (before, children)
+    user, system = now[0] - before[0], now[1] - before[1]
+    probe = ResourceProbe()
+    expected = list(probe.derive_row(current, previous, elapsed))
+    assert expected == pytest.approx(list(probe.cpu_row(current, user, system, elapsed)))
+
+
+class _CountingProbe(CumulativeProbe):
+    """A cumulative probe with rows whose reading is (CPU seconds, other figures)."""
+
+    cpu_time_rows = True
+
+    @property
+    def measures(self):
+        return ResourceProbe().measures[:1]
+
+    def read(self):
+        return ((0.0, 0.0), ())
+
+    def derive(self, values, current, previous, time_elapsed):
+        values[self.measures[0].key] = (current[0][0] - previous[0][0]) / time_elapsed
+
+    def derive_row(self, current, previous, time_elapsed):
+        return [(current[0][0] - previous[0][0]) / time_elapsed]
+
+    def cpu_row(self, reading, user, system, time_elapsed):
+        return [user / time_elapsed]
+
+
+class _NewReading(_CountingProbe):
+    def read(self):
+        return ((1.0, 0.0), ())
+
+
+class _NewReadingDeclared(_NewReading):
+    cpu_time_rows = True
+
+
+class _RowsOnly(CumulativeProbe):
+    def read(self):
+        return 0
+
+    def derive(self, values, current, previous, time_elapsed):
+        pass
+
+    def derive_row(self, current, previous, time_elapsed):
+        return []
+
+
+@pytest.mark.parametrize(
+    ("probe", "expected"),
+    [
+        (ResourceProbe(), True),
+        (_CountingProbe(), True),
+        (_NewReading(), False),  # overrides read() without declaring it again
+        (_NewReadingDeclared(), True),
+        (_RowsOnly(), False),  # rows, but no CPU-time rows declared
+    ],
+)
+def test_a_probe_has_cpu_time_rows_where_its_class_declares_them(probe, expected):
+    """The short-call path asks the probe for the capability instead of its exact type."""
+    assert expected == probe.has_cpu_time_rows()
+
+
 def test_a_counter_that_went_back_has_no_row():
     """CPU time that fell between two readings (another process's reading, say) gives
     no row: derive() then decides."""
@@ -254,3 +331,15 @@ def test_short_calls_never_report_more_cpu_than_the_cpus_can_give(tmp_path):
         assert 0 <= user <= limit and 0 <= system <= limit
         calls_cpu += (user + system) * (result.end - result.start).total_seconds()
     assert calls_cpu <= process_cpu
+
+
+def test_the_probe_plan_packs_short_calls_of_a_probe_with_cpu_time_rows():
+    """The plan of a probe with the capability says so; one without it does not."""
+    from multimeter._session import ProbePlan
+    from multimeter.result import Schema
+
+    plans = {
+        type(probe).__name__: ProbePlan([probe], Schema.from_probes([probe])).cpu_time_rows
+        for probe in (ResourceProbe(), _CountingProbe(), _NewReading())
+    }
+    assert {"ResourceProbe": True, "_CountingProbe": True, "_NewReading": False} == plans

@@ -13,7 +13,7 @@ import pytest
 
 from multimeter import Multimeter
 from multimeter.probe import ResourceProbe
-from multimeter.result import Mark, Point, Result, Schema
+from multimeter.result import Mark, Point, Result, ResultBuilder, ResultData, Schema
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=timezone.utc)
 
@@ -225,3 +225,61 @@ def test_summary_reports_the_childrens_cpu_apart_from_the_processs_own():
     children = summary["children_cpu_user_s"] + summary["children_cpu_system_s"]
     assert children >= 0.35
     assert summary["cpu_user_s"] + summary["cpu_system_s"] < children
+
+
+_T0 = 1_767_225_600_000_000  # 2026-01-01 00:00 UTC in microseconds
+
+
+def test_a_builder_adds_rows_values_and_marks_in_microseconds():
+    """ResultBuilder makes the result code such as the sampler and the formats build."""
+    schema = Schema.from_probes([ResourceProbe()])
+    keys = [m.key for m in schema.measures]
+    builder = ResultBuilder("call-1", schema, {"team": "a"}, {"outcome": "ok"})
+    assert builder.add_row(_T0, [1.0] * len(keys))
+    builder.add_values(_T0 + 10, {"process.cpu_user": 2.0})
+    builder.add_mark(_T0 + 5, "call:exit")
+    result = builder.result
+    assert ("call-1", {"team": "a"}, {"outcome": "ok"}) == (
+        result.identifier,
+        result.tags,
+        result.meta_data,
+    )
+    assert [1.0, 2.0] == list(result.values("process.cpu_user"))
+    assert [1.0, None] == list(result.values("process.cpu_system"))
+    assert [Mark(datetime(2026, 1, 1, 0, 0, 0, 5, tzinfo=timezone.utc), "call:exit")] == list(
+        result.marks
+    )
+
+
+def test_a_row_that_does_not_fit_is_refused_and_changes_nothing():
+    """add_row() is the fast path: where it does not apply, add_values() adds the point."""
+    schema = Schema.from_probes([ResourceProbe()])
+    width = len(schema.measures)
+    builder = ResultBuilder("call-1", schema, {}, {})
+    builder.add_row(_T0, [1.0] * width)
+    assert not builder.add_row(_T0 + 1, ["text"] * width)
+    assert 1 == len(builder.result)
+
+
+def test_a_builder_of_an_existing_result_adds_to_it_and_its_sync_runs_before_reading():
+    """The sampler adds points lazily: reading the result first calls the sync hook."""
+    result = Result(identifier="demo")
+    builder = ResultBuilder.of(result)
+    builder.set_sync(lambda: builder.add_values(_T0, {"x.y": 1.5}))
+    assert [1.5] == list(result.values("x.y"))
+    builder.set_sync(None)
+    assert 1 == len(result)
+
+
+def test_data_gives_the_points_and_marks_as_kept():
+    """Result.data() is what storages and formats read: microseconds and columns."""
+    builder = ResultBuilder("demo", Schema(), {}, {})
+    builder.add_values(_T0, {"x.y": 1.5, "x.z": 2})
+    builder.add_values(_T0 + 10, {"x.y": 2.5})
+    builder.set_marks([(_T0 + 1, "a"), (_T0 + 2, "b")])
+    data = builder.result.data()
+    assert isinstance(data, ResultData)
+    assert [_T0, _T0 + 10] == list(data.times_us)
+    columns = {key: (list(values), set(missing)) for key, values, missing in data.columns}
+    assert {"x.y": ([1.5, 2.5], set()), "x.z": ([2, 0], {1})} == columns
+    assert [(_T0 + 1, "a"), (_T0 + 2, "b")] == list(data.marks_us)

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import IO, Any
 
-from multimeter.result import Result, datetime_to_us, us_to_datetime
+from multimeter.result import Result, ResultBuilder, datetime_to_us, us_to_datetime
 from multimeter.storages._format import (
     FileFormat,
     ResultFileError,
@@ -57,8 +57,7 @@ class JsonFormat(FileFormat):
 def result_text(result: Result) -> str:
     """``result`` as one JSON document on one line (JSON escapes every line break)."""
     dumps = _dumps
-    times = result._times
-    columns = result._column_items()
+    times, columns, marks_us = result.data()
     points = []
     for index, row in enumerate(zip(*(data for _, data, _ in columns), strict=True)):
         total = sum(v for v in row if isinstance(v, float))
@@ -71,7 +70,7 @@ def result_text(result: Result) -> str:
         points.append({"datetime": _iso(times[index]), "values": values})
     if not columns:
         points = [{"datetime": _iso(t), "values": {}} for t in times]
-    marks = [{"datetime": _iso(t), "label": label} for t, label in result._marks]
+    marks = [{"datetime": _iso(t), "label": label} for t, label in marks_us]
     return (
         f'{{"identifier":{dumps(result.identifier)},"tags":{dumps(result.tags)},'
         f'"meta_data":{dumps(result.meta_data)},"schema":{schema_json(result.schema)},'
@@ -87,6 +86,7 @@ def result_from_document(document: Any) -> Result:
             :func:`~multimeter.storages._format.reading` for malformed values too.
     """
     result = result_from_header(document)
+    builder = ResultBuilder.of(result)
     floats = float_keys(result)
     for index, item in enumerate(member(document, "points", list, "points", ())):
         where = f"points[{index}]"
@@ -96,12 +96,12 @@ def result_from_document(document: Any) -> Result:
             key: decode_number(v) if key in floats else v
             for key, v in required(point, "values", dict, f"{where}.values").items()
         }
-        result._append_us(timestamp_us, values)
+        builder.add_values(timestamp_us, values)
     for index, item in enumerate(member(document, "marks", list, "marks", ())):
         where = f"marks[{index}]"
         mark = expect(item, dict, where)
         timestamp_us = _parse(required(mark, "datetime", str, f"{where}.datetime"), where)
-        result._add_mark_us(timestamp_us, required(mark, "label", str, f"{where}.label"))
+        builder.add_mark(timestamp_us, required(mark, "label", str, f"{where}.label"))
     return result
 
 

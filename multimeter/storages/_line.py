@@ -8,7 +8,7 @@ from collections.abc import Callable, Container, Mapping
 from operator import add
 from typing import IO, Any
 
-from multimeter.result import Result
+from multimeter.result import Result, ResultBuilder
 from multimeter.storages._format import (
     FileFormat,
     ResultFileError,
@@ -105,16 +105,17 @@ def distinct_timestamps_ns(result: Result) -> tuple[list[int], list[int]]:
     no two alike: points at ``us * 1000``, marks from ``us * 1000 + 1`` on, each moved
     on by a nanosecond while its slot is taken. So a final point and the exit mark of
     the same microsecond, or marks of one microsecond, all keep their own slot."""
+    times_us, _, marks_us = result.data()
     taken: set[int] = set()
     points = []
-    for timestamp_us in result._times:
+    for timestamp_us in times_us:
         timestamp_ns = timestamp_us * 1000
         while timestamp_ns in taken:
             timestamp_ns += 1
         taken.add(timestamp_ns)
         points.append(timestamp_ns)
     marks = []
-    for timestamp_us, _ in sorted(result._marks, key=lambda m: m[0]):
+    for timestamp_us, _ in sorted(marks_us, key=lambda m: m[0]):
         timestamp_ns = timestamp_us * 1000 + 1
         while timestamp_ns in taken:
             timestamp_ns += 1
@@ -139,7 +140,8 @@ def encode_points(
     """
     specs: list[tuple[str, Callable[[Any], str | None] | None, Container[int]]] = []
     datas = []
-    for key, data, missing in result._column_items():
+    times_us, columns, _ = result.data()
+    for key, data, missing in columns:
         check_name("field key", key)
         typecode = getattr(data, "typecode", None)
         formatter: Callable[[Any], str | None] | None = None
@@ -152,7 +154,7 @@ def encode_points(
     all_floats = all(formatter is None and not missing for _, formatter, missing in specs)
     prefixes = [field_prefix for field_prefix, _, _ in specs]
     if timestamps_ns is None:
-        timestamps_ns = [timestamp_us * 1000 + offset_ns for timestamp_us in result._times]
+        timestamps_ns = [timestamp_us * 1000 + offset_ns for timestamp_us in times_us]
     lines = []
     for index, (timestamp_ns, *row) in enumerate(zip(timestamps_ns, *datas, strict=True)):
         if all_floats and row:
@@ -191,7 +193,7 @@ def encode_marks(
     """
     lines = []
     last = None
-    marks = sorted(result._marks, key=lambda m: m[0])
+    marks = sorted(result.data().marks_us, key=lambda m: m[0])
     for index, (timestamp_us, label) in enumerate(marks):
         if timestamps_ns is not None:
             timestamp_ns = timestamps_ns[index]
@@ -246,7 +248,7 @@ class LineFormat(FileFormat):
         Raises:
             ResultFileError: for data that is not such a result (the reason names the line).
         """
-        result = None
+        builder = None
         floats: frozenset[str] = frozenset()
         data = stream.read()
         with reading():
@@ -257,29 +259,29 @@ class LineFormat(FileFormat):
             line = raw.strip(" \t\r")
             with reading(f"line {number}"):
                 if line.startswith(HEADER):
-                    if result is not None:
+                    if builder is not None:
                         raise ResultFileError("the header must come before the data")
-                    result = result_from_header(json.loads(line[len(HEADER) :]))
-                    floats = float_keys(result)
+                    builder = ResultBuilder.of(result_from_header(json.loads(line[len(HEADER) :])))
+                    floats = float_keys(builder.result)
                     continue
                 if not line or line.startswith("#"):
                     continue
                 measurement, tags, fields, timestamp_ns = parse_line(line)
                 if not _MIN_NS <= timestamp_ns <= _MAX_NS:
                     raise ResultFileError(f"timestamp {timestamp_ns} is out of range")
-                if result is None:
-                    result = Result(identifier=measurement, tags=tags)
+                if builder is None:
+                    builder = ResultBuilder.of(Result(identifier=measurement, tags=tags))
                 timestamp_us = timestamp_ns // 1000
                 if set(fields) == {MARK_FIELD} and isinstance(fields[MARK_FIELD], str):
-                    result._add_mark_us(timestamp_us, fields[MARK_FIELD])
+                    builder.add_mark(timestamp_us, fields[MARK_FIELD])
                 else:
                     for key in floats.intersection(fields):
                         if isinstance(fields[key], int) and not isinstance(fields[key], bool):
                             fields[key] = float(fields[key])
-                    result._append_us(timestamp_us, fields)
-        if result is None:
+                    builder.add_values(timestamp_us, fields)
+        if builder is None:
             raise ResultFileError("no line-protocol data")
-        return result
+        return builder.result
 
 
 # Line protocol, as LineFormat writes it: a backslash escapes the characters that would

@@ -5,10 +5,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 from multimeter.result import Result
 
-__all__ = ["Storage"]
+__all__ = ["Storage", "batches_itself", "holds_back", "keeps_for_later"]
 
 
 class Storage(abc.ABC):
@@ -22,7 +23,8 @@ class Storage(abc.ABC):
     batch in one go, e.g. one request), :meth:`spool_results` (keep results
     on disk for a later delivery, used for what is still pending at exit) and
     :meth:`flush_buffers` (store what the storage holds back, e.g. sums of
-    calls not yet written).
+    calls not yet written). :func:`batches_itself`, :func:`keeps_for_later` and
+    :func:`holds_back` tell whether a storage has them.
     """
 
     @abc.abstractmethod
@@ -70,3 +72,24 @@ class Storage(abc.ABC):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def batches_itself(storage: Any) -> bool:
+    """Whether ``storage`` stores a batch in one go: its class overrides
+    :meth:`Storage.store_many` (the writer then hands it a whole batch at once)."""
+    method = getattr(type(storage), "store_many", None)
+    return method is not None and method is not Storage.store_many
+
+
+def keeps_for_later(storage: Any) -> bool:
+    """Whether ``storage`` has a spool: its class overrides
+    :meth:`Storage.spool_results` (what is still pending at exit is spooled)."""
+    method = getattr(type(storage), "spool_results", None)
+    return method is not None and method is not Storage.spool_results
+
+
+def holds_back(storage: Any) -> bool:
+    """Whether ``storage`` holds results back: its class overrides
+    :meth:`Storage.flush_buffers` (the writer calls it at every flush and while idle)."""
+    method = getattr(type(storage), "flush_buffers", None)
+    return method is not None and method is not Storage.flush_buffers
