@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import pytest
 
@@ -12,6 +13,7 @@ from multimeter.measurement import Measurement
 from multimeter.result import Result
 from multimeter.storages.base import Storage
 from multimeter.testing import CounterProbe, InMemoryStorage
+from tests._programs import run_program
 
 
 def test_multimeter_defaults_match_the_documentation():
@@ -163,3 +165,68 @@ def test_bad_tags_raise_value_error_when_the_measurement_is_created():
     """Tags are checked up front, not when storing."""
     with pytest.raises(ValueError, match="tag 'k'"):
         Multimeter().measure("x", k=None)
+
+
+class ThreadNoting(Storage):
+    """Notes the thread each result is stored on, and the order of the results."""
+
+    def __init__(self) -> None:
+        self.stored: list[tuple[str, str]] = []
+
+    def store(self, result: Result) -> None:
+        self.stored.append((result.identifier, threading.current_thread().name))
+
+
+def test_end_stores_through_the_writer_and_returns_once_stored():
+    """A measurement's result takes the path of @measured calls: the writer thread
+    stores it (with the spool, backpressure and the flush at exit that gives), and
+    end() returns once it is stored."""
+    storage = ThreadNoting()
+    meter = Multimeter(ResourceProbe(), cycle_time=0.05, storage=storage)
+    with meter.measure("through-the-writer"):
+        pass
+    assert [("through-the-writer", "multimeter-writer")] == storage.stored
+
+
+def test_calls_made_during_a_measurement_are_stored_before_it(tmp_path):
+    """The writer stores in the order things ended: a @measured call made inside a
+    measure() block is stored before the block's own result."""
+    import multimeter
+
+    storage = ThreadNoting()
+    multimeter.configure(storage=storage, probes=["resource"])
+    try:
+
+        @multimeter.measured(name="inner")
+        def inner() -> int:
+            return 1
+
+        with multimeter.get_multimeter().measure("outer"):
+            inner()
+        names = [identifier.split("-")[0] for identifier, _ in storage.stored]
+        assert ["inner", "outer"] == names
+    finally:
+        multimeter.reset()
+
+
+def test_measurements_ended_right_before_exit_are_stored_with_a_slow_storage(tmp_path):
+    """A program whose last lines end measurements, with a storage that takes its
+    time: every result is stored, in order, before the program is gone."""
+    program = f"""
+        import time
+        import multimeter
+        from multimeter.storages.base import Storage
+
+        class Slow(Storage):
+            def store(self, result):
+                time.sleep(0.2)
+                with open({str(tmp_path / "stored.txt")!r}, "a") as out:
+                    out.write(result.identifier + "\\n")
+
+        meter = multimeter.Multimeter(multimeter.ResourceProbe(), storage=Slow())
+        for name in ("first", "second"):
+            with meter.measure(name):
+                pass
+    """
+    run_program(tmp_path, program)
+    assert ["first", "second"] == (tmp_path / "stored.txt").read_text().split()

@@ -191,12 +191,23 @@ def test_calls_are_stored_in_the_order_they_ended_packed_or_not():
         ] == reader.marks[record.number]
 
 
-def test_a_waiting_call_holds_one_small_item():
-    """5,000 calls waiting for a held writer: about one object each for the garbage
-    collector to visit (the item; its numbers are bytes, which it does not visit),
-    not a dozen (the call, its readings), and under 300 bytes each."""
+def test_a_waiting_call_holds_one_small_item(monkeypatch):
+    """5,000 calls waiting for a held writer: a packed call holds about one object for
+    the garbage collector to visit (the item; its numbers are bytes, which it does
+    not visit) and under 300 bytes; a call preempted while it ran (its context
+    switches moved: more of them on a busy machine) waits as itself, counted apart."""
     hold = threading.Event()
     storage = _configured(Recording(hold))
+    unpacked = [0]
+    pack = _packed.pack
+
+    def counting(*args: Any) -> Any:
+        packed = pack(*args)
+        if packed is None:
+            unpacked[0] += 1
+        return packed
+
+    monkeypatch.setattr(_packed, "pack", counting)
 
     @multimeter.measured
     def short(i: int) -> int:
@@ -206,6 +217,7 @@ def test_a_waiting_call_holds_one_small_item():
     time.sleep(0.3)  # the writer holds that call and waits
     gc.collect()
     before = len(gc.get_objects())
+    unpacked[0] = 0
     tracemalloc.start()
     try:
         for i in range(5_000):
@@ -218,8 +230,11 @@ def test_a_waiting_call_holds_one_small_item():
     hold.set()
     assert multimeter.flush(30)
     assert 5_001 == len(storage.records)
-    assert grown < 5_500, f"{grown} objects for 5,000 waiting calls"
-    assert held / 5_000 < 300, f"{held / 5_000:.0f} bytes per waiting call"
+    others = unpacked[0]
+    packed = 5_000 - others
+    assert packed > 2_500, f"{others} of 5,000 calls not packed"
+    assert grown < packed + 12 * others + 200, f"{grown} objects, {others} calls unpacked"
+    assert held < 300 * packed + 2_500 * others, f"{held} bytes, {others} calls unpacked"
 
 
 def test_children_come_before_parents_when_threads_race():
