@@ -412,46 +412,36 @@ class Writer:
             self._handled += len(jobs)
             return
         for job in jobs:
-            result = self.build(job)
-            if result is not None and not self._attempt(
-                storage,
-                [result],
-                lambda: storage.store(result),  # noqa: B023 - called at once
-            ):
-                raise _Stopped
-            self._handled += 1
+            self._store_one(storage, job)
+
+    def _store_one(self, storage: Any, job: Any) -> None:
+        """Store one job's result on its own."""
+        result = self.build(job)
+        if result is not None and not self._attempt(
+            storage, [result], lambda: storage.store(result)
+        ):
+            raise _Stopped  # the job stays unstored, in hand
+        self._handled += 1
 
     def _store_calls(self, storage: CallStorage, jobs: list[Any]) -> None:
-        """Store jobs for a storage of calls: the calls' records in one batch, a
-        result that is no call (a measurement's) on its own, in their order."""
-        records: list[CallRecord] = []
-        done = 0
+        """Store jobs for a storage of calls: the records of each run of calls in one
+        batch, a result that is no call (a measurement's) on its own, in their order."""
+        calls: list[Any] = []
         for job in jobs:
             if isinstance(job, Job) and not isinstance(job, CallJob):
-                if records and not self._attempt(
-                    storage,
-                    records,
-                    lambda: storage.store_calls(records),  # noqa: B023 - called at once
-                ):
-                    raise _Stopped  # the jobs stay unstored, in hand
-                self._handled += done
-                records, done = [], 0
-                result = self.build(job)
-                if result is not None and not self._attempt(
-                    storage,
-                    [result],
-                    lambda: storage.store(result),  # noqa: B023 - called at once
-                ):
-                    raise _Stopped
-                self._handled += 1
-                continue
-            record = self.record(job)
-            if record is not None:
-                records.append(record)
-            done += 1
+                self._store_records(storage, calls)
+                calls = []
+                self._store_one(storage, job)
+            else:
+                calls.append(job)
+        self._store_records(storage, calls)
+
+    def _store_records(self, storage: CallStorage, calls: list[Any]) -> None:
+        """Store the records of ``calls`` (jobs or packed calls) in one batch."""
+        records = [r for r in map(self.record, calls) if r is not None]
         if records and not self._attempt(storage, records, lambda: storage.store_calls(records)):
-            raise _Stopped  # the jobs stay unstored, in hand
-        self._handled += done
+            raise _Stopped  # the calls stay unstored, in hand
+        self._handled += len(calls)
 
     def _release(self, *, due_only: bool) -> None:
         """Have the storages that hold results back store them: all, or what is due."""
