@@ -931,6 +931,7 @@ SIGNAL_STORM = """
         in_the_handler(handled)
 
     interval = float(sys.argv[1])
+    in_the_program(0)  # the configuration is built (the storages imported) first
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, interval, interval)
     calls = 0
@@ -952,7 +953,8 @@ def test_a_signal_storm_whose_handler_makes_measured_calls_never_hangs_and_store
     """A SIGALRM every 1 ms or 0.1 ms whose handler calls a measured function (a timeout,
     a heartbeat): the program never waits on multimeter's locks, each call is stored
     once, and the handler's calls are stored too (all but those made while the
-    interrupted code held the sampler's lock, a rare moment)."""
+    interrupted code held the sampler's lock, a rare moment; a call made while the first
+    call builds the configuration is not measured either: the program makes one first)."""
     for _ in range(3):
         completed = _run_storm(tmp_path, interval)
         calls, handled = map(int, completed.stdout.split())
@@ -960,7 +962,7 @@ def test_a_signal_storm_whose_handler_makes_measured_calls_never_hangs_and_store
         assert len(identifiers) == len(set(identifiers)), "a call was stored twice"
         in_program = sum(i.startswith("in_the_program") for i in identifiers)
         in_handler = sum(i.startswith("in_the_handler") for i in identifiers)
-        assert calls == in_program
+        assert calls + 1 == in_program
         assert handled * 0.99 <= in_handler <= handled, f"{in_handler} of {handled} stored"
         for path in (tmp_path / "results").iterdir():
             path.unlink()

@@ -62,9 +62,11 @@ def test_a_child_forked_while_another_thread_connects_a_probe_measures_on(tmp_pa
     code = """
         import os, signal
         from multimeter import Multimeter, PsutilProbe
+        from multimeter import _process
         from multimeter.probes import _background
         meter = Multimeter(PsutilProbe())
-        with _background._connecting:  # as another thread's first measurement holds it
+        # As another thread's first measurement holds it:
+        with _process.current().part(_background._Connecting).lock:
             pid = os.fork()
         if pid == 0:
             signal.alarm(10)  # ends a deadlock

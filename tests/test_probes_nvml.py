@@ -404,7 +404,8 @@ def thread_reader(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from multimeter import _reader
 
     monkeypatch.setenv("MULTIMETER_READER", "thread")
-    monkeypatch.setattr(_reader, "_current", None)
+    readers = _reader._readers()
+    monkeypatch.setattr(readers, "current", None)
     yield
     current = _reader.current()
     if current is not None:

@@ -418,6 +418,7 @@ def test_multimeter_probes_names_them_too(monkeypatch):
         type(p).__name__ for p in meter.probes
     ]
     monkeypatch.setenv("MULTIMETER_PROBES", "resource,bogus")
+    multimeter.reset()  # the environment is read again by the next configure()
     with pytest.raises(ValueError, match=r"MULTIMETER_PROBES.*bogus.*psutil"):
         multimeter.configure()
 
