@@ -329,6 +329,16 @@ def change(
         ValueError: naming the bad argument or environment variable and the allowed values.
     """
     state = _process.current()
+    asked = {
+        "storage": storage,
+        "probes": probes,
+        "cycle_time": cycle_time,
+        "tags": tags,
+        "enabled": enabled,
+        "calls": calls,
+    }
+    if _interrupted(state):
+        return _later(state, asked)
     with measuring_off():  # code it runs may be measured (instrument())
         with state.config_lock:
             meter = state.meter
@@ -357,10 +367,43 @@ def change(
             meter._update(**settings)
             state.meter = meter
             state.configured = True
+            _catch_up(state, meter)
             after = meter.snapshot
         if before is not None:
             retire(before.storage, after.storage, after.exit_timeout)
     return meter
+
+
+def _interrupted(state: Any) -> bool:
+    """Whether this thread is in the middle of a change of the configuration: a
+    signal's handler interrupted it (the reentrant lock is held by this thread)."""
+    return bool(state.config_lock._is_owned())
+
+
+def _later(state: Any, asked: dict[str, Any]) -> Multimeter:
+    """A ``configure()`` from a signal's handler that interrupted a change in this
+    thread: checked now (a bad value raises here), done when that change is over."""
+    meter = state.meter
+    if meter is not None and state.configured:
+        _changes(meter.snapshot, **asked)  # raises ValueError for a bad value
+    state.config_pending.append(asked)
+    return meter if meter is not None else _stand_in()
+
+
+def _catch_up(state: Any, meter: Multimeter) -> None:
+    """Do what signal handlers asked while this change ran (see :func:`_later`)."""
+    while state.config_pending:
+        asked = state.config_pending.pop(0)
+        try:
+            meter._update(**_changes(meter.snapshot, **asked))
+        except ValueError as error:
+            logger.error("configure() from a signal handler failed", error=str(error))
+
+
+def _stand_in() -> Multimeter:
+    """A multimeter that measures nothing, for a signal's handler that interrupted
+    the first build of the configuration in its thread (it is not kept)."""
+    return Multimeter(storage=DummyStorage())._update(enabled=False)
 
 
 def retire(old: Storage, new: Storage | None, timeout: float) -> None:
@@ -412,6 +455,8 @@ def _implicit() -> Multimeter:
     state = _process.current()
     # Measuring off while the configuration is built: it reads os.environ and more,
     # which instrument() may have measured (measuring would need this very lock).
+    if _interrupted(state):
+        return _stand_in()  # the interrupted build goes on once the handler returns
     with measuring_off(), state.config_lock:
         if state.meter is not None:
             return state.meter
@@ -423,6 +468,13 @@ def _implicit() -> Multimeter:
                 error=str(error),
             )
             meter = Multimeter(storage=DummyStorage())._update(enabled=False)
+        except Exception as error:  # noqa: BLE001 - never into the measured code
+            # A module the code interrupted by a signal's handler was importing, half
+            # made, say: measure nothing now, build again at the next use.
+            logger.warning(
+                "building the configuration failed; trying again later", error=repr(error)
+            )
+            return _stand_in()
         state.meter = meter
         return meter
 

@@ -42,6 +42,7 @@ class ProcessState:
         "aggregates",
         "calls",
         "config_lock",
+        "config_pending",
         "configured",
         "exit_flush",
         "exit_signal",
@@ -74,7 +75,11 @@ class ProcessState:
         # changes. A forked child carries on its parent's configuration.
         self.meter: Any = None
         self.configured = False
-        self.config_lock = threading.Lock()
+        # Reentrant: a signal's handler may call configure() or get_multimeter() in
+        # the thread whose change it interrupted (see _config: what it asks is done
+        # once that change is over, in config_pending).
+        self.config_lock = threading.RLock()
+        self.config_pending: list[Any] = []
         self.sampler = Sampler()
         self.writer = Writer(token=self.token, on_start=_writer_started, orphaned=_orphaned())
         # (probe plan, monotonic time, readings) of the last end-of-call reading.

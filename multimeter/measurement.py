@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from multimeter import _env, _meta, _process
-from multimeter._log import describe, safe_log
+from multimeter._log import describe, safe_log, warn_once
+from multimeter._reentry import BUSY, made_by_signal_handler
 from multimeter._sampler import Sampler
 from multimeter._session import Session
 from multimeter._tags import normalize_tags
@@ -86,8 +88,18 @@ class Measurement:
         result.meta_data = _meta.process_meta_data()
         result.meta_data["started"] = us_to_datetime(sampler.clock.time_us()).isoformat()
         self.result = result
-        self._session = Session(result, setup.probes, setup.cycle_time, setup.plan)
-        sampler.begin(self._session)
+        self._session = session = Session(result, setup.probes, setup.cycle_time, setup.plan)
+        if BUSY.busy:
+            # A signal's handler that interrupted multimeter's own code in this thread
+            # (the sampler's lock may be held): the measurement is not sampled, and
+            # not stored (as a measured call made there is not measured).
+            warn_once(
+                ("measurement", "busy"),
+                "measure() in a signal handler that interrupted multimeter: not measured",
+            )
+            self._process = None
+            return result
+        sampler.begin(session)
         return result
 
     def add_mark(self, label: str) -> None:
@@ -105,9 +117,10 @@ class Measurement:
         """Stop measuring, add the final point and store the result.
 
         The result goes to the process's writer, like the results of
-        ``@measured`` calls, and ``end()`` waits until the writer has stored it
-        (at most :data:`STORE_WAIT` seconds; what is not stored by then is stored
-        later, or at the process's exit). A storage error is logged (with the
+        ``@measured`` calls, and ``end()`` waits until the writer has stored it,
+        with what was queued before it (at most :data:`STORE_WAIT` seconds; what
+        is not stored by then is stored later, or at the process's exit). In a
+        signal's handler it does not wait. A storage error is logged (with the
         identifier and the storage) and not raised: the result stays available
         as :attr:`result`. A measurement ended in a forked child that did not
         start it is not stored there (the parent owns it). Ending twice does
@@ -121,12 +134,17 @@ class Measurement:
             raise RuntimeError("end() needs a started measurement")
         process = _process.current()
         if process is not self._process or not session.active:
-            return  # begun before a fork (the parent owns it), or ended already
+            return  # begun before a fork (the parent owns it), not sampled, or ended already
         self._sampler.finish(session)
         storage = self._setup.storage
+        if not self._setup.stores:
+            return
         try:
             process.writer.put(ResultJob(self.result, storage))
-            process.writer.flush(STORE_WAIT)
+            if not BUSY.busy and not made_by_signal_handler(sys._getframe(1)):
+                # A handler's measurement does not wait: the code it interrupted may
+                # be the one making the writer's backlog.
+                process.writer.flush(STORE_WAIT)
         except Exception as error:  # noqa: BLE001 - storing must not break the measured code
             safe_log(
                 "error",

@@ -143,7 +143,9 @@ class Multimeter:
     def __init__(
         self, *probes: Probe, cycle_time: float = 1.0, storage: Storage = _DISCARD
     ) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a signal's handler may call a setter in the thread whose own
+        # setter it interrupted (a later snapshot then wins).
+        self._lock = threading.RLock()
         #: The current configuration, as one immutable object; replaced (never
         #: changed) by the setters. Read it; do not assign it.
         self.snapshot = Snapshot.of(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.influx import InfluxDBStorage
 from multimeter.storages.log import LogStorage
 from multimeter.testing import InMemoryStorage
+from tests._programs import run_program
 
 
 def test_defaults_without_any_configuration():
@@ -536,3 +538,62 @@ def test_each_storage_holds_the_calls_made_while_it_was_configured(tmp_path):
     in_a = [r.meta_data["function"] for r in multimeter.load_results(tmp_path / "a")]
     in_b = [r.meta_data["function"] for r in multimeter.load_results(tmp_path / "b")]
     assert (["first"] * 200, ["second"] * 30) == (in_a, in_b)
+
+
+# -- signal handlers that touch the configuration ------------------------------------
+
+_HANDLER_PROGRAM = """
+    import os, signal, sys, threading, time
+    import multimeter
+
+    state = {"in": False, "handled": 0}
+
+    def handler(signum, frame):
+        if state["in"]:
+            return
+        state["in"] = True
+        HANDLER_LINE
+        state["handled"] += 1
+        state["in"] = False
+
+    def pinger():
+        while True:
+            time.sleep(0.001)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    signal.signal(signal.SIGUSR1, handler)
+    threading.Thread(target=pinger, daemon=True).start()
+    MAIN_LINES
+    print("handled", state["handled"] > 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+@pytest.mark.parametrize(
+    ("handler_line", "main_lines"),
+    [
+        (  # reload the configuration on a signal, while the program configures too
+            'multimeter.configure(tags={"reloaded": "yes"})',
+            "end = time.monotonic() + 3\n"
+            "    while time.monotonic() < end:\n"
+            '        multimeter.configure(tags={"main": "yes"})\n'
+            "    assert multimeter.get_multimeter().tags",
+        ),
+        (  # a handler that asks for the multimeter while the first call builds it
+            "multimeter.get_multimeter()",
+            "end = time.monotonic() + 3\n"
+            "    while time.monotonic() < end:\n"
+            "        multimeter.reset()\n"
+            "        multimeter.measured(lambda: 1)()",
+        ),
+    ],
+    ids=["configure", "get_multimeter"],
+)
+def test_a_signal_handler_that_configures_never_deadlocks(tmp_path, handler_line, main_lines):
+    """A handler (SIGUSR1 every millisecond) that calls configure() or get_multimeter()
+    in the thread whose own configure() or first measured call it interrupted: the
+    configuration's lock is held by that very thread. The program ends; what the
+    handler asked is done once the interrupted change is over."""
+    code = _HANDLER_PROGRAM.replace("HANDLER_LINE", handler_line).replace("MAIN_LINES", main_lines)
+    done = run_program(tmp_path, code, timeout=60)
+    assert "handled True" in done.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import threading
 
 import pytest
@@ -230,3 +231,45 @@ def test_measurements_ended_right_before_exit_are_stored_with_a_slow_storage(tmp
     """
     run_program(tmp_path, program)
     assert ["first", "second"] == (tmp_path / "stored.txt").read_text().split()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_measure_in_a_signal_handler_never_deadlocks(tmp_path):
+    """The main thread loops on measure(); a handler (SIGUSR1 every 2 ms) measures too,
+    often while the main thread holds the sampler's lock in start() or end(). The
+    program ends; the handler's measurements are stored except those made right then."""
+    program = """
+        import os, signal, threading, time
+        import multimeter
+        from multimeter.testing import InMemoryStorage
+
+        storage = InMemoryStorage()
+        meter = multimeter.Multimeter(multimeter.ResourceProbe(), storage=storage)
+        handled = []
+
+        def handler(signum, frame):
+            with meter.measure("h"):
+                pass
+            handled.append(1)
+
+        def pinger():
+            while True:
+                time.sleep(0.002)
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+        signal.signal(signal.SIGUSR1, handler)
+        threading.Thread(target=pinger, daemon=True).start()
+        end = time.monotonic() + 3
+        main = 0
+        while time.monotonic() < end:
+            with meter.measure("main"):
+                pass
+            main += 1
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        multimeter.flush(30)
+        names = [r.identifier for r in storage.results]
+        print(main == names.count("main"), len(handled) > 0,
+              names.count("h") >= 0.9 * len(handled))
+    """
+    done = run_program(tmp_path, program, timeout=60)
+    assert "True True True" == done.stdout.strip().splitlines()[-1]
