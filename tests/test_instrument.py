@@ -234,6 +234,7 @@ JINJA2_TEMPLATES = """
 """
 
 
+@pytest.mark.timeout(300)  # the whole of jinja2 instrumented, in a subprocess
 def test_jinja2_instrumented_whole_compiles_and_renders_templates(tmp_path):
     """jinja2 leaves measured generators unfinished for the garbage collector to close:
     the program runs as without measuring (it crashed with SIGSEGV in ContextVar.set,
