@@ -240,6 +240,6 @@ def test_jinja2_instrumented_whole_compiles_and_renders_templates(tmp_path):
     the program runs as without measuring (it crashed with SIGSEGV in ContextVar.set,
     or every later measured generator raised LookupError)."""
     pytest.importorskip("jinja2")
-    completed = _programs.run_program(tmp_path, JINJA2_TEMPLATES, timeout=120)
+    completed = _programs.run_program(tmp_path, JINJA2_TEMPLATES, timeout=240)
     assert "200 200" == completed.stdout.strip()[-7:]
     assert "LookupError" not in completed.stderr + completed.stdout
