@@ -117,7 +117,9 @@ def main() -> None:
     with_multimeter()
     multimeter.flush()
 
+    # configure() changes only what it is given: each variant starts afresh (reset()).
     def measure_enabled() -> float:
+        multimeter.reset()
         multimeter.configure(**enabled_config)
         cost = per_call(with_multimeter, CALLS, REPEATS)
         multimeter.flush()
@@ -130,23 +132,27 @@ def main() -> None:
     }
 
     def measure_enabled_batch() -> float:
+        multimeter.reset()
         multimeter.configure(**batch_config)
         cost = per_call(with_multimeter, CALLS, REPEATS)
         multimeter.flush()
         return cost
 
     def measure_nested() -> float:
+        multimeter.reset()
         multimeter.configure(**enabled_config)
         cost = per_call(nested_measured, CALLS, REPEATS) - per_call(nested_bare, CALLS, REPEATS)
         multimeter.flush()
         return cost / DEPTH + medians_bare[-1]  # per call; "bare" is subtracted below
 
     def measure_disabled() -> float:
+        multimeter.reset()
         multimeter.configure(enabled=False)
         return per_call(with_multimeter, CALLS, REPEATS)
 
     def measure_not_drawn() -> float:
         os.environ["MULTIMETER_SAMPLE_RATE"] = "0"
+        multimeter.reset()
         multimeter.configure(storage=Discard())
         del os.environ["MULTIMETER_SAMPLE_RATE"]
         return per_call(with_multimeter, CALLS, REPEATS)
@@ -245,6 +251,7 @@ def probe_set_costs(
 ) -> dict[str, float]:
     """The enabled call with each of :data:`PROBE_SETS` against ``resource`` alone."""
     sets = {"resource": ["resource"], **PROBE_SETS}
+    multimeter.reset()
     multimeter.configure(storage=Discard(), probes=PROBE_SETS["psutil_system_gc"])
     with_multimeter()  # starts the reader process
     time.sleep(READER_WARM_UP)
@@ -255,6 +262,7 @@ def probe_set_costs(
         names = list(sets)
         names = names[number % len(names) :] + names[: number % len(names)]  # no fixed order
         for name in names:
+            multimeter.reset()
             multimeter.configure(storage=Discard(), probes=sets[name])
             with_multimeter()
             costs[name] = per_call(with_multimeter, PROBE_CALLS) - base
@@ -289,6 +297,7 @@ def tracemalloc_costs() -> dict[str, float]:
         base = per_call(bare, PROBE_CALLS)
         costs = {}
         for name, probes in sets.items():
+            multimeter.reset()
             multimeter.configure(storage=Discard(), probes=probes)
             with_multimeter()
             costs[name] = per_call(with_multimeter, PROBE_CALLS) - base

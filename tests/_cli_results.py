@@ -6,13 +6,15 @@ import contextlib
 import os
 import pathlib
 import stat
-import subprocess
-import sys
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+
+from tests._programs import environment, multimeter_command, run_python
+
+__all__ = ["multimeter_command"]  # here too, for the command-line tests
 
 #: load() is called 20 times directly and once inside each of the 5 validate() calls,
 #: which raise.
@@ -85,34 +87,17 @@ def write_results(directory: pathlib.Path, mode: str, run: str) -> pathlib.Path:
     directory.mkdir(parents=True, exist_ok=True)
     script = directory.parent / "program.py"
     script.write_text(PROGRAM)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    env["MULTIMETER_RUN"] = run
-    env["MULTIMETER_DIR"] = str(directory)  # batch: the default storage, batch files there
-    subprocess.run(
-        [sys.executable, str(script), mode, str(directory)],
-        env=env,
+    # batch: the default storage, batch files in ``directory``
+    run_python(
+        script,
+        mode,
+        directory,
+        env=environment(MULTIMETER_RUN=run, MULTIMETER_DIR=str(directory)),
         check=True,
         timeout=120,
         cwd=directory.parent,
     )
     return directory
-
-
-def multimeter_command(
-    *arguments: str, cwd: pathlib.Path | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m multimeter ARGUMENTS`` as a user would; stdout and stderr as text."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment.pop("COLUMNS", None)
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "multimeter", *arguments],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 @contextlib.contextmanager

@@ -70,3 +70,9 @@ def stored() -> Any:
     storage = InMemoryStorage()
     multimeter.configure(storage=storage, cycle_time=0.01)
     return storage
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `slow` tests (minutes each) come first: under xdist they start at once, beside
+    the short ones, instead of making a long tail at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

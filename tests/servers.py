@@ -17,6 +17,8 @@ from typing import Any
 
 
 def free_port() -> int:
+    """A port free now; another process (an xdist worker) may take it before the server
+    binds it, so the servers below start again on a new port when theirs exits at once."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -39,6 +41,14 @@ class VictoriaMetrics:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        for _ in range(3):
+            if self._started():
+                return
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+        raise RuntimeError("victoria-metrics did not come up")
+
+    def _started(self) -> bool:
         assert self.binary is not None
         self._process = subprocess.Popen(
             [
@@ -52,13 +62,14 @@ class VictoriaMetrics:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._process.poll() is None:
             try:
                 if _get(f"{self.url}/health", 1.0).strip() == b"OK":
-                    return
+                    return True
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("victoria-metrics did not come up")
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self._process is not None:
@@ -126,6 +137,16 @@ class Influxd:
         self.url = ""
 
     def start(self) -> None:
+        for _ in range(3):
+            if self._started():
+                self._shim = _Relay(self._shim_answer)
+                self.url = self._shim.url
+                return
+            self.port = free_port()
+            self._native = f"http://127.0.0.1:{self.port}"
+        raise RuntimeError("influxd did not come up")
+
+    def _started(self) -> bool:
         assert self.binary is not None
         environment = {
             "INFLUXDB_META_DIR": str(self._data / "meta"),
@@ -145,16 +166,14 @@ class Influxd:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._process.poll() is None:
             try:
                 urllib.request.urlopen(f"{self._native}/ping", timeout=1).close()
-                break
+                return True
             except OSError:
                 time.sleep(0.05)
-        else:
-            raise RuntimeError("influxd did not come up")
-        self._shim = _Relay(self._shim_answer)
-        self.url = self._shim.url
+        self.stop()
+        return False
 
     def _shim_answer(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
@@ -179,9 +198,11 @@ class Influxd:
     def stop(self) -> None:
         if self._shim is not None:
             self._shim.close()
+            self._shim = None
         if self._process is not None:
             self._process.terminate()
             self._process.wait(30)
+            self._process = None
 
 
 class FaultProxy:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -30,6 +28,7 @@ from multimeter.storages.base import Storage
 from multimeter.storages.dummy import DummyStorage
 from multimeter.subject import PROCESS
 from multimeter.testing import InMemoryStorage
+from tests._programs import environment, run_python
 
 TESTS = pathlib.Path(__file__).resolve().parent
 CYCLE_US = 1_000_000
@@ -440,23 +439,14 @@ def test_storage_for_calls_wraps_for_aggregate_unwraps_for_each_and_never_wraps_
 def run_program(tmp_path: pathlib.Path, code: str, **env: str) -> dict[str, int]:
     """Run ``code`` in aggregate mode, default files; the stored ``calls.count`` per pid."""
     (tmp_path / "app.py").write_text(textwrap.dedent(code))
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(TESTS), environment.get("PYTHONPATH")) if p
-    )
-    environment.update(
-        MULTIMETER_DIR=str(tmp_path / "results"),
-        MULTIMETER_CALLS="aggregate",
-        MULTIMETER_EXIT_TIMEOUT="30",
+    settings = {
+        "MULTIMETER_DIR": str(tmp_path / "results"),
+        "MULTIMETER_CALLS": "aggregate",
+        "MULTIMETER_EXIT_TIMEOUT": "30",
         **env,
-    )
-    done = subprocess.run(
-        [sys.executable, "app.py"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    }
+    done = run_python(
+        "app.py", cwd=tmp_path, env=environment(pythonpath=[TESTS], **settings), timeout=120
     )
     assert 0 == done.returncode, done.stderr
     counts: dict[str, int] = {}

@@ -4,7 +4,6 @@ recursion, re-entrancy, identifiers and lanes."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import textwrap
 import threading
@@ -17,6 +16,7 @@ from multimeter import measured
 from multimeter.probe import CumulativeProbe, ResourceProbe
 from multimeter.storages.base import Storage
 from multimeter.testing import CounterProbe, InMemoryStorage
+from tests._programs import run_python
 
 
 def _results(storage):
@@ -364,12 +364,8 @@ def test_measuring_starts_no_child_process():
         print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
         """
     )
-    output = subprocess.run(
-        [sys.executable, "-c", "import multimeter.testing\n" + program],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    output = run_python(
+        "-c", "import multimeter.testing\n" + program, timeout=60, check=True
     ).stdout.split()
     assert ["0", "0.0"] == output
 

@@ -30,6 +30,7 @@ from tests._cli_results import (
     null_device,
     write_results,
 )
+from tests._programs import environment
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +106,12 @@ def test_line_to_stdout_loads_back(results):
 @pytest.mark.parametrize("file_format", ["json", "line", "csv"])
 def test_a_reader_that_goes_away_ends_the_export_quietly(results, file_format):
     """``| head``: stdout closed before the export writes is no error to report."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
     reader, writer = os.pipe()
     process = subprocess.Popen(
         [*EXPORT, str(results / "batch"), "--format", file_format],
         stdout=writer,
         stderr=subprocess.PIPE,
-        env=environment,
+        env=environment(),
     )
     os.close(writer)
     os.close(reader)  # gone before the first write

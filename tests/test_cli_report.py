@@ -12,7 +12,6 @@ import os
 import pathlib
 import stat
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 
 from multimeter import Result, load_result, load_results
 from tests._cli_results import fifo_read, null_device
+from tests._programs import environment, run_python
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -145,25 +145,11 @@ BIG = textwrap.dedent(
 def _run_program(source: str, tmp_path: pathlib.Path, *args: str, **env: str) -> None:
     script = tmp_path / f"program_{abs(hash(source))}.py"
     script.write_text(source)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment.update(env)
-    subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=tmp_path,
-        env=environment,
-        check=True,
-        timeout=300,
-    )
+    run_python(script, *args, cwd=tmp_path, env=environment(**env), check=True, timeout=300)
 
 
 def _report(*args: str | os.PathLike[str], cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "multimeter", "report", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_python("-m", "multimeter", "report", *args, cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -479,6 +465,7 @@ def test_few_results_in_a_directory_are_all_charted(
 # -- big results ---------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(300)  # making the result takes longer than rendering it
 def test_a_result_of_100000_points_renders_in_under_2_s_in_a_file_under_3_mb(
     tmp_path: pathlib.Path, open_page: Any
 ) -> None:

@@ -25,6 +25,7 @@ import zipfile
 import pytest
 
 from multimeter import load_results
+from tests._programs import environment, run_python
 
 RUN = [sys.executable, "-m", "multimeter", "run"]
 
@@ -45,33 +46,24 @@ WHO_AM_I = textwrap.dedent(
 
 
 def _environment(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    env["MULTIMETER_DIR"] = str(tmp_path / "results")
-    env.update(extra)
-    return env
+    return environment(MULTIMETER_DIR=str(tmp_path / "results"), **extra)
 
 
 def _run(
     tmp_path: pathlib.Path, *arguments: str, cwd: pathlib.Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [*RUN, *arguments],
-        cwd=cwd or tmp_path,
-        env=_environment(tmp_path, **env),
-        capture_output=True,
-        timeout=120,
-    )
+    return _plain(tmp_path, *RUN[1:], *arguments, cwd=cwd, **env)
 
 
 def _plain(
-    tmp_path: pathlib.Path, *arguments: str, cwd: pathlib.Path | None = None
+    tmp_path: pathlib.Path, *arguments: str, cwd: pathlib.Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, *arguments],
+    return run_python(
+        *arguments,
         cwd=cwd or tmp_path,
-        env=_environment(tmp_path),
-        capture_output=True,
+        env=_environment(tmp_path, **env),
         timeout=120,
+        text=False,
     )
 
 

@@ -8,7 +8,6 @@ import pathlib
 import resource
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -17,6 +16,7 @@ from multimeter._cli import show
 from multimeter._cli._summary import ResultRow, function_rows, scan
 from multimeter._loading import MAX_LINE_BYTES
 from tests._cli_results import LOAD_CALLS, VALIDATE_CALLS, multimeter_command, write_results
+from tests._programs import run_python
 
 
 @pytest.fixture(scope="module")
@@ -378,16 +378,7 @@ def _bounded_show(*arguments: str, cwd: pathlib.Path) -> subprocess.CompletedPro
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
 
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "multimeter", "show", *arguments],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=cwd,
-        timeout=30,
-        preexec_fn=limit,
-    )
+    return run_python("-m", "multimeter", "show", *arguments, cwd=cwd, timeout=30, preexec_fn=limit)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
@@ -19,7 +17,7 @@ from multimeter.storages.dummy import DummyStorage
 from multimeter.storages.influx import InfluxDBStorage
 from multimeter.storages.log import LogStorage
 from multimeter.testing import InMemoryStorage
-from tests._programs import run_program
+from tests._programs import run_code, run_program
 
 
 def test_defaults_without_any_configuration():
@@ -180,18 +178,7 @@ def test_log_storage_emits_one_event_with_the_summary(logs):
 
 
 def _run(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
-    import os
-
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=environment,
-        timeout=60,
-    )
+    return run_code(code, cwd=tmp_path, timeout=60, **env)
 
 
 def test_exit_stores_pending_results_within_the_exit_timeout(tmp_path):

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import ast
-import os
 import pathlib
 import re
-import subprocess
 import sys
 
 import pytest
 
 from multimeter import _env
+from tests._programs import run_python
 
 ROOT = pathlib.Path(__file__).parent.parent
 DOCS = ROOT / "docs"
@@ -33,15 +32,7 @@ def _examples() -> list:
 
 @pytest.mark.parametrize("code", _examples())
 def test_every_python_example_in_the_guides_runs_as_it_is(code, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = run_python("-c", code, cwd=tmp_path, timeout=120)
     assert 0 == completed.returncode, completed.stderr[-3000:]
     assert completed.stdout.strip(), "an example shows what it did"
 

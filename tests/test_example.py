@@ -1,26 +1,15 @@
 """The README's example job runs as the quick start says and stores what it says."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
 from multimeter import load_results
+from tests._programs import run_python
 
 EXAMPLE = pathlib.Path(__file__).parent.parent / "examples" / "etl_pipeline.py"
 
 
 def test_the_etl_example_stores_each_phase_and_the_job_with_its_phases_as_marks(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    completed = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--rows", "20000"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    completed = run_python(EXAMPLE, "--rows", "20000", cwd=tmp_path, timeout=120, check=True)
     results = list(load_results(tmp_path / "multimeter-results"))
     stages = sorted(result.tags["stage"] for result in results)
     assert ["aggregate", "generate", "job", "parse", "transform"] == stages
@@ -33,18 +22,10 @@ def test_the_etl_example_stores_each_phase_and_the_job_with_its_phases_as_marks(
 
 
 def test_the_quick_start_report_of_the_example_job_is_written_where_it_says(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    subprocess.run(
-        [sys.executable, str(EXAMPLE), "--rows", "5000"], cwd=tmp_path, env=env, check=True
-    )
+    run_python(EXAMPLE, "--rows", "5000", cwd=tmp_path, timeout=120, check=True)
     jobs = sorted(str(p) for p in (tmp_path / "multimeter-results").glob("etl_job-*.json"))
-    completed = subprocess.run(
-        [sys.executable, "-m", "multimeter", "report", *jobs, "-o", "multimeter-report.html"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    completed = run_python(
+        "-m", "multimeter", "report", *jobs, "-o", "multimeter-report.html", cwd=tmp_path
     )
     report = tmp_path / "multimeter-report.html"
     assert (0, "") == (completed.returncode, completed.stdout)

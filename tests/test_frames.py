@@ -14,7 +14,6 @@ import collections
 import enum
 import logging
 import pickle
-import subprocess
 import sys
 import textwrap
 import typing
@@ -25,6 +24,7 @@ import pytest
 
 import multimeter
 from multimeter import _frames, _wrappers
+from tests._programs import run_python
 
 
 @pytest.fixture(autouse=True)
@@ -164,13 +164,7 @@ def test_a_traceback_through_a_measured_function_shows_only_the_user_files(tmp_p
             """
         )
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env={"MULTIMETER_STORAGE": "none", "PATH": ""},
-        timeout=60,
-    )
+    done = run_python(script, env={"MULTIMETER_STORAGE": "none", "PATH": ""}, timeout=60)
     assert 1 == done.returncode
     assert "ValueError: no" in done.stderr
     assert "multimeter" not in done.stderr.replace("import multimeter", "").replace(

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests._programs import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "workload_check.py"
@@ -35,14 +36,9 @@ def _psrecord() -> str | None:
     reason="needs GNU time (/usr/bin/time; Debian package 'time')",
 )
 @pytest.mark.skipif(_psrecord() is None, reason="needs psrecord (pip install psrecord)")
+@pytest.mark.timeout(300)  # runs a benchmark three ways
 def test_figures_agree_with_time_and_psrecord_within_10_percent() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tolerance", "0.10"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-    )
+    completed = run_python(SCRIPT, "--tolerance", "0.10", cwd=ROOT, timeout=180)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no report; stdout={completed.stdout!r} stderr={completed.stderr[-2000:]!r}"
     report = json.loads(lines[-1])

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.parse
 from datetime import datetime, timedelta, timezone
@@ -18,6 +17,7 @@ import pytest
 import multimeter
 from multimeter.result import Result
 from multimeter.storages.influx import DeliveryError, InfluxDBStorage, to_line_protocol
+from tests import _programs
 from tests._programs import run_program
 from tests.servers import FaultProxy, FaultServer, Influxd, VictoriaMetrics, free_port
 
@@ -186,19 +186,13 @@ def test_an_outage_spools_and_push_delivers_each_point_exactly_once(victoria, sp
         assert 1 == len(list(spool.glob("*.line")))
     finally:
         victoria.start()
-    environment = {
-        **os.environ,
-        "MULTIMETER_INFLUXDB_URL": victoria.url,
-        "MULTIMETER_INFLUXDB_TOKEN": TOKEN,
-        "MULTIMETER_SPOOL_DIR": str(spool),
-    }
     for _ in range(2):  # running push twice never duplicates a point
-        pushed = subprocess.run(
-            [sys.executable, "-m", "multimeter", "push"],
-            env=environment,
-            capture_output=True,
-            text=True,
+        pushed = _programs.multimeter_command(
+            "push",
             timeout=60,
+            MULTIMETER_INFLUXDB_URL=victoria.url,
+            MULTIMETER_INFLUXDB_TOKEN=TOKEN,
+            MULTIMETER_SPOOL_DIR=str(spool),
         )
         assert 0 == pushed.returncode, pushed.stderr
     assert [] == list(spool.glob("*.line"))
@@ -209,8 +203,7 @@ def test_an_outage_spools_and_push_delivers_each_point_exactly_once(victoria, sp
 
 def _push(server_url: str, spool: Path) -> subprocess.CompletedProcess[str]:
     """Run the installed `multimeter push` console command against ``server_url``."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment.update(
+    environment = _programs.environment(
         MULTIMETER_INFLUXDB_URL=server_url,
         MULTIMETER_INFLUXDB_TOKEN=TOKEN,
         MULTIMETER_INFLUXDB_ORG="kantai",
@@ -728,14 +721,7 @@ def test_a_program_that_stores_in_influxdb_exits_quietly(influxd, spool):
             work(i)
         assert multimeter.flush(30)
     """
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = _programs.run_code(code, timeout=60)
     assert (0, "") == (completed.returncode, completed.stderr)
     marks = influxd.query('SELECT count("mark") FROM "quiet_exit"', "multimeter")
     assert 6 == marks[0]["values"][0][1]
@@ -766,22 +752,16 @@ def test_a_slow_server_at_exit_costs_the_exit_timeout_and_loses_nothing(tmp_path
         for i in range(20):
             work(i)
     """
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment.update(
-        MULTIMETER_STORAGE="influxdb",
-        MULTIMETER_INFLUXDB_URL=server.url,
-        MULTIMETER_INFLUXDB_TOKEN=TOKEN,
-        MULTIMETER_SPOOL_DIR=str(spool),
-        MULTIMETER_EXIT_TIMEOUT="1",
-    )
     try:
         started = time.monotonic()
-        completed = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
-            env=environment,
-            capture_output=True,
-            text=True,
+        completed = _programs.run_code(
+            code,
             timeout=60,
+            MULTIMETER_STORAGE="influxdb",
+            MULTIMETER_INFLUXDB_URL=server.url,
+            MULTIMETER_INFLUXDB_TOKEN=TOKEN,
+            MULTIMETER_SPOOL_DIR=str(spool),
+            MULTIMETER_EXIT_TIMEOUT="1",
         )
         elapsed = time.monotonic() - started
     finally:

@@ -234,11 +234,12 @@ JINJA2_TEMPLATES = """
 """
 
 
+@pytest.mark.timeout(300)  # the whole of jinja2 instrumented, in a subprocess
 def test_jinja2_instrumented_whole_compiles_and_renders_templates(tmp_path):
     """jinja2 leaves measured generators unfinished for the garbage collector to close:
     the program runs as without measuring (it crashed with SIGSEGV in ContextVar.set,
     or every later measured generator raised LookupError)."""
     pytest.importorskip("jinja2")
-    completed = _programs.run_program(tmp_path, JINJA2_TEMPLATES, timeout=120)
+    completed = _programs.run_program(tmp_path, JINJA2_TEMPLATES, timeout=240)
     assert "200 200" == completed.stdout.strip()[-7:]
     assert "LookupError" not in completed.stderr + completed.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import pickle
-import subprocess
 import sys
 import textwrap
 import threading
@@ -18,6 +17,7 @@ import pytest
 
 import multimeter
 from multimeter._measured import is_measured
+from tests._programs import run_python
 
 SHOP = "tests.pkg_for_instrument.shop"
 LOOKBACK = "tests.pkg_for_instrument.lookback"
@@ -296,9 +296,7 @@ def test_a_function_kept_as_a_staticmethod_goes_through_a_spawned_pool():
             print(pool.map(aliases.Parser.parse, ["a b", "c"]))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    done = run_python("-c", code, cwd=ROOT, timeout=120)
     assert "[['a', 'b'], ['c']]" == done.stdout.strip(), done.stderr
 
 

@@ -31,6 +31,7 @@ from multimeter.metric import Metric
 from multimeter.probe import ResourceProbe
 from multimeter.result import Result, Schema
 from multimeter.subject import Subject
+from tests import _programs
 from tests._programs import run_program
 
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -507,18 +508,8 @@ APP = """
 
 
 def _run(tmp_path: pathlib.Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(TESTS.parent), environment.get("PYTHONPATH")) if p
-    )
-    environment.update(env)
-    completed = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    completed = _programs.run_code(
+        code, cwd=tmp_path, timeout=120, pythonpath=[TESTS.parent], **env
     )
     assert 0 == completed.returncode, completed.stderr[-4000:]
     return completed
@@ -629,9 +620,7 @@ def test_sigkill_while_a_child_writes_never_damages_earlier_lines(tmp_path):
             work(i)
             i += 1
     """
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment["PYTHONPATH"] = str(TESTS.parent)
-    environment["MULTIMETER_DIR"] = "results"
+    environment = _programs.environment(PYTHONPATH=str(TESTS.parent), MULTIMETER_DIR="results")
     with subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=environment
     ) as child:

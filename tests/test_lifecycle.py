@@ -32,7 +32,7 @@ import psutil
 import pytest
 
 import multimeter
-from tests import lifecycle_app
+from tests import _programs, lifecycle_app
 
 TESTS = pathlib.Path(__file__).resolve().parent
 #: Seconds a program may take before it counts as hanging (a loaded 2-core machine).
@@ -60,15 +60,13 @@ START_METHODS = [_start_method(name) for name in ("fork", "spawn", "forkserver")
 
 
 def _environment(tmp_path: pathlib.Path, env: dict[str, str]) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(TESTS), environment.get("PYTHONPATH")) if p
-    )
-    environment["PYTHONFAULTHANDLER"] = "1"
-    environment["MULTIMETER_DIR"] = str(tmp_path / "results")
-    environment["MULTIMETER_EXIT_TIMEOUT"] = EXIT_TIMEOUT
-    environment.update(env)
-    return environment
+    settings = {
+        "PYTHONFAULTHANDLER": "1",
+        "MULTIMETER_DIR": str(tmp_path / "results"),
+        "MULTIMETER_EXIT_TIMEOUT": EXIT_TIMEOUT,
+        **env,
+    }
+    return _programs.environment(pythonpath=[TESTS], **settings)
 
 
 def _write_app(tmp_path: pathlib.Path, code: str) -> list[str]:
@@ -881,6 +879,7 @@ def test_with_pool_exits_in_a_row_never_hang_and_store_every_call(
 
 @posix_only
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("under_run", [False, True], ids=["program", "multimeter run"])
 @pytest.mark.parametrize(
     ("method", "pools"), [("fork", 60), ("forkserver", 15), ("spawn", 6)], ids=str

@@ -320,6 +320,7 @@ def _fresh_configuration():
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+@pytest.mark.timeout(300)  # 200,000 calls stored and read back: minutes on a loaded machine
 def test_a_signal_handler_that_calls_a_measured_function_never_hangs(tmp_path):
     """A heartbeat every 5 ms from a SIGALRM handler, itself measured, while the main
     thread makes measured calls in a tight loop: the handler often runs while a call

@@ -6,27 +6,18 @@ Each test runs a small program in a subprocess, as a user runs one, with the
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
+
+from tests._programs import run_code
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux programs")
 
 
 def _run(code: str, tmp_path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=environment,
-        timeout=timeout,
-    )
+    return run_code(code, cwd=tmp_path, timeout=timeout, options=["-W", "ignore"], **env)
 
 
 def test_the_io_of_a_child_is_counted_once_in_the_tree(tmp_path):

@@ -23,6 +23,7 @@ import pytest
 
 from multimeter import Multimeter, metric
 from multimeter.probes.nvml import NvmlProbe
+from tests._programs import run_python
 
 MiB = 1 << 20
 
@@ -195,7 +196,7 @@ def test_importing_multimeter_does_not_import_pynvml() -> None:
         "import multimeter.probes.nvml\n"
         "assert 'pynvml' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    run_python("-c", code, check=True)
 
 
 # -- arguments --------------------------------------------------------------------------

@@ -23,19 +23,11 @@ import pytest
 import multimeter
 from multimeter import Multimeter, PsutilProbe, ResourceProbe, SystemProbe, _reader
 from multimeter.testing import InMemoryStorage
+from tests._programs import environment, run_code
 
 
 def _run(code: str, tmp_path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=environment,
-        timeout=timeout,
-    )
+    return run_code(code, cwd=tmp_path, timeout=timeout, **env)
 
 
 def _alive(pid: int) -> bool:
@@ -361,13 +353,12 @@ def test_ctrl_c_reaches_the_program_and_not_the_reader(tmp_path):
         time.sleep(0.3)
         print("interrupted", probe.read() is not None, flush=True)
     """
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
     program = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=environment,
+        env=environment(),
         start_new_session=True,  # its own process group, as a shell job has
     )
     assert program.stdout is not None

@@ -6,8 +6,6 @@ from __future__ import annotations
 import gc
 import os
 import signal
-import subprocess
-import sys
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ import multimeter
 from multimeter import GCProbe, Multimeter, TracemallocProbe, measured
 from multimeter.probes import tracemalloc as heap
 from multimeter.testing import InMemoryStorage
+from tests._programs import run_python
 
 MB = 1_000_000
 #: What else the process allocates (and keeps) while a test runs: pytest, the sampler.
@@ -54,9 +53,7 @@ def test_tracing_starts_at_the_first_reading_not_at_import_or_construction():
         "probe.read()\n"
         "print(before, tracemalloc.is_tracing())"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
+    output = run_python("-c", code, check=True).stdout
     assert "False True" == output.strip()
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
 
 import pytest
 
 import multimeter
+from tests._programs import run_python
 
 
 def test_top_level_exports_exactly_the_public_names():
@@ -92,7 +91,5 @@ def test_top_level_names_are_the_documented_classes():
 def test_importing_multimeter_does_not_import_influxdb_client():
     """The optional InfluxDB client stays unloaded until an InfluxDB storage is built."""
     code = "import sys, multimeter; print('influxdb_client' in sys.modules)"
-    output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
+    output = run_python("-c", code, check=True).stdout
     assert "False" == output.strip()

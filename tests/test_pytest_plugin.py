@@ -6,14 +6,18 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
 
 import multimeter
+from tests._programs import run_python
 from tests.servers import VictoriaMetrics
 
 pytest_plugins = ["pytester"]
+
+# Each test runs whole pytest sessions (several, for the gate): past the 120 s default
+# on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
 
 #: A small suite: a fast test, a CPU-heavy one (BURN times heavier), an allocating
 #: one, a failing one, a parametrized one calling a measured function, a fixture
@@ -195,14 +199,8 @@ class MeasuredRun:
         environment = {
             k: v for k, v in os.environ.items() if k not in ("MULTIMETER_PYTEST", "BURN")
         }
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--multimeter"],
-            cwd=directory,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        command = ["-m", "pytest", "-p", "no:cacheprovider", "--multimeter"]
+        done = run_python(*command, cwd=directory, env=environment, timeout=300)
         self.status = done.returncode
         self.output = done.stdout
         (self.run,) = sorted(p for p in (directory / ".multimeter").iterdir() if p.is_dir())
@@ -394,6 +392,8 @@ def test_with_xdist_the_gate_covers_every_workers_tests(pytester, monkeypatch):
     assert "gone tests" not in text
 
 
+@pytest.mark.slow  # eleven pytest sessions: minutes on a loaded machine
+@pytest.mark.timeout(600)
 def test_the_gate_passes_an_unchanged_suite_ten_times_in_a_row(pytester, monkeypatch):
     """An unchanged suite against its first run passes cpu:50%,memory:10% ten times."""
     suite = _passing_suite(pytester, monkeypatch)
@@ -649,6 +649,6 @@ def test_the_entry_module_imports_no_part_of_multimeter():
         "import sys, pytest_multimeter;"
         " print(sorted(m for m in sys.modules if m.split('.')[0].endswith('multimeter')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run_python("-c", code, check=True)
 
     assert "['pytest_multimeter']" == out.stdout.strip()

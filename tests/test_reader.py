@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import multimeter
 from multimeter import _reader
+from tests._programs import run_python
 
 
 class _Constant(_reader.Collector):
@@ -69,17 +70,9 @@ os.waitpid(pid, 0)
 def test_no_still_running_warning_at_exit_or_after_fork_and_the_helper_is_gone() -> None:
     """Before: a forked child dropping its copy of the parent's reader, and the
     interpreter's teardown at exit, warned 'subprocess N is still running'."""
-    import subprocess
-    import sys
-
     import psutil
 
-    completed = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", _EXIT_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = run_python("-X", "dev", "-c", _EXIT_SCRIPT, timeout=60)
     assert 0 == completed.returncode, completed.stderr
     assert "still running" not in completed.stderr
     helper = int(completed.stdout.split()[0])

@@ -11,14 +11,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import pathlib
-import subprocess
 import sys
 from typing import Any
 
 import pytest
 
-# Slow, and its module fixture runs the real suites for minutes (the 300 s default is too short).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+from tests._programs import run_python
+
+# Slow: its module fixture runs the real suites for minutes (3.5 on a quiet machine; the
+# 120 s default is too short). Under xdist, run it with --dist loadfile: one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "bench" / "real_suites.py"
 _spec = importlib.util.spec_from_file_location("real_suites", SCRIPT)
@@ -35,8 +37,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The script's report for every package and mode."""
     out = tmp_path_factory.mktemp("real-suites") / "report.json"
     command = [
-        sys.executable,
-        str(SCRIPT),
+        SCRIPT,
         "--packages",
         ",".join(PACKAGES),
         "--modes",
@@ -44,7 +45,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--json",
         str(out),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    completed = run_python(*command, timeout=1400)
     if not out.is_file():
         pytest.fail(f"real_suites.py wrote no report:\n{completed.stdout}\n{completed.stderr}")
     return json.loads(out.read_text())

@@ -1,11 +1,9 @@
 """Every result carries a ``run`` meta datum that pairs the results of one run."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 from multimeter import load_results
+from tests import _programs
 
 PROGRAM = textwrap.dedent(
     """
@@ -29,9 +27,10 @@ PROGRAM = textwrap.dedent(
 def _run_program(tmp_path, directory, **environment):
     script = tmp_path / "app.py"
     script.write_text(PROGRAM)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
-    env.update(MULTIMETER_DIR=str(tmp_path / directory), MULTIMETER_FORMAT="json", **environment)
-    subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, check=True, timeout=120)
+    env = _programs.environment(
+        MULTIMETER_DIR=str(tmp_path / directory), MULTIMETER_FORMAT="json", **environment
+    )
+    _programs.run_python(script, cwd=tmp_path, env=env, check=True, timeout=120)
     return list(load_results(tmp_path / directory))
 
 
@@ -55,11 +54,11 @@ def test_the_results_of_one_program_and_its_forked_workers_share_one_run(tmp_pat
 def test_two_starts_of_a_program_are_two_runs_that_sort_by_time(tmp_path):
     script = tmp_path / "one_call.py"
     script.write_text("import multimeter\nmultimeter.measured(print)('hi')\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIMETER_")}
     runs = []
     for directory in ("first", "second"):
-        env.update(MULTIMETER_DIR=str(tmp_path / directory), MULTIMETER_FORMAT="json")
-        subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=60)
+        results = str(tmp_path / directory)
+        env = _programs.environment(MULTIMETER_DIR=results, MULTIMETER_FORMAT="json")
+        _programs.run_python(script, env=env, check=True, timeout=60)
         (run,) = _runs(load_results(tmp_path / directory))
         runs.append(run)
     first, second = runs

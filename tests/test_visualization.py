@@ -30,6 +30,7 @@ import yaml
 from multimeter import visualization
 from multimeter._visualization import _example
 from multimeter.storages.influx import to_line_protocol
+from tests._programs import run_python
 from tests.servers import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -220,16 +221,8 @@ class FakeDocker:
             "FAKE_SERVICE": str(self.service_script),
             "PYTHONPATH": str(pathlib.Path(__file__).resolve().parent.parent),
         }
-        return subprocess.run(
-            [sys.executable, "-m", "multimeter.visualization", *arguments],
-            env=environment,
-            capture_output=True,
-            text=True,
-            input=stdin,
-            stdin=terminal,
-            timeout=120,
-            check=False,
-        )
+        command = ["-m", "multimeter.visualization", *arguments]
+        return run_python(*command, env=environment, input=stdin, stdin=terminal, timeout=120)
 
     def install(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.run(
@@ -752,16 +745,10 @@ def test_commands_without_an_installation_say_so(docker):
 
 def test_the_multimeter_command_forwards_to_the_tool(docker):
     """`multimeter visualization ...` is the same tool (options after the sub-command too)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "multimeter", "visualization", "env", "-c", str(docker.config)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    result = run_python("-m", "multimeter", "visualization", "env", "-c", docker.config)
     assert 2 == result.returncode
     assert result.stderr.startswith("multimeter visualization env: no visualization is installed")
-    helped = subprocess.run(
-        [sys.executable, "-m", "multimeter", "visualization", "--help"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    helped = run_python("-m", "multimeter", "visualization", "--help", check=True)
     assert "install" in helped.stdout and "remove" in helped.stdout
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import multimeter
+from tests._programs import run_python
 
 
 @pytest.fixture(autouse=True)
@@ -93,6 +92,7 @@ def test_callables_that_are_not_functions_keep_their_attributes():
     assert isinstance(measured_class(1), measured_class)
 
 
+@pytest.mark.timeout(300)  # 100,000 measured levels: minutes on a loaded machine
 def test_deep_recursion_under_a_raised_limit_works_as_plainly(tmp_path):
     """No C stack per measured level: 100,000 levels do not crash the interpreter."""
     script = tmp_path / "deep.py"
@@ -113,9 +113,7 @@ def test_deep_recursion_under_a_raised_limit_works_as_plainly(tmp_path):
             """
         )
     )
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
-    )
+    done = run_python(script, timeout=300)
     assert 0 == done.returncode, done.stderr[-2000:]
     assert "100000" == done.stdout.strip()
 
@@ -175,14 +173,7 @@ def test_text_that_is_not_valid_unicode_is_stored_with_every_other_call(tmp_path
             """
         )
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env={"MULTIMETER_DIR": "out", "PATH": ""},
-    )
+    done = run_python(script, cwd=tmp_path, env={"MULTIMETER_DIR": "out", "PATH": ""})
     assert 0 == done.returncode, done.stderr[-2000:]
     count, modules = done.stdout.splitlines()[0].split(" ", 1)
     assert "40" == count
@@ -210,13 +201,8 @@ def test_instrumenting_what_the_configuration_reads_does_not_deadlock(tmp_path):
             """
         )
     )
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env={"MULTIMETER_STORAGE": "none", "PATH": ""},
+    done = run_python(
+        script, cwd=tmp_path, env={"MULTIMETER_STORAGE": "none", "PATH": ""}, timeout=60
     )
     assert 0 == done.returncode, done.stderr[-2000:]
     assert "done" == done.stdout.strip().splitlines()[-1]
