@@ -131,7 +131,12 @@ def _flush_at_exit(timeout: float) -> None:
     # already made get the writer (and the time left) to themselves.
     _switch_off()
     started = time.monotonic()
+    deadline = started + timeout
     writer.flush_status(timeout)  # everything queued so far, or until the timeout
+    # Calls that were running end meanwhile (other threads, generators the garbage
+    # collector closes): what they queued after the flush is flushed too, in the time left.
+    while not writer.stopped and writer.pending() and time.monotonic() < deadline:
+        writer.flush_status(max(deadline - time.monotonic(), 0.0))
     writer.failures.flush()
     # Other threads may still be making calls (daemon threads; any thread on
     # SIGTERM). The store in progress may finish (briefly); then no other starts,
