@@ -173,7 +173,6 @@ class Reader:
 
     def __init__(self, readers: _Readers) -> None:
         self._readers = readers  # the process's (see _Readers)
-        self.pid = os.getpid()
         self._lock = threading.Lock()
         self._next_offset = _SLOTS_START
         self._memory: mmap.mmap | None = None

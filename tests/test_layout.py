@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import itertools
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -154,10 +153,6 @@ def _cycle_in(graph: dict[str, set[str]], group: set[str]) -> list[str]:
                 paths[target] = [*paths[node], target]
                 queue.append(target)
     raise AssertionError(f"no cycle in {group}")  # pragma: no cover - Tarjan's groups have one
-
-
-def _pairs(cycle: list[str]) -> set[frozenset[str]]:
-    return {frozenset(pair) for pair in itertools.pairwise(cycle)}
 
 
 #: The one circle closed by an import inside a function: ``_process`` imports
