@@ -387,3 +387,26 @@ def test_a_flush_from_a_signal_handler_while_the_writer_starts_starts_no_second_
     writer.put(_Job())  # the first put starts the thread
     monkeypatch.setattr(threading.Thread, "start", real_start)
     assert 1 == len([t for t in started if t.name == "multimeter-writer"])
+
+
+def test_a_call_that_ends_on_the_writer_thread_never_waits_for_room():
+    """The garbage collector may close a measured generator on the writer's own
+    thread (jinja2 leaves them unfinished, and the collector runs wherever objects
+    are made): its call is queued even when the queue is full, since only the writer
+    makes room. It waited for room forever (instrumented jinja2 hung at exit)."""
+    from multimeter._writer import Writer
+
+    writer = Writer(capacity=1)
+    queued_on_the_writer = threading.Event()
+
+    class EndsCallsOnTheWriter(_Job):
+        def build(self) -> Any:
+            writer.put(_Job())
+            writer.put(_Job())  # the queue is full now
+            queued_on_the_writer.set()
+            return None
+
+    writer.put(EndsCallsOnTheWriter())
+    assert queued_on_the_writer.wait(10)
+    assert (True, True) == writer.flush_status(10)
+    assert 0 == writer.pending()
