@@ -7,6 +7,7 @@ example because the application's structlog processor raises, is swallowed.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Hashable
@@ -14,13 +15,88 @@ from typing import Any
 
 import structlog
 
-logger = structlog.get_logger("multimeter")
+#: The standard ``logging`` logger multimeter logs to while the application has not
+#: configured structlog.
+LOGGER_NAME = "multimeter"
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _Fields:
+    """An event's fields as ``key=value`` pairs, rendered only if a handler writes them."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return " ".join(f"{key}={_value(value)}" for key, value in self.fields.items())
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value and not any(c.isspace() for c in value) else repr(value)
+    return describe(value)
+
+
+class Logger:
+    """The library's logger: an event and its fields, like structlog's.
+
+    Once the application has configured structlog, events go to structlog's
+    logger ``multimeter`` and follow that configuration. Until then they go to the
+    standard library's ``logging`` logger ``multimeter`` as ``event key=value ...``
+    (the fields also as the record's ``multimeter`` attribute), so they follow the
+    application's logging set-up; without one, Python's last-resort handler writes
+    warnings and errors to stderr. multimeter never writes to stdout.
+    """
+
+    __slots__ = ()
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        """Log ``event`` at ``level`` (``debug``, ``info``, ``warning``, ``error``)."""
+        if structlog.is_configured():
+            getattr(structlog.get_logger(LOGGER_NAME), level)(event, **fields)
+            return
+        standard = logging.getLogger(LOGGER_NAME)
+        number = _LEVELS.get(level, logging.ERROR)
+        if not standard.isEnabledFor(number):
+            return
+        if fields:
+            standard.log(number, "%s %s", event, _Fields(fields), extra={"multimeter": fields})
+        else:
+            standard.log(number, "%s", event, extra={"multimeter": fields})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at debug level."""
+        self.log("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at info level."""
+        self.log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Log ``event`` as a warning."""
+        self.log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Log ``event`` as an error."""
+        self.log("error", event, **fields)
+
+
+logger = Logger()
 
 
 def safe_log(level: str, event: str, **fields: Any) -> None:
     """Log ``event`` at ``level``; never raises (not even ``RecursionError``)."""
     try:  # noqa: SIM105 - no contextlib.suppress: it costs frames a full stack lacks
-        getattr(logger, level)(event, **fields)
+        logger.log(level, event, **fields)
     except Exception:  # noqa: BLE001 - logging must never break the caller
         pass
 

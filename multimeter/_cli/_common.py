@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from typing import NoReturn
+
+from multimeter._log import LOGGER_NAME
 
 #: Control characters (C0, DEL, C1): a terminal acts on them (escape sequences set
 #: the title, clear the screen, colour the text; a line break splits a line).
@@ -44,12 +47,31 @@ def fail(command: str, message: str, status: int) -> int:
     return status
 
 
-def logs_to_stderr() -> None:
-    """The library's log lines on stderr (structlog prints to stdout unless told
-    otherwise): stdout is the command's output."""
-    import structlog
+class _Stderr(logging.StreamHandler):
+    """The handler the command line adds (once) to the ``multimeter`` logger."""
 
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+def logs_to_stderr(*, without: str | None = None) -> None:
+    """Here multimeter is the program: its log lines from info up go to stderr
+    (stdout is the command's output, or the measured program's). ``without``:
+    leave out lines whose ``error`` field holds that text. Nothing changes where
+    the program configured structlog: the lines follow that configuration."""
+    standard = logging.getLogger(LOGGER_NAME)
+    if any(isinstance(handler, _Stderr) for handler in standard.handlers):
+        return
+    handler = _Stderr(sys.stderr)
+    handler.setFormatter(logging.Formatter("multimeter %(levelname)s: %(message)s"))
+    if without is not None:
+        text = without
+
+        def keep(record: logging.LogRecord) -> bool:
+            fields = getattr(record, "multimeter", None) or {}
+            return text not in str(fields.get("error", ""))
+
+        handler.addFilter(keep)
+    standard.addHandler(handler)
+    if standard.level == logging.NOTSET or standard.level > logging.INFO:
+        standard.setLevel(logging.INFO)
 
 
 def add_debug(parser: argparse.ArgumentParser) -> None:

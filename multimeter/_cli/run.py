@@ -29,7 +29,7 @@ from typing import Any
 
 from multimeter import _config, _env, _lifecycle, _measured, _meta, _process
 from multimeter._cli import _child, _program, _status
-from multimeter._cli._common import CommandError, add_debug
+from multimeter._cli._common import CommandError, add_debug, logs_to_stderr
 from multimeter._cli._run_result import MAX_MARKS, Located, put_marks_on, summary_lines
 from multimeter._lifecycle import flush_at_exit
 from multimeter._marks import MarkSink
@@ -255,7 +255,9 @@ def _run_program(program: _program.Program, mode: str, status_wanted: bool) -> i
         return ending.status
     with contextlib.suppress(Exception):
         sys.stdout.flush()  # the program's output first, then the summary
-    _logs_to_stderr(unless_configured=True)  # from here on multimeter is in charge
+    # From here on multimeter is in charge (without the expected news that the
+    # measured process has ended).
+    logs_to_stderr(without="has ended")
     with _sigterm_deferred(config.exit_timeout if sigterm is not None else None):
         run.finish(ending.status, ending.error)
     if isinstance(ending.error, KeyboardInterrupt):
@@ -359,7 +361,7 @@ def _run_command(command: list[str], probe_names: tuple[str, ...], status_wanted
     from multimeter.probes.psutil import PsutilProbe
 
     config = _configuration(probes=[]).snapshot  # checks the environment before anything starts
-    _logs_to_stderr()
+    logs_to_stderr(without="has ended")
     others = [_config.PROBES[name]() for name in probe_names]
     storage = Located(config.storage)
     name = os.path.basename(command[0]) or command[0]
@@ -399,27 +401,6 @@ def _start_reader(probe_class: Any, wait: float = 1.0) -> None:
         deadline = time.monotonic() + wait
         while not _reader.reader().started_reading and time.monotonic() < deadline:
             time.sleep(0.01)
-
-
-def _logs_to_stderr(*, unless_configured: bool = False) -> None:
-    """Here multimeter is the program: its log lines go to stderr (stdout is the
-    program's), without the expected news that the measured process has ended.
-    ``unless_configured``: leave a structlog configuration the program made alone."""
-    import structlog
-
-    if unless_configured and structlog.is_configured():
-        return
-
-    def drop_ended(logger: Any, method: str, event: Any) -> Any:
-        if "has ended" in str(event.get("error", "")):
-            raise structlog.DropEvent
-        return event
-
-    processors = structlog.get_config()["processors"]
-    structlog.configure(
-        processors=[drop_ended, *processors],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 def _wait(child: Any) -> int:

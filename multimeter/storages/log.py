@@ -10,14 +10,16 @@ __all__ = ["LogStorage"]
 
 
 class LogStorage(Storage):
-    """Logs each result's :meth:`~multimeter.result.Result.summary` as one structlog event.
+    """Logs each result's :meth:`~multimeter.result.Result.summary` as one log event.
 
     The event is ``"measurement"`` at level info on the ``multimeter`` logger,
     with the fields ``identifier``, ``tags``, ``duration_s``, ``cpu_user_s``,
     ``cpu_system_s``, ``children_cpu_user_s``, ``children_cpu_system_s``,
     ``peak_memory_bytes``, ``max_rss_bytes``, ``outcome``, ``points`` and
-    ``marks``. How it is rendered (e.g. as JSON lines) is up to the
-    application's structlog configuration. Select it with
+    ``marks``. It goes where multimeter's log lines go: the standard ``logging``
+    logger ``multimeter`` (as ``measurement key=value ...``, the fields also as the
+    record's ``multimeter`` attribute), or structlog once the application has
+    configured it, rendered as that configuration says (e.g. as JSON lines). Select it with
     ``MULTIMETER_STORAGE=log``.
     """
 
