@@ -21,7 +21,9 @@ Compared, each within 10 %:
   once it is waited for), and separately plus the integral of ``tree.cpu_*``
   (PsutilProbe: the live tree); against time's user + system and against the
   integral of psrecord's CPU % over its own timestamps (psrecord attaches
-  when the workload is ready to start: it sees no start-up).
+  when the workload is ready to start: it sees no start-up). The last is
+  reported, not checked: psrecord's integral is an estimate of its own, which
+  drifts past 10 % on a loaded machine.
 - **the RSS curve**: the median ``tree.rss`` on the plateau (from 0.2 s after
   the allocation to 0.2 s before the free) against psrecord's median there,
   and both see the memory drop after the free (below half the plateau).
@@ -332,7 +334,11 @@ def compare(
         "plateau: tree.rss vs psrecord": agree(ours_plateau + helper["rss"], theirs_plateau),
     }
     figures["differences"] = {k: round(v, 4) for k, v in differences.items()}
-    checks = {f"{k} within {tolerance:.0%}": v <= tolerance for k, v in differences.items()}
+    checks = {
+        f"{k} within {tolerance:.0%}": v <= tolerance
+        for k, v in differences.items()
+        if k not in _REPORTED_ONLY
+    }
     half = 0.5 * ours_plateau
     checks["both see the drop after the free"] = (
         bool(ours_after)
@@ -341,6 +347,12 @@ def compare(
         and max(theirs_after) < half + helper["rss"]
     )
     return figures, checks
+
+
+#: Differences reported but not checked: psrecord's CPU is itself an estimate (its CPU %
+#: samples every 0.1 s, integrated), which drifts past 10 % on a loaded machine; the
+#: exact reference for CPU is GNU time's.
+_REPORTED_ONLY = frozenset({"cpu: tree vs psrecord"})
 
 
 def main() -> None:

@@ -124,8 +124,10 @@ def test_cpu():
 
 
 def test_alloc():
-    data = [bytes(1000) for _ in range(60_000)]
-    assert len(data) == 60_000
+    # 20 MB: its CPU (page faults, about 0.02 s) may double on a loaded machine and
+    # still stay under the gate's 0.05 s floor; the gate tests grow test_cpu alone.
+    data = [bytes(1000) for _ in range(20_000)]
+    assert len(data) == 20_000
 """
 
 
