@@ -21,10 +21,11 @@ import sys
 import types
 from typing import Any
 
-# Where the line table format is known (3.11 and later), the wrapper's lines are
+# Where the line table format is known (3.10 and later), the wrapper's lines are
 # rewritten to one line of the wrapped function's file; before, only globals and
 # names are (the file stays multimeter's, whose line numbers are then right).
-_ONE_LINE_TABLES = sys.version_info >= (3, 11)
+_ONE_LINE_TABLES = sys.version_info >= (3, 10)
+_LOCATION_TABLES = sys.version_info >= (3, 11)
 # A location-table entry (3.11+): 1, code 13 ("no column information", a signed
 # varint line delta follows), length - 1 in the low three bits; delta 0.
 _NO_COLUMNS = 0x80 | (13 << 3)
@@ -33,6 +34,13 @@ _NO_COLUMNS = 0x80 | (13 << 3)
 def _one_line_table(units: int) -> bytes:
     """A location table putting ``units`` code units on the first line."""
     table = bytearray()
+    if not _LOCATION_TABLES:  # 3.10 (PEP 626): (bytes covered, line delta) pairs
+        size = 2 * units
+        while size > 0:
+            length = min(size, 254)
+            table += bytes((length, 0))
+            size -= length
+        return bytes(table)
     while units > 0:
         length = min(units, 8)
         table += bytes((_NO_COLUMNS | (length - 1), 0))

@@ -6,7 +6,7 @@
 #
 #   bash tests/other_pythons.sh [3.10 3.12 3.13]
 #
-# Interpreters are looked up as python3.X on PATH, then under /root/.pyenv/versions.
+# Interpreters are looked up under /root/.pyenv/versions, then as python3.X on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +28,9 @@ CORE_TESTS=(
 
 find_python() {
     local version=$1 found
-    found=$(command -v "python$version" || true)
+    found=$(ls -d /root/.pyenv/versions/"$version".*/bin/python"$version" 2>/dev/null | sort -V | tail -1 || true)
     if [[ -z $found ]]; then
-        found=$(ls -d /root/.pyenv/versions/"$version".*/bin/python"$version" 2>/dev/null | sort -V | tail -1 || true)
+        found=$(command -v "python$version" || true)
     fi
     [[ -n $found ]] || { echo "other_pythons: no Python $version found" >&2; return 1; }
     echo "$found"
