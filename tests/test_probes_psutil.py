@@ -225,12 +225,15 @@ def test_another_process_by_pid_and_its_end_is_logged_not_raised(tmp_path):
         structlog.configure(processors=[lambda _l, _m, event: logged.append(event) or ""],
                             logger_factory=structlog.PrintLoggerFactory(open("/dev/null", "w")))
         hold = "x = bytearray(80 * 2**20); x[::4096] = b'y' * len(x[::4096]); "
-        child = subprocess.Popen([sys.executable, "-c", hold + "import time; time.sleep(0.8)"])
-        time.sleep(0.4)
+        ready = "print('holding', flush=True); import time; time.sleep(1.0)"
+        child = subprocess.Popen(
+            [sys.executable, "-c", hold + ready], stdout=subprocess.PIPE, text=True
+        )
+        child.stdout.readline()  # its memory is resident now, however loaded the machine
         meter = Multimeter(PsutilProbe(pid=child.pid, interval=0.05), cycle_time=0.1)
         with meter.measure("other") as result:
-            time.sleep(1.0)
-        child.wait()
+            child.wait()  # it ends inside the measurement
+            time.sleep(0.5)
         rss = [v for v in result.values("proc.rss") if v is not None]
         print(max(rss) > 80 * 2**20, any("ended" in str(e) for e in logged))
     """
