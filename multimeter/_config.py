@@ -24,6 +24,7 @@ from multimeter import _env, _process
 from multimeter._aggregate import AggregatingStorage, check_calls, storage_for_calls
 from multimeter._log import logger
 from multimeter._reentry import measuring_off
+from multimeter._spans import SPANS_CHOICES, check_spans
 from multimeter._tags import normalize_tags
 from multimeter.multimeter import Multimeter, Snapshot, check_cycle_time, check_storage
 from multimeter.probe import Probe, ResourceProbe
@@ -136,6 +137,7 @@ def _from_environment(
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     calls: str | None = None,
+    spans: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every setting, from the arguments, the environment and the defaults (checked:
@@ -174,6 +176,11 @@ def _from_environment(
         calls = "each" if text is None else _env.parse_choice(_env.CALLS, text, _env.CALLS_CHOICES)
     else:
         calls = check_calls(calls)
+    if spans is None:
+        text = _env.get(_env.SPANS, environ)
+        spans = "attributes" if text is None else _env.parse_choice(_env.SPANS, text, SPANS_CHOICES)
+    else:
+        spans = check_spans(spans)
     storage = _storage_from_env(environ) if storage is None else check_storage(storage)
     return {
         "probes": _probes_from_env(environ) if probes is None else _probe_list(probes),
@@ -184,6 +191,7 @@ def _from_environment(
         "sample_rate": sample_rate,
         "exit_timeout": exit_timeout,
         "handle_sigterm": handle_sigterm,
+        "spans": spans,
     }
 
 
@@ -195,6 +203,7 @@ def build(
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     calls: str | None = None,
+    spans: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Multimeter:
     """A new multimeter (not the global one) configured from the arguments, the
@@ -210,6 +219,7 @@ def build(
         tags=tags,
         enabled=enabled,
         calls=calls,
+        spans=spans,
         environ=environ,
     )
     return Multimeter()._update(**settings)
@@ -236,6 +246,7 @@ def _changes(
     tags: Mapping[str, Any] | None,
     enabled: bool | None,
     calls: str | None,
+    spans: str | None = None,
 ) -> dict[str, Any]:
     """The settings given, checked, as changes to ``now`` (the keywords of
     :meth:`Multimeter.update`); ``calls`` and ``cycle_time`` re-wrap the storage.
@@ -250,6 +261,8 @@ def _changes(
         changes["enabled"] = enabled
     if cycle_time is not None:
         changes["cycle_time"] = check_cycle_time(cycle_time)
+    if spans is not None:
+        changes["spans"] = check_spans(spans)
     if tags is not None:
         changes["tags"] = _global_tags(tags, None)
     if probes is not None:
@@ -319,6 +332,7 @@ def change(
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     calls: str | None = None,
+    spans: str | None = None,
 ) -> Multimeter:
     """What ``configure()`` does to the configuration (see :func:`multimeter.configure`):
     the first call since the start (or :func:`reset`) sets every setting from the
@@ -336,6 +350,7 @@ def change(
         "tags": tags,
         "enabled": enabled,
         "calls": calls,
+        "spans": spans,
     }
     if _interrupted(state):
         return _later(state, asked)
@@ -351,6 +366,7 @@ def change(
                     tags=tags,
                     enabled=enabled,
                     calls=calls,
+                    spans=spans,
                 )
             else:
                 settings = _from_environment(
@@ -360,6 +376,7 @@ def change(
                     tags=tags,
                     enabled=enabled,
                     calls=calls,
+                    spans=spans,
                 )
             before = None if meter is None else meter.snapshot
             if meter is None:

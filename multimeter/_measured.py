@@ -18,7 +18,7 @@ from typing import Any, TypeVar, overload
 
 import wrapt
 
-from multimeter import _config, _packed, _process, _wrappers
+from multimeter import _config, _packed, _process, _spans, _wrappers
 from multimeter._log import warn_once
 from multimeter._marks import flatten
 from multimeter._meta import process_meta_data
@@ -136,6 +136,11 @@ class _Spec:
             self.name, self.meta["module"], self.meta["qualname"], self.prefix
         )
         self.arg_tags = self._plan_tag_args(target, tag_args)
+        #: Whether a span of its own (``spans="calls"``) is made the current one while
+        #: a call runs: not for generators, whose consumer's context runs between items.
+        self.attaches = not (
+            inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+        )
         self._setup: _CallSetup | None = None
         self._base_meta: tuple[Any, dict[str, str]] | None = None
         self.lanes = _Lanes()
@@ -262,6 +267,7 @@ class _CallSetup:
         "records",
         "schema",
         "snapshot",
+        "spans",
         "spec",
         "storage",
         "stores",
@@ -277,6 +283,8 @@ class _CallSetup:
         self.plan: ProbePlan = snapshot.plan
         self.cycle = snapshot.cycle_time
         self.stores = snapshot.stores
+        #: ``None`` (spans left alone), ``ATTRIBUTES`` or ``CALLS`` (see ``_spans``).
+        self.spans = {"attributes": ATTRIBUTES, "calls": CALLS}.get(snapshot.spans)
         # A storage of call records links a call to the call it was made in; for
         # one that stores results, each call keeps the marks of the calls made in it.
         self.records = isinstance(snapshot.storage, CallStorage)
@@ -361,6 +369,13 @@ def _clean_up_unfinished(process: _process.ProcessState) -> None:
             warn_once(("release", type(error)), "cleaning up a call failed", error=repr(error))
 
 
+# What a call does with OpenTelemetry spans (``_CallSetup.spans``).
+ATTRIBUTES = "attributes"  # its figures on the span current at its start
+CALLS = "calls"  # a span of its own, with its figures
+
+_modules = sys.modules
+_TRACE = "opentelemetry.trace"
+
 # The states of a call (see _Call).
 IN_FLIGHT = "in flight"  # tracked by the sampler without a session; may be promoted
 READING = "reading"  # reading its probes: measured code they call is not measured
@@ -402,6 +417,8 @@ class _Call(CallJob):
         "process",
         "session",
         "setup",
+        "span",
+        "span_token",
         "spec",
         "start_mono",
         "start_readings",
@@ -430,6 +447,9 @@ class _Call(CallJob):
         # The state of the process the call began in (None: it left the sampler).
         self.process: _process.ProcessState | None = None
         self.holds_lane = False
+        #: The OpenTelemetry span the call's figures go to (a recording one), or None.
+        self.span: Any = None
+        self.span_token: Any = None
         try:
             self._start(process, spec, setup, parent, instance, args, kwargs)
         except RecursionError:
@@ -480,6 +500,16 @@ class _Call(CallJob):
             self.lane = lane = spec.lanes.new()
             self.holds_lane = True
         self.parent = parent
+        spans = setup.spans
+        if spans is not None:  # OpenTelemetry, where the program imported it
+            trace = _modules.get(_TRACE)
+            if trace is not None:
+                if spans is ATTRIBUTES:
+                    span = trace.get_current_span()
+                    if span.is_recording():
+                        self.span = span
+                else:
+                    self.span, self.span_token = _spans.start_call_span(spec.name, spec.attaches)
         self.token = _active.set(self)
         # Registering with the sampler comes last: nothing after it can fail (but a
         # KeyboardInterrupt may land in it: then nothing of the call may stay behind).
@@ -550,6 +580,10 @@ class _Call(CallJob):
         # of the one being handled (swallowing it would lose the user's Ctrl-C).
         with contextlib.suppress(Exception):  # already reset, or reset elsewhere
             _active.reset(self.token)  # type: ignore[arg-type]  # None: raises, suppressed
+        span = self.span
+        if span is not None and self.setup.spans is CALLS:
+            self.span = None
+            _spans.end_call_span(span, self.span_token, None, _time_ns())
         with contextlib.suppress(Exception):
             self._release()
 
@@ -589,6 +623,13 @@ class _Call(CallJob):
         except (ValueError, RuntimeError):
             pass  # ended in another context, or already reset (generators): nothing to undo
         self.token = None  # it holds the context's previous state: not needed any more
+        span = self.span
+        if span is not None:
+            self.span = None  # ended: a call made later in the same span adds its own
+            if was is IN_FLIGHT:
+                self._end_span(span, readings, end_mono, error)
+            else:  # no readings of its own (its probes are sampled by the sampler)
+                self._end_span(span, None, 0.0, error)
         # The marks go to one sink (see multimeter._marks): the enclosing call's, where
         # it keeps them (a task may outlive its caller: not then), else the process's.
         parent = self.parent
@@ -629,6 +670,24 @@ class _Call(CallJob):
                 self.end_mono = end_mono
         if self.setup.stores:
             process.writer.put(self)
+
+    def _end_span(
+        self, span: Any, readings: tuple[Any, ...] | None, end_mono: float, error: Any
+    ) -> None:
+        """Put the call's figures on its span (``spans="attributes"``: the span it
+        ran in, unless the enclosing call ran in the same one and covers it; else
+        its own span, which then ends). Never raises."""
+        setup = self.setup
+        start = self.start_readings
+        own = setup.spans is CALLS
+        if readings is not None and start is not None:
+            parent = self.parent
+            if own or parent is None or parent.state is ENDED or parent.span is not span:
+                elapsed = end_mono - self.start_mono
+                _spans.add_figures(span, setup.snapshot, start, readings, elapsed, add=not own)
+        if own:
+            _spans.end_call_span(span, self.span_token, error, self.end_us * 1000)
+            self.span_token = None
 
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread): the

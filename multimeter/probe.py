@@ -204,6 +204,12 @@ _MAXRSS_AT = 2  # ru_maxrss in a struct_rusage (or a tuple laid out like one)
 _MAXRSS_SCALE = 1 if sys.platform == "darwin" else 1024
 
 
+def maxrss_bytes(reading: Any) -> int:
+    """The process's peak resident set size so far, in bytes, from a
+    :class:`ResourceProbe` reading."""
+    return int(reading[0][_MAXRSS_AT] * _MAXRSS_SCALE)
+
+
 def cpu_limit() -> float:
     """The most CPU seconds per second this process can use: the number of CPUs it
     may run on (its affinity where the platform has one)."""

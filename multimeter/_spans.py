@@ -1,0 +1,273 @@
+"""OpenTelemetry spans: the figures of a measured call on the span it ran in.
+
+Nothing here imports OpenTelemetry: a program that never imported
+``opentelemetry.trace`` never pays for it (:func:`trace_module` is a lookup in
+``sys.modules``). Where it did, a measured call takes the span current at its
+start (``_Call.span``) and, at its end, puts its figures on the span current
+then (:func:`add_figures`), computed from the call's own start and end readings
+by the probes themselves (:func:`multimeter._records.single_row`): the same
+per-call reading the stored record is made from, never a second one.
+:class:`multimeter.otel.MultimeterSpanProcessor` takes the same two readings
+around every span.
+
+The attributes, one namespace (:data:`ATTRIBUTES`), in the units
+OpenTelemetry's semantic conventions use (seconds, bytes, counts):
+
+- ``multimeter.cpu.user``, ``multimeter.cpu.system``: the process's CPU
+  seconds in user and system mode while the call ran (every thread).
+- ``multimeter.memory.peak``: the peak resident set size (bytes) the call
+  reached, where it raised the process's high-water mark (else left out:
+  ``getrusage`` cannot tell a peak under an earlier one).
+- ``multimeter.memory.added``: bytes by which the call raised that
+  high-water mark.
+- ``multimeter.page_faults.minor``, ``multimeter.page_faults.major``: page
+  faults without and with I/O.
+- ``multimeter.io.read``, ``multimeter.io.write``: bytes read from and
+  written to storage (the ``psutil`` probe's counters where it is used, else
+  ``getrusage``'s 512-byte blocks).
+
+A figure that did not move (no fault, no I/O) is left out: an absent
+attribute means zero, and a span costs a backend a little less.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from multimeter import _env
+from multimeter._log import warn_once
+from multimeter._records import single_row
+from multimeter._session import FAILED, read_probe_tuple
+from multimeter.probe import ResourceProbe, maxrss_bytes
+
+CPU_USER = "multimeter.cpu.user"
+CPU_SYSTEM = "multimeter.cpu.system"
+MEMORY_PEAK = "multimeter.memory.peak"
+MEMORY_ADDED = "multimeter.memory.added"
+PAGE_FAULTS_MINOR = "multimeter.page_faults.minor"
+PAGE_FAULTS_MAJOR = "multimeter.page_faults.major"
+IO_READ = "multimeter.io.read"
+IO_WRITE = "multimeter.io.write"
+
+#: Every attribute multimeter puts on spans, with its unit (UCUM, as OpenTelemetry writes them).
+ATTRIBUTES: dict[str, str] = {
+    CPU_USER: "s",
+    CPU_SYSTEM: "s",
+    MEMORY_PEAK: "By",
+    MEMORY_ADDED: "By",
+    PAGE_FAULTS_MINOR: "{fault}",
+    PAGE_FAULTS_MAJOR: "{fault}",
+    IO_READ: "By",
+    IO_WRITE: "By",
+}
+
+#: The values of ``configure(spans=...)`` and ``MULTIMETER_SPANS``.
+SPANS_CHOICES = _env.SPANS_CHOICES
+
+_TRACE = "opentelemetry.trace"
+_modules = sys.modules
+_monotonic = time.monotonic
+_BLOCK = 512  # bytes in a block of getrusage's ru_inblock / ru_oublock
+
+# Schema key -> (attribute, factor): a rate (per second) times the call's seconds
+# is the call's amount; a factor of 0 takes the value as it is.
+_FROM_ROW: dict[str, tuple[str, float]] = {
+    "process.cpu_user": (CPU_USER, 1.0),
+    "process.cpu_system": (CPU_SYSTEM, 1.0),
+    "process.peak_rss": (MEMORY_PEAK, 0.0),
+    "process.page_faults_no_io": (PAGE_FAULTS_MINOR, 1.0),
+    "process.page_faults_io": (PAGE_FAULTS_MAJOR, 1.0),
+    "process.block_input": (IO_READ, _BLOCK),
+    "process.block_output": (IO_WRITE, _BLOCK),
+    "proc.read_bytes": (IO_READ, 1.0),  # psutil's, where used: they win over blocks
+    "proc.write_bytes": (IO_WRITE, 1.0),
+}
+_COUNTS = frozenset((PAGE_FAULTS_MINOR, PAGE_FAULTS_MAJOR, IO_READ, IO_WRITE, MEMORY_PEAK))
+_ALWAYS = frozenset((CPU_USER, CPU_SYSTEM))
+
+
+def trace_module() -> Any:
+    """``opentelemetry.trace`` where the program imported it, else ``None``."""
+    return _modules.get(_TRACE)
+
+
+class FigurePlan:
+    """Which columns of a probe plan's rows become which attributes (one per
+    :class:`~multimeter._session.ProbePlan`, made once)."""
+
+    __slots__ = ("columns", "maxrss", "plan")
+
+    def __init__(self, plan: Any, schema: Any) -> None:
+        self.plan = plan
+        keys = [measure.key for measure in schema.measures]
+        chosen: dict[str, tuple[int, float]] = {}
+        for key, (attribute, factor) in _FROM_ROW.items():
+            if key in keys:
+                chosen[attribute] = (keys.index(key), factor)  # later keys win
+        self.columns = tuple((attribute, at, factor) for attribute, (at, factor) in chosen.items())
+        #: Where the resource probe's readings are in a reading tuple (memory added).
+        self.maxrss = next(
+            (i for i, probe in enumerate(plan.per_call) if isinstance(probe, ResourceProbe)), None
+        )
+
+    def figures(self, start: Any, end: Any, elapsed: float) -> dict[str, float | int]:
+        """The attributes from a start and an end reading ``elapsed`` seconds apart
+        (empty where the probes cannot tell)."""
+        row = single_row(self.plan, start, end, elapsed)
+        if row is None:
+            return {}
+        found: dict[str, float | int] = {}
+        for attribute, at, factor in self.columns:
+            value = row[at]
+            if value is None or value != value:  # missing, NaN
+                continue
+            amount = value * elapsed * factor if factor else value
+            if attribute in _COUNTS:
+                amount = round(amount)
+                if amount <= 0:
+                    continue
+            found[attribute] = amount
+        resource = self.maxrss
+        if resource is not None and start[resource] is not FAILED and end[resource] is not FAILED:
+            added = maxrss_bytes(end[resource]) - maxrss_bytes(start[resource])
+            if added > 0:
+                found[MEMORY_ADDED] = added
+        return found
+
+
+def figure_plan(setup: Any) -> FigurePlan:
+    """The :class:`FigurePlan` of ``setup`` (a snapshot, or what has its ``plan``
+    and ``schema``), cached on the plan."""
+    plan = setup.plan
+    made: FigurePlan | None = plan.figures
+    if made is None:
+        made = plan.figures = FigurePlan(plan, setup.schema)
+    return made
+
+
+def merge(span: Any, figures: dict[str, float | int]) -> dict[str, float | int]:
+    """``figures`` added to those ``span`` holds from an earlier call (sums; the
+    highest peak), so that a span's figures cover every call that ended in it."""
+    held = getattr(span, "attributes", None)
+    if not held or CPU_USER not in held:
+        return figures
+    merged = dict(figures)
+    for attribute in ATTRIBUTES:
+        before = held.get(attribute)
+        if isinstance(before, (int, float)):
+            now = merged.get(attribute, 0)
+            merged[attribute] = max(before, now) if attribute == MEMORY_PEAK else before + now
+    return merged
+
+
+def add_figures(
+    span: Any, setup: Any, start: Any, end: Any, elapsed: float, *, add: bool = True
+) -> None:
+    """Put the figures of the readings ``start`` and ``end`` on ``span`` where it is
+    recording, added to those it holds (``add``) or in their place; never raises
+    (a failure is logged once)."""
+    try:
+        if not span.is_recording():
+            return
+        figures = figure_plan(setup).figures(start, end, elapsed)
+        if figures:
+            span.set_attributes(merge(span, figures) if add else figures)
+    except Exception as error:  # noqa: BLE001 - a span must never break the measured code
+        warn_once(("span", type(error)), "adding figures to a span failed", error=repr(error))
+
+
+def recording_span(snapshot: Any) -> Any:
+    """The current span where ``snapshot`` lets spans have figures, the program
+    imported OpenTelemetry and the span is recording; else ``None``. Never raises."""
+    if snapshot.spans == "off":
+        return None
+    trace = _modules.get(_TRACE)
+    if trace is None:
+        return None
+    try:
+        span = trace.get_current_span()
+        return span if span.is_recording() else None
+    except Exception as error:  # noqa: BLE001 - a span must never break the measured code
+        warn_once(("span", type(error)), "reading the current span failed", error=repr(error))
+        return None
+
+
+def around_current(snapshot: Any) -> Around | None:
+    """An :class:`Around` for the current span (see :func:`recording_span`), or
+    ``None``; never raises."""
+    span = recording_span(snapshot)
+    if span is None:
+        return None
+    try:
+        return Around(span, snapshot)
+    except Exception as error:  # noqa: BLE001 - a span must never break the measured code
+        warn_once(("span", type(error)), "reading the probes failed", error=repr(error))
+        return None
+
+
+class Around:
+    """The readings that a span's figures come from, taken at its start; :meth:`end`
+    takes the end readings and puts the figures on the span."""
+
+    __slots__ = ("mono", "readings", "snapshot", "span")
+
+    def __init__(self, span: Any, snapshot: Any) -> None:
+        self.span = span
+        self.snapshot = snapshot
+        self.readings = read_probe_tuple(snapshot.plan.per_call)
+        self.mono = _monotonic()
+
+    def end(self, *, add: bool = True) -> None:
+        """Read the probes again and put the figures on the span; never raises."""
+        try:
+            readings = read_probe_tuple(self.snapshot.plan.per_call)
+            elapsed = _monotonic() - self.mono
+        except Exception as error:  # noqa: BLE001 - a span must never break the measured code
+            warn_once(("span", type(error)), "reading the probes failed", error=repr(error))
+            return
+        add_figures(self.span, self.snapshot, self.readings, readings, elapsed, add=add)
+
+
+def start_call_span(name: str, attach: bool) -> tuple[Any, Any]:
+    """A new span for a measured call named ``name``, a child of the current span,
+    made current where ``attach`` (plain functions and coroutines); returns (the
+    span, the token that detaches it or ``None``). Never raises: ``(None, None)``."""
+    try:
+        trace = _modules[_TRACE]
+        span = trace.get_tracer("multimeter").start_span(name)
+        token = None
+        if attach:
+            from opentelemetry import context
+
+            token = context.attach(trace.set_span_in_context(span))
+        return span, token
+    except Exception as error:  # noqa: BLE001 - a span must never break the measured code
+        warn_once(("span start", type(error)), "starting a span failed", error=repr(error))
+        return None, None
+
+
+def end_call_span(span: Any, token: Any, error: BaseException | None, end_ns: int) -> None:
+    """End a span of :func:`start_call_span` (its status an error where the call
+    raised one) and detach it; never raises."""
+    try:
+        if token is not None:
+            from opentelemetry import context
+
+            context.detach(token)
+        if error is not None and span.is_recording():
+            from opentelemetry.trace import Status, StatusCode
+
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end(end_time=end_ns)
+    except Exception as failure:  # noqa: BLE001 - a span must never break the measured code
+        warn_once(("span end", type(failure)), "ending a span failed", error=repr(failure))
+
+
+def check_spans(value: Any, setting: str = "spans") -> str:
+    """``value`` if it is one of :data:`SPANS_CHOICES`, else ``ValueError``."""
+    if not isinstance(value, str) or value not in SPANS_CHOICES:
+        raise ValueError(f"{setting} must be one of {', '.join(SPANS_CHOICES)}; got {value!r}")
+    return value
