@@ -33,6 +33,7 @@ from multimeter.storages.dummy import DummyStorage
 
 if TYPE_CHECKING:
     from multimeter.storages.influx import InfluxDBStorage
+    from multimeter.storages.otlp import OTLPStorage
 
 
 def _lazy(module: str, name: str) -> Callable[[], Probe]:
@@ -78,6 +79,8 @@ def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
         return LogStorage()
     if kind == "influxdb":
         return influxdb_storage_from_env(environ)
+    if kind == "otlp":
+        return otlp_storage_from_env(environ)
     text = _env.get(_env.FORMAT, environ)
     file_format = (
         "jsonl" if text is None else _env.parse_choice(_env.FORMAT, text, _env.FORMAT_CHOICES)
@@ -111,9 +114,7 @@ def influxdb_storage_from_env(environ: Mapping[str, str] | None = None) -> Influ
         raise ValueError(
             f"{_env.INFLUXDB_URL}={url!r} is not valid; allowed: an http(s)://host[:port] URL"
         )
-    spool = _env.get(_env.SPOOL_DIR, environ) or str(
-        pathlib.Path(_env.get(_env.DIR, environ) or _env.DEFAULT_DIR) / "spool"
-    )
+    spool = _spool_directory(environ)
     return InfluxDBStorage(
         token,
         url=url,
@@ -121,6 +122,22 @@ def influxdb_storage_from_env(environ: Mapping[str, str] | None = None) -> Influ
         bucket=setting(_env.INFLUXDB_BUCKET) or "multimeter",
         spool_directory=spool,
     )
+
+
+def _spool_directory(environ: Mapping[str, str] | None) -> str:
+    """``MULTIMETER_SPOOL_DIR``, else ``<MULTIMETER_DIR>/spool``."""
+    return _env.get(_env.SPOOL_DIR, environ) or str(
+        pathlib.Path(_env.get(_env.DIR, environ) or _env.DEFAULT_DIR) / "spool"
+    )
+
+
+def otlp_storage_from_env(environ: Mapping[str, str] | None = None) -> OTLPStorage:
+    """An OTLPStorage: the endpoint, headers, timeout and service from the standard
+    ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_SERVICE_NAME`` variables (read by the
+    exporter and the SDK), the spool from ``MULTIMETER_SPOOL_DIR``."""
+    from multimeter.storages.otlp import OTLPStorage
+
+    return OTLPStorage(spool_directory=_spool_directory(environ))
 
 
 def _probes_from_env(environ: Mapping[str, str] | None) -> list[Probe]:
