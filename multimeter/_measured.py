@@ -141,6 +141,8 @@ class _Spec:
         self.attaches = not (
             inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
         )
+        #: The tracer of its spans (``spans="calls"``), got when first needed.
+        self.tracer: Any = None
         self._setup: _CallSetup | None = None
         self._base_meta: tuple[Any, dict[str, str]] | None = None
         self.lanes = _Lanes()
@@ -509,7 +511,7 @@ class _Call(CallJob):
                     if span.is_recording():
                         self.span = span
                 else:
-                    self.span, self.span_token = _spans.start_call_span(spec.name, spec.attaches)
+                    self.span, self.span_token = _spans.start_call_span(spec)
         self.token = _active.set(self)
         # Registering with the sampler comes last: nothing after it can fail (but a
         # KeyboardInterrupt may land in it: then nothing of the call may stay behind).

@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Any
 
-from multimeter import _env
+from multimeter import _env, _version
 from multimeter._log import warn_once
 from multimeter._records import single_row
 from multimeter._session import FAILED, read_probe_tuple
@@ -230,15 +230,19 @@ class Around:
         add_figures(self.span, self.snapshot, self.readings, readings, elapsed, add=add)
 
 
-def start_call_span(name: str, attach: bool) -> tuple[Any, Any]:
-    """A new span for a measured call named ``name``, a child of the current span,
-    made current where ``attach`` (plain functions and coroutines); returns (the
-    span, the token that detaches it or ``None``). Never raises: ``(None, None)``."""
+def start_call_span(spec: Any) -> tuple[Any, Any]:
+    """A new span for a call of ``spec`` (a measured function), a child of the
+    current span, made current where ``spec.attaches`` (plain functions and
+    coroutines); returns (the span, the token that detaches it or ``None``).
+    Never raises: ``(None, None)``."""
     try:
         trace = _modules[_TRACE]
-        span = trace.get_tracer("multimeter").start_span(name)
+        tracer = spec.tracer
+        if tracer is None:  # the global provider's, also one set later (a proxy till then)
+            tracer = spec.tracer = trace.get_tracer("multimeter", _version.__version__)
+        span = tracer.start_span(spec.name)
         token = None
-        if attach:
+        if spec.attaches:
             from opentelemetry import context
 
             token = context.attach(trace.set_span_in_context(span))

@@ -55,7 +55,12 @@ def test_each_call_is_a_call_counter_point_with_its_own_start_and_end(receiver, 
     points = receiver.points("multimeter.calls")
     assert 5 == len(points)
     for point, result in zip(points, results, strict=True):
-        assert ("sum", 1.0, 1, True) == (point.kind, point.value, point.temporality, point.monotonic)
+        assert ("sum", 1.0, 1, True) == (
+            point.kind,
+            point.value,
+            point.temporality,
+            point.monotonic,
+        )
         assert result.start.timestamp() * 1e9 == pytest.approx(point.start_ns, abs=1000)
         assert result.end.timestamp() * 1e9 == pytest.approx(point.time_ns, abs=1000)
         assert {"stage": "test", "multimeter.function": "work"} == point.attributes
