@@ -40,7 +40,7 @@ from multimeter import _env, _version
 from multimeter._log import warn_once
 from multimeter._records import single_row
 from multimeter._session import FAILED, read_probe_tuple
-from multimeter.probe import ResourceProbe, maxrss_bytes
+from multimeter.probe import ResourceProbe
 
 CPU_USER = "multimeter.cpu.user"
 CPU_SYSTEM = "multimeter.cpu.system"
@@ -94,31 +94,94 @@ def trace_module() -> Any:
 
 
 class FigurePlan:
-    """Which columns of a probe plan's rows become which attributes (one per
-    :class:`~multimeter._session.ProbePlan`, made once)."""
+    """How the figures of a span come from a probe plan's readings (one per
+    :class:`~multimeter._session.ProbePlan`, made once): the resource probe's
+    amounts (:meth:`ResourceProbe.amounts`) where it is read per call (the
+    default), and the columns of the call's row for other probes (psutil's bytes)."""
 
-    __slots__ = ("columns", "maxrss", "plan")
+    __slots__ = ("columns", "plan", "resource", "rows_too")
 
     def __init__(self, plan: Any, schema: Any) -> None:
         self.plan = plan
+        #: Where the resource probe's readings are in a reading tuple.
+        self.resource = next(
+            (i for i, probe in enumerate(plan.per_call) if isinstance(probe, ResourceProbe)), None
+        )
         keys = [measure.key for measure in schema.measures]
         chosen: dict[str, tuple[int, float]] = {}
         for key, (attribute, factor) in _FROM_ROW.items():
-            if key in keys:
+            if key in keys and not (self.resource is not None and key.startswith("process.")):
                 chosen[attribute] = (keys.index(key), factor)  # later keys win
         self.columns = tuple((attribute, at, factor) for attribute, (at, factor) in chosen.items())
-        #: Where the resource probe's readings are in a reading tuple (memory added).
-        self.maxrss = next(
-            (i for i, probe in enumerate(plan.per_call) if isinstance(probe, ResourceProbe)), None
-        )
+        #: Whether other probes add figures (psutil's bytes): the row is needed.
+        self.rows_too = self.resource is None or len(plan.per_call) > 1
 
     def figures(self, start: Any, end: Any, elapsed: float) -> dict[str, float | int]:
         """The attributes from a start and an end reading ``elapsed`` seconds apart
         (empty where the probes cannot tell)."""
+        found: dict[str, float | int] = {}
+        at = self.resource
+        if at is not None and start[at] is not FAILED and end[at] is not FAILED:
+            probe = self.plan.per_call[at]
+            amounts = probe.amounts(end[at], start[at], elapsed)
+            if amounts is not None:
+                user, system, minor, major, blocks_in, blocks_out, before, after = amounts
+                found[CPU_USER] = user
+                found[CPU_SYSTEM] = system
+                if after > before:
+                    found[MEMORY_PEAK] = after
+                    found[MEMORY_ADDED] = after - before
+                if minor > 0:
+                    found[PAGE_FAULTS_MINOR] = minor
+                if major > 0:
+                    found[PAGE_FAULTS_MAJOR] = major
+                if blocks_in > 0:
+                    found[IO_READ] = blocks_in * _BLOCK
+                if blocks_out > 0:
+                    found[IO_WRITE] = blocks_out * _BLOCK
+        if self.rows_too:
+            self._from_row(found, start, end, elapsed)
+        return found
+
+    def add_to(self, held: dict[str, float | int], start: Any, end: Any, elapsed: float) -> None:
+        """Add the figures of the readings to ``held`` (sums; the highest peak)."""
+        at = self.resource
+        if at is None or self.rows_too:  # the general way
+            for attribute, value in self.figures(start, end, elapsed).items():
+                before = held.get(attribute)
+                if before is not None:
+                    value = max(before, value) if attribute == MEMORY_PEAK else before + value
+                held[attribute] = value
+            return
+        first, last = start[at], end[at]
+        if first is FAILED or last is FAILED:
+            return
+        amounts = self.plan.per_call[at].amounts(last, first, elapsed)
+        if amounts is None:
+            return
+        user, system, minor, major, blocks_in, blocks_out, before, after = amounts
+        get = held.get
+        held[CPU_USER] = get(CPU_USER, 0.0) + user
+        held[CPU_SYSTEM] = get(CPU_SYSTEM, 0.0) + system
+        if after > before:
+            held[MEMORY_PEAK] = max(get(MEMORY_PEAK, 0), after)
+            held[MEMORY_ADDED] = get(MEMORY_ADDED, 0) + after - before
+        if minor > 0:
+            held[PAGE_FAULTS_MINOR] = get(PAGE_FAULTS_MINOR, 0) + minor
+        if major > 0:
+            held[PAGE_FAULTS_MAJOR] = get(PAGE_FAULTS_MAJOR, 0) + major
+        if blocks_in > 0:
+            held[IO_READ] = get(IO_READ, 0) + blocks_in * _BLOCK
+        if blocks_out > 0:
+            held[IO_WRITE] = get(IO_WRITE, 0) + blocks_out * _BLOCK
+
+    def _from_row(
+        self, found: dict[str, float | int], start: Any, end: Any, elapsed: float
+    ) -> None:
+        """Add the figures of the call's row (probes other than ``resource``)."""
         row = single_row(self.plan, start, end, elapsed)
         if row is None:
-            return {}
-        found: dict[str, float | int] = {}
+            return
         for attribute, at, factor in self.columns:
             value = row[at]
             if value is None or value != value:  # missing, NaN
@@ -129,12 +192,6 @@ class FigurePlan:
                 if amount <= 0:
                     continue
             found[attribute] = amount
-        resource = self.maxrss
-        if resource is not None and start[resource] is not FAILED and end[resource] is not FAILED:
-            added = maxrss_bytes(end[resource]) - maxrss_bytes(start[resource])
-            if added > 0:
-                found[MEMORY_ADDED] = added
-        return found
 
 
 def figure_plan(setup: Any) -> FigurePlan:
@@ -147,33 +204,62 @@ def figure_plan(setup: Any) -> FigurePlan:
     return made
 
 
-def merge(span: Any, figures: dict[str, float | int]) -> dict[str, float | int]:
-    """``figures`` added to those ``span`` holds from an earlier call (sums; the
-    highest peak), so that a span's figures cover every call that ended in it."""
-    held = getattr(span, "attributes", None)
-    if not held or CPU_USER not in held:
-        return figures
-    merged = dict(figures)
-    for attribute in ATTRIBUTES:
-        before = held.get(attribute)
-        if isinstance(before, (int, float)):
-            now = merged.get(attribute, 0)
-            merged[attribute] = max(before, now) if attribute == MEMORY_PEAK else before + now
-    return merged
+#: The attribute of a span that holds the figures of the calls that ended in it so
+#: far (a :class:`_Held`): they are set on the span once, as it ends.
+_HELD = "_multimeter_figures"
+
+
+class _Held:
+    """The figures of the calls that ended in one span so far, added up (the highest
+    peak); set on the span just before it ends (its ``end`` is wrapped, once), so
+    that a call costs an addition, not a ``set_attributes()`` of the SDK."""
+
+    __slots__ = ("ending", "figures", "span")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.figures: dict[str, float | int] = {}
+        self.ending = span.end
+
+    def end(self, end_time: int | None = None) -> None:
+        """Set the figures, then end the span as it would have ended."""
+        span = self.span
+        try:
+            kept = vars(span)
+            kept.pop("end", None)  # once; and no cycle left behind
+            kept.pop(_HELD, None)
+            if self.figures and span.is_recording():
+                span.set_attributes(self.figures)
+        except Exception as error:  # noqa: BLE001 - a span must never break the traced code
+            warn_once(("span", type(error)), "adding figures to a span failed", error=repr(error))
+        finally:
+            self.ending(end_time)
 
 
 def add_figures(
     span: Any, setup: Any, start: Any, end: Any, elapsed: float, *, add: bool = True
 ) -> None:
-    """Put the figures of the readings ``start`` and ``end`` on ``span`` where it is
-    recording, added to those it holds (``add``) or in their place; never raises
-    (a failure is logged once)."""
+    """Give ``span``, where it is recording, the figures of the readings ``start`` and
+    ``end``: added to those of the other calls that end in it, set as it ends
+    (``add``), or set now as the span's own; never raises (a failure is logged once)."""
     try:
         if not span.is_recording():
             return
+        if add:
+            try:
+                kept = vars(span)
+            except TypeError:  # no __dict__ (not the SDK's span): set them now
+                kept = None
+            if kept is not None:
+                held = kept.get(_HELD)
+                if held is None:
+                    held = kept[_HELD] = _Held(span)
+                    kept["end"] = held.end
+                figure_plan(setup).add_to(held.figures, start, end, elapsed)
+                return
         figures = figure_plan(setup).figures(start, end, elapsed)
         if figures:
-            span.set_attributes(merge(span, figures) if add else figures)
+            span.set_attributes(figures)
     except Exception as error:  # noqa: BLE001 - a span must never break the measured code
         warn_once(("span", type(error)), "adding figures to a span failed", error=repr(error))
 

@@ -150,11 +150,11 @@ def test_a_span_that_fails_never_reaches_the_measured_code(spans, logs):
         def set_attributes(self, attributes):
             raise RuntimeError("broken span")
 
-    broken = Broken(trace.INVALID_SPAN_CONTEXT)
-    with trace.use_span(broken):
+    with trace.use_span(Broken(trace.INVALID_SPAN_CONTEXT), end_on_exit=True):
         assert "done" == work(0.0)
-        with pytest.raises(ZeroDivisionError), trace.use_span(broken):
-            multimeter.measured(lambda: 1 / 0)()
+    broken = Broken(trace.INVALID_SPAN_CONTEXT)
+    with pytest.raises(ZeroDivisionError), trace.use_span(broken, end_on_exit=True):
+        multimeter.measured(lambda: 1 / 0)()
     assert any("broken span" in event.get("error", "") for event in logs)
 
 
