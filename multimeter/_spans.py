@@ -210,16 +210,33 @@ _HELD = "_multimeter_figures"
 
 
 class _Held:
-    """The figures of the calls that ended in one span so far, added up (the highest
-    peak); set on the span just before it ends (its ``end`` is wrapped, once), so
-    that a call costs an addition, not a ``set_attributes()`` of the SDK."""
+    """The figures of the calls that ended in one span so far; set on the span just
+    before it ends (its ``end`` is wrapped, once). A call only appends its readings
+    (:meth:`add`); they are added up (the highest peak) in batches and at the end,
+    so that a call costs an append, not a computation and a ``set_attributes()``."""
 
-    __slots__ = ("ending", "figures", "span")
+    __slots__ = ("ending", "figures", "pending", "span")
+
+    #: Readings kept before they are added up.
+    BATCH = 64
 
     def __init__(self, span: Any) -> None:
         self.span = span
         self.figures: dict[str, float | int] = {}
+        self.pending: list[tuple[FigurePlan, Any, Any, float]] = []
         self.ending = span.end
+
+    def add(self, plan: FigurePlan, start: Any, end: Any, elapsed: float) -> None:
+        pending = self.pending
+        pending.append((plan, start, end, elapsed))
+        if len(pending) >= self.BATCH:
+            self._fold()
+
+    def _fold(self) -> None:
+        pending, self.pending = self.pending, []
+        figures = self.figures
+        for plan, start, end, elapsed in pending:
+            plan.add_to(figures, start, end, elapsed)
 
     def end(self, end_time: int | None = None) -> None:
         """Set the figures, then end the span as it would have ended."""
@@ -228,6 +245,7 @@ class _Held:
             kept = vars(span)
             kept.pop("end", None)  # once; and no cycle left behind
             kept.pop(_HELD, None)
+            self._fold()
             if self.figures and span.is_recording():
                 span.set_attributes(self.figures)
         except Exception as error:  # noqa: BLE001 - a span must never break the traced code
@@ -245,6 +263,7 @@ def add_figures(
     try:
         if not span.is_recording():
             return
+        plan = setup.plan.figures or figure_plan(setup)
         if add:
             try:
                 kept = vars(span)
@@ -255,9 +274,9 @@ def add_figures(
                 if held is None:
                     held = kept[_HELD] = _Held(span)
                     kept["end"] = held.end
-                figure_plan(setup).add_to(held.figures, start, end, elapsed)
+                held.add(plan, start, end, elapsed)
                 return
-        figures = figure_plan(setup).figures(start, end, elapsed)
+        figures = plan.figures(start, end, elapsed)
         if figures:
             span.set_attributes(figures)
     except Exception as error:  # noqa: BLE001 - a span must never break the measured code
