@@ -13,6 +13,7 @@ variants, each ratio the median of the per-round ratios:
   ``with tracer.start_as_current_span(): f()``, the cost of ``@measured`` in it
   (against the same span around the bare function) on against off; with the
   bridge on the span also gets the figures (one ``set_attributes()`` per span);
+  and the whole traced handler (span and measured call) on against off;
 - the span processor: a span with ``MultimeterSpanProcessor`` against the same
   span without it (its two readings and the attributes).
 
@@ -110,6 +111,8 @@ def main() -> None:
                 "in_span_on": medians["in_span_on"] - base,
                 "handler_off": medians["handler_off"] - medians["handler_bare"],
                 "handler_on": medians["handler_on"] - medians["handler_bare"],
+                "traced_off": medians["handler_off"] - base,
+                "traced_on": medians["handler_on"] - base,
                 "span": medians["handler_bare"] - base,
                 "processor": medians["span_with_processor"] - medians["handler_bare"],
             }
@@ -137,6 +140,9 @@ def main() -> None:
             "span_per_call_measured_off_us": round(figure("handler_off") * us, 2),
             "span_per_call_measured_on_us": round(figure("handler_on") * us, 2),
             "span_per_call_on_vs_off": round(ratio("handler_on", "handler_off"), 3),
+            "traced_handler_off_us": round(figure("traced_off") * us, 2),
+            "traced_handler_on_us": round(figure("traced_on") * us, 2),
+            "traced_handler_on_vs_off": round(ratio("traced_on", "traced_off"), 3),
             "sdk_span_us": round(figure("span") * us, 2),
             "span_processor_us": round(figure("processor") * us, 2),
             "span_processor_vs_span": round(ratio("processor", "span"), 3),

@@ -681,15 +681,16 @@ class _Call(CallJob):
         its own span, which then ends). Never raises."""
         setup = self.setup
         start = self.start_readings
-        own = setup.spans is CALLS
-        if readings is not None and start is not None:
-            parent = self.parent
-            if own or parent is None or parent.state is ENDED or parent.span is not span:
+        if setup.spans is CALLS:
+            if readings is not None and start is not None:
                 elapsed = end_mono - self.start_mono
-                _spans.add_figures(span, setup.snapshot, start, readings, elapsed, add=not own)
-        if own:
+                _spans.add_figures(span, setup.snapshot, start, readings, elapsed, add=False)
             _spans.end_call_span(span, self.span_token, error, self.end_us * 1000)
             self.span_token = None
+        elif readings is not None and start is not None:
+            parent = self.parent
+            if parent is None or parent.state is ENDED or parent.span is not span:
+                _spans.hold(span, setup.snapshot, start, readings, end_mono - self.start_mono)
 
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread): the

@@ -254,29 +254,38 @@ class _Held:
             self.ending(end_time)
 
 
+def hold(span: Any, setup: Any, start: Any, end: Any, elapsed: float) -> None:
+    """Keep the readings of a call that ended in ``span`` (a recording span) for the
+    figures the span gets as it ends, added to those of the other calls that end
+    in it (a span without a ``__dict__`` gets them now); never raises."""
+    try:
+        held = vars(span).get(_HELD)
+        if held is None:
+            held = _Held(span)
+            kept = vars(span)
+            kept[_HELD] = held
+            kept["end"] = held.end
+        held.add(setup.plan.figures or figure_plan(setup), start, end, elapsed)
+    except TypeError:  # no __dict__ (not the SDK's span)
+        add_figures(span, setup, start, end, elapsed, add=False)
+    except Exception as error:  # noqa: BLE001 - a span must never break the measured code
+        warn_once(("span", type(error)), "adding figures to a span failed", error=repr(error))
+
+
 def add_figures(
     span: Any, setup: Any, start: Any, end: Any, elapsed: float, *, add: bool = True
 ) -> None:
     """Give ``span``, where it is recording, the figures of the readings ``start`` and
     ``end``: added to those of the other calls that end in it, set as it ends
-    (``add``), or set now as the span's own; never raises (a failure is logged once)."""
+    (``add``: see :func:`hold`), or set now as the span's own; never raises (a
+    failure is logged once)."""
     try:
         if not span.is_recording():
             return
-        plan = setup.plan.figures or figure_plan(setup)
         if add:
-            try:
-                kept = vars(span)
-            except TypeError:  # no __dict__ (not the SDK's span): set them now
-                kept = None
-            if kept is not None:
-                held = kept.get(_HELD)
-                if held is None:
-                    held = kept[_HELD] = _Held(span)
-                    kept["end"] = held.end
-                held.add(plan, start, end, elapsed)
-                return
-        figures = plan.figures(start, end, elapsed)
+            hold(span, setup, start, end, elapsed)
+            return
+        figures = (setup.plan.figures or figure_plan(setup)).figures(start, end, elapsed)
         if figures:
             span.set_attributes(figures)
     except Exception as error:  # noqa: BLE001 - a span must never break the measured code
