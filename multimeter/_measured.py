@@ -628,10 +628,13 @@ class _Call(CallJob):
         span = self.span
         if span is not None:
             self.span = None  # ended: a call made later in the same span adds its own
-            if was is IN_FLIGHT:
-                self._end_span(span, readings, end_mono, error)
-            else:  # no readings of its own (its probes are sampled by the sampler)
-                self._end_span(span, None, 0.0, error)
+            if self.setup.spans is CALLS:
+                self._end_own_span(span, readings if was is IN_FLIGHT else None, error)
+            elif was is IN_FLIGHT:  # the span it ran in, unless its caller covers it
+                parent = self.parent
+                if parent is None or parent.span is not span or parent.state is ENDED:
+                    elapsed = end_mono - self.start_mono
+                    _spans.hold(span, self.setup.snapshot, self.start_readings, readings, elapsed)
         # The marks go to one sink (see multimeter._marks): the enclosing call's, where
         # it keeps them (a task may outlive its caller: not then), else the process's.
         parent = self.parent
@@ -673,24 +676,14 @@ class _Call(CallJob):
         if self.setup.stores:
             process.writer.put(self)
 
-    def _end_span(
-        self, span: Any, readings: tuple[Any, ...] | None, end_mono: float, error: Any
-    ) -> None:
-        """Put the call's figures on its span (``spans="attributes"``: the span it
-        ran in, unless the enclosing call ran in the same one and covers it; else
-        its own span, which then ends). Never raises."""
-        setup = self.setup
+    def _end_own_span(self, span: Any, readings: tuple[Any, ...] | None, error: Any) -> None:
+        """Put the call's figures on its own span (``spans="calls"``) and end it."""
         start = self.start_readings
-        if setup.spans is CALLS:
-            if readings is not None and start is not None:
-                elapsed = end_mono - self.start_mono
-                _spans.add_figures(span, setup.snapshot, start, readings, elapsed, add=False)
-            _spans.end_call_span(span, self.span_token, error, self.end_us * 1000)
-            self.span_token = None
-        elif readings is not None and start is not None:
-            parent = self.parent
-            if parent is None or parent.state is ENDED or parent.span is not span:
-                _spans.hold(span, setup.snapshot, start, readings, end_mono - self.start_mono)
+        if readings is not None and start is not None:
+            elapsed = _monotonic() - self.start_mono
+            _spans.add_figures(span, self.setup.snapshot, start, readings, elapsed, add=False)
+        _spans.end_call_span(span, self.span_token, error, self.end_us * 1000)
+        self.span_token = None
 
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread): the

@@ -223,20 +223,16 @@ class _Held:
     def __init__(self, span: Any) -> None:
         self.span = span
         self.figures: dict[str, float | int] = {}
-        self.pending: list[tuple[FigurePlan, Any, Any, float]] = []
+        #: (configuration, start readings, end readings, seconds) of each call.
+        self.pending: list[tuple[Any, Any, Any, float]] = []
         self.ending = span.end
 
-    def add(self, plan: FigurePlan, start: Any, end: Any, elapsed: float) -> None:
-        pending = self.pending
-        pending.append((plan, start, end, elapsed))
-        if len(pending) >= self.BATCH:
-            self._fold()
-
-    def _fold(self) -> None:
+    def fold(self) -> None:
+        """Add the figures of the pending readings up."""
         pending, self.pending = self.pending, []
         figures = self.figures
-        for plan, start, end, elapsed in pending:
-            plan.add_to(figures, start, end, elapsed)
+        for setup, start, end, elapsed in pending:
+            (setup.plan.figures or figure_plan(setup)).add_to(figures, start, end, elapsed)
 
     def end(self, end_time: int | None = None) -> None:
         """Set the figures, then end the span as it would have ended."""
@@ -245,7 +241,7 @@ class _Held:
             kept = vars(span)
             kept.pop("end", None)  # once; and no cycle left behind
             kept.pop(_HELD, None)
-            self._fold()
+            self.fold()
             if self.figures and span.is_recording():
                 span.set_attributes(self.figures)
         except Exception as error:  # noqa: BLE001 - a span must never break the traced code
@@ -255,9 +251,10 @@ class _Held:
 
 
 def hold(span: Any, setup: Any, start: Any, end: Any, elapsed: float) -> None:
-    """Keep the readings of a call that ended in ``span`` (a recording span) for the
-    figures the span gets as it ends, added to those of the other calls that end
-    in it (a span without a ``__dict__`` gets them now); never raises."""
+    """Keep the readings ``start`` and ``end`` (of the configuration ``setup``) of a
+    call that ended in ``span`` (a recording span) for the figures the span gets as
+    it ends, added to those of the other calls that end in it (a span without a
+    ``__dict__`` gets them now); never raises."""
     try:
         held = vars(span).get(_HELD)
         if held is None:
@@ -265,7 +262,10 @@ def hold(span: Any, setup: Any, start: Any, end: Any, elapsed: float) -> None:
             kept = vars(span)
             kept[_HELD] = held
             kept["end"] = held.end
-        held.add(setup.plan.figures or figure_plan(setup), start, end, elapsed)
+        pending = held.pending
+        pending.append((setup, start, end, elapsed))
+        if len(pending) >= _Held.BATCH:
+            held.fold()
     except TypeError:  # no __dict__ (not the SDK's span)
         add_figures(span, setup, start, end, elapsed, add=False)
     except Exception as error:  # noqa: BLE001 - a span must never break the measured code
