@@ -205,7 +205,8 @@ def figure_plan(setup: Any) -> FigurePlan:
 
 
 #: The attribute of a span that holds the figures of the calls that ended in it so
-#: far (a :class:`_Held`): they are set on the span once, as it ends.
+#: far: those of the first (a dict, set on the span), or a :class:`_Held` from the
+#: second call on (their sum is set as the span ends).
 _HELD = "_multimeter_figures"
 
 
@@ -251,21 +252,29 @@ class _Held:
 
 
 def hold(span: Any, setup: Any, start: Any, end: Any, elapsed: float) -> None:
-    """Keep the readings ``start`` and ``end`` (of the configuration ``setup``) of a
-    call that ended in ``span`` (a recording span) for the figures the span gets as
-    it ends, added to those of the other calls that end in it (a span without a
-    ``__dict__`` gets them now); never raises."""
+    """Give ``span`` (a recording span) the figures of a call that ended in it: the
+    readings ``start`` and ``end`` of the configuration ``setup``. The first call
+    sets them at once (most spans hold one call); from the second on, the calls'
+    readings are kept and added up, and the span gets the sums as it ends (a
+    span without a ``__dict__`` gets each call's figures as they come). Never raises."""
     try:
-        held = vars(span).get(_HELD)
-        if held is None:
-            held = _Held(span)
-            kept = vars(span)
-            kept[_HELD] = held
-            kept["end"] = held.end
-        pending = held.pending
-        pending.append((setup, start, end, elapsed))
-        if len(pending) >= _Held.BATCH:
-            held.fold()
+        kept = vars(span)
+        held = kept.get(_HELD)
+        if held is None:  # the first call that ends in the span
+            figures = (setup.plan.figures or figure_plan(setup)).figures(start, end, elapsed)
+            kept[_HELD] = figures
+            span.set_attributes(figures)
+        elif type(held) is dict:  # the second: the span's figures are set when it ends
+            first = _Held(span)
+            first.figures = held
+            kept[_HELD] = first
+            kept["end"] = first.end
+            first.pending.append((setup, start, end, elapsed))
+        else:
+            pending = held.pending
+            pending.append((setup, start, end, elapsed))
+            if len(pending) >= _Held.BATCH:
+                held.fold()
     except TypeError:  # no __dict__ (not the SDK's span)
         add_figures(span, setup, start, end, elapsed, add=False)
     except Exception as error:  # noqa: BLE001 - a span must never break the measured code
