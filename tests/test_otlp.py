@@ -181,3 +181,24 @@ def test_a_program_whose_endpoint_is_down_loses_nothing_and_push_replays_it(tmp_
         assert pushed.stdout.startswith("delivered ")
         assert 9 == len(receiver.points("multimeter.calls"))
     assert [] == list((tmp_path / "spool").glob("*.jsonl"))
+
+
+def test_a_forked_child_sends_through_a_connection_of_its_own(receiver, tmp_path):
+    """A child forked after the parent sent keeps nothing of its connection; both deliver."""
+    import os
+
+    storage = OTLPStorage(receiver.endpoint, spool_directory=tmp_path / "spool")
+    _calls(1, storage)
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            _calls(2, storage)
+            code = 0 if 0 == len(storage.spool) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert 0 == os.waitstatus_to_exitcode(status)
+    _calls(1, storage)
+    assert 4 == len(receiver.points("multimeter.calls"))
+    assert 2 == len({p.resource["process.pid"] for p in receiver.points("multimeter.calls")})

@@ -245,14 +245,20 @@ class OTLPStorage(Storage):
             ) from error
         self._resource = Resource.create({SERVICE_NAME: service_name} if service_name else None)
         self._status = threading.local()  # the last HTTP status this thread got
-        self._session = session = requests.Session()
-        session.hooks["response"].append(self._seen)
-        self._exporter = OTLPMetricExporter(
-            endpoint=endpoint,
-            headers=dict(headers) if headers else None,
-            timeout=timeout,
-            session=session,
-        )
+        extra_headers = dict(headers) if headers else None
+
+        def connect() -> tuple[Any, Any]:
+            session = requests.Session()
+            session.hooks["response"].append(self._seen)
+            exporter = OTLPMetricExporter(
+                endpoint=endpoint, headers=extra_headers, timeout=timeout, session=session
+            )
+            return session, exporter
+
+        self._connect = connect
+        # A forked child gets an exporter of its own (no connection shared with its parent).
+        self._pid = os.getpid()
+        self._session, self._exporter = connect()
         #: Where the exporter sends (as it resolved the variables; shown in logs).
         self.endpoint: str = str(getattr(self._exporter, "_endpoint", endpoint))
         self._drain = drain_spool
@@ -334,6 +340,9 @@ class OTLPStorage(Storage):
             return self._reject(text, f"cannot be sent as OTLP: {error!r}", source, set_aside)
         self._status.code = None
         try:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._session, self._exporter = self._connect()
             done = self._exporter.export(data)
         except Exception as error:  # noqa: BLE001 - a dead endpoint must not break anything
             done, code = None, None
