@@ -202,3 +202,24 @@ def test_a_forked_child_sends_through_a_connection_of_its_own(receiver, tmp_path
     _calls(1, storage)
     assert 4 == len(receiver.points("multimeter.calls"))
     assert 2 == len({p.resource["process.pid"] for p in receiver.points("multimeter.calls")})
+
+
+def test_every_data_point_lies_in_its_call_and_carries_its_tags(receiver, tmp_path):
+    """Each measure of each call is one data point inside the call's time, with its tags."""
+    storage = OTLPStorage(receiver.endpoint, spool_directory=tmp_path / "spool")
+    before_ns = time.time_ns()
+    results = _calls(3, storage)
+    after_ns = time.time_ns()
+    points = receiver.points()
+    measures = {m.key for m in results[0].schema.measures}
+    expected = {f"multimeter.{key}" for key in measures} | {"multimeter.calls"}
+    assert expected == {p.metric for p in points}
+    assert 3 * len(expected) == len(points)  # one point per call (a short call has one)
+    for point in points:
+        assert {"stage": "test", "multimeter.function": "work"} == point.attributes
+        assert before_ns <= point.time_ns <= after_ns
+        if point.kind == "sum":  # a counter: what happened from its start to its time
+            assert before_ns <= point.start_ns <= point.time_ns
+        else:  # a gauge: a value at its time
+            assert ("gauge", 0) == (point.kind, point.start_ns)
+        assert {"service.name", "host.name", "process.pid", "multimeter.run"} <= set(point.resource)

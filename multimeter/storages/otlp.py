@@ -129,7 +129,7 @@ def to_metrics_data(results: Iterable[Result], service: Any = None) -> Any:
                 points.append(
                     NumberDataPoint(
                         attributes=attributes,
-                        start_time_unix_nano=previous * 1000 if counter else origin * 1000,
+                        start_time_unix_nano=previous * 1000 if counter else 0,  # gauges: none
                         time_unix_nano=moment * 1000,
                         value=float(value),
                     )
