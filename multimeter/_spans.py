@@ -1,12 +1,13 @@
 """OpenTelemetry spans: the figures of a measured call on the span it ran in.
 
 Nothing here imports OpenTelemetry: a program that never imported
-``opentelemetry.trace`` never pays for it (:func:`trace_module` is a lookup in
-``sys.modules``). Where it did, a measured call takes the span current at its
-start (``_Call.span``) and, at its end, puts its figures on the span current
-then (:func:`add_figures`), computed from the call's own start and end readings
-by the probes themselves (:func:`multimeter._records.single_row`): the same
-per-call reading the stored record is made from, never a second one.
+``opentelemetry.trace`` never pays for it (a lookup in ``sys.modules``). Where
+it did, a measured call takes the recording span current at its start
+(``_Call.span``) and, at its end, gives that span its figures (:func:`hold`),
+computed from the call's own start and end readings by the probes themselves
+(:meth:`ResourceProbe.amounts <multimeter.probe.ResourceProbe.amounts>`, or
+:func:`multimeter._records.single_row` for other probes): the same per-call
+reading the stored record is made from, never a second one.
 :class:`multimeter.otel.MultimeterSpanProcessor` takes the same two readings
 around every span.
 
