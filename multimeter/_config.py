@@ -24,6 +24,7 @@ from multimeter import _env, _process
 from multimeter._aggregate import AggregatingStorage, check_calls, storage_for_calls
 from multimeter._log import logger
 from multimeter._reentry import measuring_off
+from multimeter._spans import SPANS_CHOICES, check_spans
 from multimeter._tags import normalize_tags
 from multimeter.multimeter import Multimeter, Snapshot, check_cycle_time, check_storage
 from multimeter.probe import Probe, ResourceProbe
@@ -32,6 +33,7 @@ from multimeter.storages.dummy import DummyStorage
 
 if TYPE_CHECKING:
     from multimeter.storages.influx import InfluxDBStorage
+    from multimeter.storages.otlp import OTLPStorage
 
 
 def _lazy(module: str, name: str) -> Callable[[], Probe]:
@@ -77,6 +79,8 @@ def _storage_from_env(environ: Mapping[str, str] | None) -> Storage:
         return LogStorage()
     if kind == "influxdb":
         return influxdb_storage_from_env(environ)
+    if kind == "otlp":
+        return otlp_storage_from_env(environ)
     text = _env.get(_env.FORMAT, environ)
     file_format = (
         "jsonl" if text is None else _env.parse_choice(_env.FORMAT, text, _env.FORMAT_CHOICES)
@@ -110,9 +114,7 @@ def influxdb_storage_from_env(environ: Mapping[str, str] | None = None) -> Influ
         raise ValueError(
             f"{_env.INFLUXDB_URL}={url!r} is not valid; allowed: an http(s)://host[:port] URL"
         )
-    spool = _env.get(_env.SPOOL_DIR, environ) or str(
-        pathlib.Path(_env.get(_env.DIR, environ) or _env.DEFAULT_DIR) / "spool"
-    )
+    spool = _spool_directory(environ)
     return InfluxDBStorage(
         token,
         url=url,
@@ -120,6 +122,22 @@ def influxdb_storage_from_env(environ: Mapping[str, str] | None = None) -> Influ
         bucket=setting(_env.INFLUXDB_BUCKET) or "multimeter",
         spool_directory=spool,
     )
+
+
+def _spool_directory(environ: Mapping[str, str] | None) -> str:
+    """``MULTIMETER_SPOOL_DIR``, else ``<MULTIMETER_DIR>/spool``."""
+    return _env.get(_env.SPOOL_DIR, environ) or str(
+        pathlib.Path(_env.get(_env.DIR, environ) or _env.DEFAULT_DIR) / "spool"
+    )
+
+
+def otlp_storage_from_env(environ: Mapping[str, str] | None = None) -> OTLPStorage:
+    """An OTLPStorage: the endpoint, headers, timeout and service from the standard
+    ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_SERVICE_NAME`` variables (read by the
+    exporter and the SDK), the spool from ``MULTIMETER_SPOOL_DIR``."""
+    from multimeter.storages.otlp import OTLPStorage
+
+    return OTLPStorage(spool_directory=_spool_directory(environ))
 
 
 def _probes_from_env(environ: Mapping[str, str] | None) -> list[Probe]:
@@ -136,6 +154,7 @@ def _from_environment(
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     calls: str | None = None,
+    spans: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every setting, from the arguments, the environment and the defaults (checked:
@@ -174,6 +193,11 @@ def _from_environment(
         calls = "each" if text is None else _env.parse_choice(_env.CALLS, text, _env.CALLS_CHOICES)
     else:
         calls = check_calls(calls)
+    if spans is None:
+        text = _env.get(_env.SPANS, environ)
+        spans = "attributes" if text is None else _env.parse_choice(_env.SPANS, text, SPANS_CHOICES)
+    else:
+        spans = check_spans(spans)
     storage = _storage_from_env(environ) if storage is None else check_storage(storage)
     return {
         "probes": _probes_from_env(environ) if probes is None else _probe_list(probes),
@@ -184,6 +208,7 @@ def _from_environment(
         "sample_rate": sample_rate,
         "exit_timeout": exit_timeout,
         "handle_sigterm": handle_sigterm,
+        "spans": spans,
     }
 
 
@@ -195,6 +220,7 @@ def build(
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     calls: str | None = None,
+    spans: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Multimeter:
     """A new multimeter (not the global one) configured from the arguments, the
@@ -210,6 +236,7 @@ def build(
         tags=tags,
         enabled=enabled,
         calls=calls,
+        spans=spans,
         environ=environ,
     )
     return Multimeter()._update(**settings)
@@ -236,6 +263,7 @@ def _changes(
     tags: Mapping[str, Any] | None,
     enabled: bool | None,
     calls: str | None,
+    spans: str | None = None,
 ) -> dict[str, Any]:
     """The settings given, checked, as changes to ``now`` (the keywords of
     :meth:`Multimeter.update`); ``calls`` and ``cycle_time`` re-wrap the storage.
@@ -250,6 +278,8 @@ def _changes(
         changes["enabled"] = enabled
     if cycle_time is not None:
         changes["cycle_time"] = check_cycle_time(cycle_time)
+    if spans is not None:
+        changes["spans"] = check_spans(spans)
     if tags is not None:
         changes["tags"] = _global_tags(tags, None)
     if probes is not None:
@@ -319,6 +349,7 @@ def change(
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     calls: str | None = None,
+    spans: str | None = None,
 ) -> Multimeter:
     """What ``configure()`` does to the configuration (see :func:`multimeter.configure`):
     the first call since the start (or :func:`reset`) sets every setting from the
@@ -336,6 +367,7 @@ def change(
         "tags": tags,
         "enabled": enabled,
         "calls": calls,
+        "spans": spans,
     }
     if _interrupted(state):
         return _later(state, asked)
@@ -351,6 +383,7 @@ def change(
                     tags=tags,
                     enabled=enabled,
                     calls=calls,
+                    spans=spans,
                 )
             else:
                 settings = _from_environment(
@@ -360,6 +393,7 @@ def change(
                     tags=tags,
                     enabled=enabled,
                     calls=calls,
+                    spans=spans,
                 )
             before = None if meter is None else meter.snapshot
             if meter is None:

@@ -25,6 +25,7 @@ def configure(
     tags: Mapping[str, Any] | None = None,
     enabled: bool | None = None,
     calls: str | None = None,
+    spans: str | None = None,
 ) -> Multimeter:
     """Change the settings given; keep every other one. Returns the global
     multimeter, the same object :func:`~multimeter.get_multimeter` returns.
@@ -46,7 +47,11 @@ def configure(
     ``gc``, ``nvml``), mixed as you like. ``calls``: ``"each"`` stores one
     result per ``@measured`` call, ``"aggregate"`` per function and cycle the
     count, errors, duration and CPU sums and a duration histogram (see the
-    README, "Many calls: aggregate mode").
+    README, "Many calls: aggregate mode"). ``spans``: what ``@measured`` calls
+    and measurements do with OpenTelemetry spans, where the program imported
+    ``opentelemetry``: ``"attributes"`` (the default) puts their figures on the
+    current span, ``"calls"`` makes each call its own span too (nested as the
+    calls are), ``"off"`` leaves spans alone (see the guide "OpenTelemetry").
 
     A storage that a call replaces is retired: what the background writer
     still holds is stored (waiting at most the exit timeout), then the storage
@@ -62,6 +67,7 @@ def configure(
         tags=tags,
         enabled=enabled,
         calls=calls,
+        spans=spans,
     )
     _lifecycle.install_sigterm_handler()
     return meter

@@ -24,6 +24,7 @@ EXIT_TIMEOUT = "MULTIMETER_EXIT_TIMEOUT"
 SPOOL_DIR = "MULTIMETER_SPOOL_DIR"
 HANDLE_SIGTERM = "MULTIMETER_HANDLE_SIGTERM"
 CALLS = "MULTIMETER_CALLS"
+SPANS = "MULTIMETER_SPANS"
 INFLUXDB_URL = "MULTIMETER_INFLUXDB_URL"
 INFLUXDB_TOKEN = "MULTIMETER_INFLUXDB_TOKEN"
 INFLUXDB_ORG = "MULTIMETER_INFLUXDB_ORG"
@@ -49,10 +50,11 @@ MAX_CYCLE_TIME = 86_400.0
 READER_CHOICES = ("process", "thread")
 #: The longest ``MULTIMETER_RUN`` (it is in every result's meta data).
 MAX_RUN_LENGTH = 200
-STORAGE_CHOICES = ("none", "file", "log", "influxdb")
+STORAGE_CHOICES = ("none", "file", "log", "influxdb", "otlp")
 FORMAT_CHOICES = ("jsonl", "json", "line")
 #: ``each``: one result per ``@measured`` call; ``aggregate``: sums per function and cycle.
 CALLS_CHOICES = ("each", "aggregate")
+SPANS_CHOICES = ("attributes", "calls", "off")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ VARIABLES = (
     ),
     Variable(
         STORAGE,
-        "where results go: `none` (measure, store nothing), `file`, `log`, `influxdb`",
+        "where results go: `none` (measure, store nothing), `file`, `log`, `influxdb`,"
+        " `otlp` (OpenTelemetry metrics, configured by the `OTEL_EXPORTER_OTLP_*` variables)",
         "`file`",
     ),
     Variable(DIR, "directory for result files", f"`{DEFAULT_DIR}`"),
@@ -113,6 +116,13 @@ VARIABLES = (
         "`each`",
     ),
     Variable(
+        SPANS,
+        "OpenTelemetry spans, where the program imported `opentelemetry`: `attributes`"
+        " (each `@measured` call's and measurement's figures on the current span),"
+        " `calls` (each call also its own span), `off`",
+        "`attributes`",
+    ),
+    Variable(
         EXIT_TIMEOUT,
         "seconds the exit (also on SIGTERM) waits for pending results, > 0",
         f"`{DEFAULT_EXIT_TIMEOUT:g}`",
@@ -124,7 +134,9 @@ VARIABLES = (
     ),
     Variable(INFLUXDB_ORG, "organisation (else `INFLUXDB_V2_ORG`)", "`kantai`"),
     Variable(INFLUXDB_BUCKET, "bucket", "`multimeter`"),
-    Variable(SPOOL_DIR, "where undelivered InfluxDB data waits", "`<MULTIMETER_DIR>/spool`"),
+    Variable(
+        SPOOL_DIR, "where undelivered InfluxDB and OTLP data waits", "`<MULTIMETER_DIR>/spool`"
+    ),
     Variable(
         "MULTIMETER_PYTEST",
         "`1` (also `true`, `yes`, `on`): the pytest plugin measures every test, as"

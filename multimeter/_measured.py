@@ -18,7 +18,7 @@ from typing import Any, TypeVar, overload
 
 import wrapt
 
-from multimeter import _config, _packed, _process, _wrappers
+from multimeter import _config, _packed, _process, _spans, _wrappers
 from multimeter._log import warn_once
 from multimeter._marks import flatten
 from multimeter._meta import process_meta_data
@@ -136,6 +136,13 @@ class _Spec:
             self.name, self.meta["module"], self.meta["qualname"], self.prefix
         )
         self.arg_tags = self._plan_tag_args(target, tag_args)
+        #: Whether a span of its own (``spans="calls"``) is made the current one while
+        #: a call runs: not for generators, whose consumer's context runs between items.
+        self.attaches = not (
+            inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+        )
+        #: The tracer of its spans (``spans="calls"``), got when first needed.
+        self.tracer: Any = None
         self._setup: _CallSetup | None = None
         self._base_meta: tuple[Any, dict[str, str]] | None = None
         self.lanes = _Lanes()
@@ -262,6 +269,7 @@ class _CallSetup:
         "records",
         "schema",
         "snapshot",
+        "spans",
         "spec",
         "storage",
         "stores",
@@ -277,6 +285,8 @@ class _CallSetup:
         self.plan: ProbePlan = snapshot.plan
         self.cycle = snapshot.cycle_time
         self.stores = snapshot.stores
+        #: ``None`` (spans left alone), ``ATTRIBUTES`` or ``CALLS`` (see ``_spans``).
+        self.spans = {"attributes": ATTRIBUTES, "calls": CALLS}.get(snapshot.spans)
         # A storage of call records links a call to the call it was made in; for
         # one that stores results, each call keeps the marks of the calls made in it.
         self.records = isinstance(snapshot.storage, CallStorage)
@@ -361,6 +371,13 @@ def _clean_up_unfinished(process: _process.ProcessState) -> None:
             warn_once(("release", type(error)), "cleaning up a call failed", error=repr(error))
 
 
+# What a call does with OpenTelemetry spans (``_CallSetup.spans``).
+ATTRIBUTES = "attributes"  # its figures on the span current at its start
+CALLS = "calls"  # a span of its own, with its figures
+
+_modules = sys.modules
+_TRACE = "opentelemetry.trace"
+
 # The states of a call (see _Call).
 IN_FLIGHT = "in flight"  # tracked by the sampler without a session; may be promoted
 READING = "reading"  # reading its probes: measured code they call is not measured
@@ -402,6 +419,8 @@ class _Call(CallJob):
         "process",
         "session",
         "setup",
+        "span",
+        "span_token",
         "spec",
         "start_mono",
         "start_readings",
@@ -430,6 +449,9 @@ class _Call(CallJob):
         # The state of the process the call began in (None: it left the sampler).
         self.process: _process.ProcessState | None = None
         self.holds_lane = False
+        #: The OpenTelemetry span the call's figures go to (a recording one), or None.
+        self.span: Any = None
+        self.span_token: Any = None
         try:
             self._start(process, spec, setup, parent, instance, args, kwargs)
         except RecursionError:
@@ -480,6 +502,16 @@ class _Call(CallJob):
             self.lane = lane = spec.lanes.new()
             self.holds_lane = True
         self.parent = parent
+        spans = setup.spans
+        if spans is not None:  # OpenTelemetry, where the program imported it
+            trace = _modules.get(_TRACE)
+            if trace is not None:
+                if spans is ATTRIBUTES:
+                    span = trace.get_current_span()
+                    if span.is_recording():
+                        self.span = span
+                else:
+                    self.span, self.span_token = _spans.start_call_span(spec)
         self.token = _active.set(self)
         # Registering with the sampler comes last: nothing after it can fail (but a
         # KeyboardInterrupt may land in it: then nothing of the call may stay behind).
@@ -550,6 +582,10 @@ class _Call(CallJob):
         # of the one being handled (swallowing it would lose the user's Ctrl-C).
         with contextlib.suppress(Exception):  # already reset, or reset elsewhere
             _active.reset(self.token)  # type: ignore[arg-type]  # None: raises, suppressed
+        span = self.span
+        if span is not None and self.setup.spans is CALLS:
+            self.span = None
+            _spans.end_call_span(span, self.span_token, None, _time_ns())
         with contextlib.suppress(Exception):
             self._release()
 
@@ -589,6 +625,16 @@ class _Call(CallJob):
         except (ValueError, RuntimeError):
             pass  # ended in another context, or already reset (generators): nothing to undo
         self.token = None  # it holds the context's previous state: not needed any more
+        span = self.span
+        if span is not None:
+            self.span = None  # ended: a call made later in the same span adds its own
+            if self.setup.spans is CALLS:
+                self._end_own_span(span, readings if was is IN_FLIGHT else None, error)
+            elif was is IN_FLIGHT:  # the span it ran in, unless its caller covers it
+                parent = self.parent
+                if parent is None or parent.span is not span or parent.state is ENDED:
+                    elapsed = end_mono - self.start_mono
+                    _spans.hold(span, self.setup.snapshot, self.start_readings, readings, elapsed)
         # The marks go to one sink (see multimeter._marks): the enclosing call's, where
         # it keeps them (a task may outlive its caller: not then), else the process's.
         parent = self.parent
@@ -629,6 +675,15 @@ class _Call(CallJob):
                 self.end_mono = end_mono
         if self.setup.stores:
             process.writer.put(self)
+
+    def _end_own_span(self, span: Any, readings: tuple[Any, ...] | None, error: Any) -> None:
+        """Put the call's figures on its own span (``spans="calls"``) and end it."""
+        start = self.start_readings
+        if readings is not None and start is not None:
+            elapsed = _monotonic() - self.start_mono
+            _spans.add_figures(span, self.setup.snapshot, start, readings, elapsed, add=False)
+        _spans.end_call_span(span, self.span_token, error, self.end_us * 1000)
+        self.span_token = None
 
     def build(self) -> Result:
         """The finished result, with its meta data (runs on the writer thread): the

@@ -38,7 +38,7 @@ def call_record(
     seconds apart (runs on the writer thread)."""
     row = None
     if session is None:
-        row = _single_row(setup.plan, start_readings, end_readings, elapsed)
+        row = single_row(setup.plan, start_readings, end_readings, elapsed)
     if row is not None:
         points: Any = ((end_us, row),)
     else:
@@ -74,7 +74,7 @@ def exception_names(error: BaseException) -> tuple[str, str]:
     return clean_text(str(module)), clean_text(str(qualname))
 
 
-def _single_row(
+def single_row(
     plan: ProbePlan,
     start: tuple[Any, ...] | None,
     end: tuple[Any, ...] | None,

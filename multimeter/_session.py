@@ -35,6 +35,7 @@ class ProbePlan:
         "call_order",
         "cpu_time_rows",
         "cumulative",
+        "figures",
         "group",
         "per_call",
         "plain",
@@ -69,6 +70,9 @@ class ProbePlan:
             elif self.group not in per_call:  # the group where its first probe is
                 per_call.append(self.group)
         self.per_call: tuple[Any, ...] = tuple(per_call)
+        #: Which figures of a call go on an OpenTelemetry span (``multimeter._spans``),
+        #: made there when first needed.
+        self.figures: Any = None
         #: Whether a short call may wait for the writer as CPU-time differences: the
         #: rows path, and one probe read per call that has the CPU-time rows
         #: capability (``CumulativeProbe.has_cpu_time_rows``).

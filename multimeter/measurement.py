@@ -13,6 +13,7 @@ from multimeter._log import describe, safe_log, warn_once
 from multimeter._reentry import BUSY, made_by_signal_handler
 from multimeter._sampler import Sampler
 from multimeter._session import Session
+from multimeter._spans import around_current
 from multimeter._tags import normalize_tags
 from multimeter._writer import ResultJob
 from multimeter.result import Result, us_to_datetime
@@ -71,6 +72,7 @@ class Measurement:
         self._sampler: Sampler | None = None
         self._session: Session | None = None
         self._process: _process.ProcessState | None = None
+        self._span: Any = None  # the OpenTelemetry span its figures go to (_spans.Around)
 
     def start(self) -> Result:
         """Start measuring and return the (growing) result.
@@ -100,6 +102,7 @@ class Measurement:
             self._process = None
             return result
         sampler.begin(session)
+        self._span = around_current(setup)
         return result
 
     def add_mark(self, label: str) -> None:
@@ -136,6 +139,10 @@ class Measurement:
         if process is not self._process or not session.active:
             return  # begun before a fork (the parent owns it), not sampled, or ended already
         self._sampler.finish(session)
+        around = self._span
+        if around is not None:
+            self._span = None
+            around.end()
         storage = self._setup.storage
         if not self._setup.stores:
             return

@@ -11,6 +11,7 @@ from typing import Any
 
 from multimeter._env import DEFAULT_EXIT_TIMEOUT, MAX_CYCLE_TIME, MIN_CYCLE_TIME
 from multimeter._session import ProbePlan
+from multimeter._spans import check_spans
 from multimeter._tags import normalize_tags
 from multimeter.measurement import Measurement
 from multimeter.probe import Probe
@@ -80,6 +81,10 @@ class Snapshot:
     exit_timeout: float = DEFAULT_EXIT_TIMEOUT
     #: Whether SIGTERM and SIGHUP store what is pending (read from the global multimeter).
     handle_sigterm: bool = True
+    #: What ``@measured`` calls and measurements do with OpenTelemetry spans:
+    #: ``"attributes"`` (their figures on the current span), ``"calls"`` (each call
+    #: its own span, with its figures) or ``"off"``.
+    spans: str = "attributes"
 
     @classmethod
     def of(
@@ -210,6 +215,7 @@ class Multimeter:
         sample_rate: float | None = None,
         exit_timeout: float | None = None,
         handle_sigterm: bool | None = None,
+        spans: str | None = None,
         wait: bool = True,
     ) -> Multimeter:
         """Change the settings given (``None`` keeps one), published as one new
@@ -251,6 +257,8 @@ class Multimeter:
             )
         if handle_sigterm is not None:
             changes["handle_sigterm"] = _check_bool(handle_sigterm, "handle_sigterm")
+        if spans is not None:
+            changes["spans"] = check_spans(spans)
         if not wait:
             self._publish(self.snapshot, changes)
             return self
@@ -271,7 +279,7 @@ class Multimeter:
             )
             kept = {
                 name: getattr(now, name)
-                for name in ("enabled", "sample_rate", "exit_timeout", "handle_sigterm")
+                for name in ("enabled", "sample_rate", "exit_timeout", "handle_sigterm", "spans")
             }
             now = replace(fresh, **kept)
         if "storage" in changes:

@@ -199,6 +199,8 @@ _RUSAGE_FIELDS: tuple[tuple[str, Metric, bool], ...] = (
 
 _PEAK_KEY = f"{PROCESS.key}.{_metric.PEAK_RSS.key}"
 _MAXRSS_AT = 2  # ru_maxrss in a struct_rusage (or a tuple laid out like one)
+_MINFLT_AT = 6  # ru_minflt, then ru_majflt
+_INBLOCK_AT = 9  # ru_inblock, then ru_oublock
 
 # ru_maxrss is in kibibytes on Linux and the BSDs, in bytes on macOS.
 _MAXRSS_SCALE = 1 if sys.platform == "darwin" else 1024
@@ -390,6 +392,28 @@ class ResourceProbe(CumulativeProbe):
         values[user_at] = min(values[user_at], limit)
         values[user_at + 1] = min(values[user_at + 1], limit)
         return self._order(values)
+
+    def amounts(self, current: Any, previous: Any, time_elapsed: float) -> tuple[Any, ...] | None:
+        """What the process did between two readings ``time_elapsed`` seconds apart, as
+        amounts rather than rates (the figures a span of a call carries): CPU user and
+        system seconds (capped as the rates are), minor and major page faults, blocks
+        read and written, and ``ru_maxrss`` in bytes before and after; ``None`` where a
+        counter went back."""
+        now, before = current[0], previous[0]
+        user, system = now[0] - before[0], now[1] - before[1]
+        if user < 0 or system < 0:
+            return None
+        most = self._cpu_limit * time_elapsed
+        return (
+            min(user, most),
+            min(system, most),
+            now[_MINFLT_AT] - before[_MINFLT_AT],
+            now[_MINFLT_AT + 1] - before[_MINFLT_AT + 1],
+            now[_INBLOCK_AT] - before[_INBLOCK_AT],
+            now[_INBLOCK_AT + 1] - before[_INBLOCK_AT + 1],
+            before[_MAXRSS_AT] * _MAXRSS_SCALE,
+            now[_MAXRSS_AT] * _MAXRSS_SCALE,
+        )
 
     def _cpu_row(self, current: Any, before: Any, time_elapsed: float) -> Any:
         """The row of an interval that ended with ``current`` in which only the

@@ -101,8 +101,11 @@ def _where(storage: Storage, result: Result, before: dict[str, int]) -> str:
     spool = getattr(storage, "spool", None)
     if spool is not None:
         if changed:
+            from multimeter.storages.influx import InfluxDBStorage
+
+            server = "InfluxDB" if isinstance(storage, InfluxDBStorage) else "the OTLP endpoint"
             return (
-                f"kept in the spool {spool.directory} (InfluxDB could not be reached;"
+                f"kept in the spool {spool.directory} ({server} could not be reached;"
                 " `multimeter push` sends it later)"
             )
         return f"sent to {storage!r}"

@@ -1,7 +1,9 @@
-"""The spool: line protocol that could not be delivered yet, kept on disk.
+"""The spool: batches that could not be delivered yet, kept on disk.
 
-Each undelivered batch is one file ``<time>-<pid>-<n>.line`` written atomically
-(temporary file, then rename). Batches the server rejected (4xx) go to the
+Each undelivered batch is one file ``<time>-<pid>-<n><suffix>`` written
+atomically (temporary file, then rename): line protocol (``.line``) for
+InfluxDB, results as JSON Lines (``.jsonl``) for OTLP; a storage sees only its
+own suffix. :func:`push` sends what waits, for either. Batches the server rejected (4xx) go to the
 ``rejected/`` folder beside them with a ``.reason`` file, and batches that cannot
 be read (not UTF-8, not a file, no permission) to ``unreadable/``, also with a
 ``.reason`` file: they are kept, not retried by ``push``.
@@ -10,10 +12,12 @@ be read (not UTF-8, not a file, no permission) to ``unreadable/``, also with a
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import pathlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 from multimeter import _process
 
@@ -28,11 +32,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class Spool:
-    """A directory of undelivered line-protocol batches."""
+class Outcome(enum.Enum):
+    """What became of a batch."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    DELIVERED = "delivered"
+    SPOOLED = "spooled"  # kept in the spool for a later push
+    REJECTED = "rejected"  # refused by the server, set aside in rejected/ (if that worked)
+    LOST = "lost"  # neither delivered nor kept
+
+
+class PushReport(NamedTuple):
+    """What a storage's ``push()`` did with the spool."""
+
+    #: Batches delivered (and removed from the spool).
+    delivered: int
+    #: Batches still waiting in the spool (the server is away).
+    left: int
+    #: Where each batch the server rejected was set aside (``<spool>/rejected``).
+    rejected: list[pathlib.Path]
+    #: Each batch that could not be read, as set aside in ``<spool>/unreadable``.
+    unreadable: list[pathlib.Path]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every batch was delivered: none left, rejected or unreadable."""
+        return self.left == 0 and not self.rejected and not self.unreadable
+
+
+class Spool:
+    """A directory of undelivered batches, files ending in ``suffix``."""
+
+    def __init__(self, directory: str | os.PathLike[str], suffix: str = ".line") -> None:
         self.directory = pathlib.Path(directory)
+        self.suffix = suffix
 
     @property
     def rejected_directory(self) -> pathlib.Path:
@@ -69,11 +101,11 @@ class Spool:
         """The waiting batches, oldest first (claims of ended processes are given back)."""
         if not self.directory.is_dir():
             return iter(())
-        for claimed in self.directory.glob("*.line.sending-*"):
+        for claimed in self.directory.glob(f"*{self.suffix}.sending-*"):
             pid = claimed.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not _alive(int(pid)):
                 self.release(claimed, claimed.with_name(claimed.name.split(".sending-")[0]))
-        return iter(sorted(self.directory.glob("*.line")))
+        return iter(sorted(self.directory.glob(f"*{self.suffix}")))
 
     def claim(self, path: pathlib.Path) -> pathlib.Path | None:
         """Take ``path`` for sending (an atomic rename); ``None`` if someone else did."""
@@ -93,11 +125,10 @@ class Spool:
     def __len__(self) -> int:
         return sum(1 for _ in self.batches())
 
-    @staticmethod
-    def _write(directory: pathlib.Path, text: str) -> pathlib.Path:
+    def _write(self, directory: pathlib.Path, text: str) -> pathlib.Path:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_process.current().names)}"
-        path = directory / f"{name}.line"
+        path = directory / f"{name}{self.suffix}"
         _write_atomically(path, text)
         return path
 
@@ -114,3 +145,77 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+#: Sends one batch (its text, where it came from, the list a rejected batch's new
+#: place is added to): ``DELIVERED``, ``REJECTED`` (set aside), or ``None`` when the
+#: server could not be reached (the batch stays).
+Send = Callable[[str, str, list[pathlib.Path]], "Outcome | None"]
+
+
+def push(spool: Spool, send: Send, log: Callable[..., Any]) -> PushReport:
+    """Send every batch of ``spool``, oldest first; remove exactly those delivered.
+
+    Stops at the first batch that cannot be delivered (the server is still
+    away). A rejected batch is set aside in ``rejected/`` (by ``send``), a batch
+    that cannot be read (not UTF-8, not a file, no permission) in
+    ``unreadable/``, both with a ``.reason`` file, and pushing goes on. Each
+    batch is claimed (renamed) before it is sent, so two pushers, in this
+    process or another, never send the same batch. Never raises for one bad
+    batch; ``log(level, event, **fields)`` reports what went wrong.
+    """
+    delivered = 0
+    rejected: list[pathlib.Path] = []
+    unreadable: list[pathlib.Path] = []
+    for path in list(spool.batches()):
+        try:
+            claimed = spool.claim(path)
+        except OSError as error:
+            log("error", "a spooled batch cannot be claimed", path=str(path), error=repr(error))
+            continue
+        if claimed is None:
+            continue  # another pusher has it
+        try:
+            text = claimed.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            target = _set_aside_unreadable(spool, claimed, path, error, log)
+            if target is not None:
+                unreadable.append(target)
+            continue
+        sent = send(text, str(path), rejected)
+        if sent is None:  # the server is still away
+            spool.release(claimed, path)
+            break
+        try:
+            claimed.unlink()  # delivered, or rejected and set aside
+        except OSError as error:
+            log("error", "a sent batch cannot be removed", path=str(claimed), error=repr(error))
+        if sent is Outcome.DELIVERED:
+            delivered += 1
+    return PushReport(delivered, len(spool), rejected, unreadable)
+
+
+def _set_aside_unreadable(
+    spool: Spool,
+    claimed: pathlib.Path,
+    path: pathlib.Path,
+    error: BaseException,
+    log: Callable[..., Any],
+) -> pathlib.Path | None:
+    """Move an unreadable batch to ``unreadable/``; ``None`` (given back) if that fails."""
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+    reason = f"cannot be read: {type(error).__name__}: {detail}"
+    try:
+        target = spool.set_aside_unreadable(claimed, path, reason)
+    except OSError as failure:
+        log(
+            "error",
+            "an unreadable spooled batch cannot be set aside",
+            path=str(path),
+            reason=reason,
+            error=repr(failure),
+        )
+        spool.release(claimed, path)
+        return None
+    log("error", "a spooled batch cannot be read: set aside", path=str(target), reason=reason)
+    return target

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import enum
 import json
 import math
 import os
@@ -20,7 +19,7 @@ import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from multimeter import _process
 from multimeter._log import safe_log
@@ -33,7 +32,8 @@ from multimeter.storages._line import (
     quote_string,
     series_prefix,
 )
-from multimeter.storages._spool import Spool
+from multimeter.storages._spool import Outcome, PushReport, Spool
+from multimeter.storages._spool import push as push_spool
 from multimeter.storages.base import Storage
 
 __all__ = ["DeliveryError", "InfluxDBStorage", "PushReport", "to_line_protocol"]
@@ -46,31 +46,7 @@ class DeliveryError(OSError):
     returns ``False`` for it."""
 
 
-class PushReport(NamedTuple):
-    """What :meth:`InfluxDBStorage.push` did with the spool."""
-
-    #: Batches delivered (and removed from the spool).
-    delivered: int
-    #: Batches still waiting in the spool (the server is away).
-    left: int
-    #: Where each batch the server rejected was set aside (``<spool>/rejected``).
-    rejected: list[pathlib.Path]
-    #: Each batch that could not be read, as set aside in ``<spool>/unreadable``.
-    unreadable: list[pathlib.Path]
-
-    @property
-    def complete(self) -> bool:
-        """Whether every batch was delivered: none left, rejected or unreadable."""
-        return self.left == 0 and not self.rejected and not self.unreadable
-
-
-class _Outcome(enum.Enum):
-    """What became of a batch of line protocol."""
-
-    DELIVERED = "delivered"
-    SPOOLED = "spooled"  # kept in the spool for a later push
-    REJECTED = "rejected"  # refused by the server, set aside in rejected/ (if that worked)
-    LOST = "lost"  # neither delivered nor kept
+_Outcome = Outcome  # what became of a batch of line protocol
 
 
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -590,69 +566,8 @@ class InfluxDBStorage(Storage):
         before it is sent, so two pushers, in this process or another, never send
         the same batch. Never raises for one bad batch.
         """
-        delivered = 0
-        rejected: list[pathlib.Path] = []
-        unreadable: list[pathlib.Path] = []
         with self._push_lock:
-            for path in list(self.spool.batches()):
-                try:
-                    claimed = self.spool.claim(path)
-                except OSError as error:
-                    self._log(
-                        "error",
-                        "a spooled batch cannot be claimed",
-                        path=str(path),
-                        error=repr(error),
-                    )
-                    continue
-                if claimed is None:
-                    continue  # another pusher has it
-                try:
-                    text = claimed.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as error:
-                    target = self._set_aside_unreadable(claimed, path, error)
-                    if target is not None:
-                        unreadable.append(target)
-                    continue
-                sent = self._send(text, str(path), rejected)
-                if sent is None:  # the server is still away
-                    self.spool.release(claimed, path)
-                    break
-                try:
-                    claimed.unlink()  # delivered, or rejected and set aside
-                except OSError as error:
-                    self._log(
-                        "error",
-                        "a sent batch cannot be removed",
-                        path=str(claimed),
-                        error=repr(error),
-                    )
-                if sent is _Outcome.DELIVERED:
-                    delivered += 1
-        return PushReport(delivered, len(self.spool), rejected, unreadable)
-
-    def _set_aside_unreadable(
-        self, claimed: pathlib.Path, path: pathlib.Path, error: BaseException
-    ) -> pathlib.Path | None:
-        """Move an unreadable batch to ``unreadable/``; ``None`` (given back) if that fails."""
-        detail = error.strerror if isinstance(error, OSError) and error.strerror else error
-        reason = f"cannot be read: {type(error).__name__}: {detail}"
-        try:
-            target = self.spool.set_aside_unreadable(claimed, path, reason)
-        except OSError as failure:
-            self._log(
-                "error",
-                "an unreadable spooled batch cannot be set aside",
-                path=str(path),
-                reason=reason,
-                error=repr(failure),
-            )
-            self.spool.release(claimed, path)
-            return None
-        self._log(
-            "error", "a spooled batch cannot be read: set aside", path=str(target), reason=reason
-        )
-        return target
+            return push_spool(self.spool, self._send, self._log)
 
     # -- housekeeping ------------------------------------------------------------
 
