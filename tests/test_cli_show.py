@@ -211,7 +211,7 @@ def test_a_damaged_file_is_named_and_the_others_are_shown(results, tmp_path):
         (["empty", "--sort", "size"], "multimeter show: unknown sort key 'size'"),
         (["empty", "--tag", "stage"], "multimeter show: --tag 'stage': write it as KEY=VALUE"),
         (["empty", "--limit", "x"], "multimeter show: argument --limit: invalid int value"),
-        ([], "multimeter show: the following arguments are required: PATH"),
+        ([], "multimeter show: no PATH given, and no results in 'multimeter-results'"),
     ],
 )
 def test_bad_input_is_one_line_and_a_non_zero_status(tmp_path, arguments, message):

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from multimeter._cli._common import CommandError, fail, one_line_errors
+from multimeter._version import __version__
 
 #: Sub-command name -> module under ``multimeter._cli`` (imported only when used).
 COMMANDS = {
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an unexpected error"
     )
+    parser.add_argument("--version", action="version", version=f"multimeter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         importlib.import_module(f"multimeter._cli.{module}").add_parser(commands, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from typing import NoReturn
@@ -72,6 +73,22 @@ def logs_to_stderr(*, without: str | None = None) -> None:
     standard.addHandler(handler)
     if standard.level == logging.NOTSET or standard.level > logging.INFO:
         standard.setLevel(logging.INFO)
+
+
+def result_paths(paths: list[str]) -> list[str]:
+    """The PATHs given, or else where results are written: ``MULTIMETER_DIR``, or
+    ``./multimeter-results`` (as pytest and coverage find their data)."""
+    if paths:
+        return paths
+    from multimeter import _env
+
+    directory = _env.get(_env.DIR) or _env.DEFAULT_DIR
+    if not os.path.isdir(directory):
+        raise CommandError(
+            f"no PATH given, and no results in {directory!r} (MULTIMETER_DIR, or"
+            f" ./{_env.DEFAULT_DIR}): give result files or directories"
+        )
+    return [directory]
 
 
 def add_debug(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import pathlib
 import sys
 from typing import Any
 
-from multimeter._cli._common import CommandError, add_debug
+from multimeter._cli._common import CommandError, add_debug, result_paths
 from multimeter._cli._output import STDOUT
 from multimeter._cli.show import stdout_gone
 from multimeter.storages.file import ResultFileError
@@ -36,7 +36,10 @@ def add_parser(commands: Any, name: str) -> None:
         ),
     )
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="a result file or a directory of results"
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="result files or directories (default: MULTIMETER_DIR, or ./multimeter-results)",
     )
     parser.add_argument(
         "-o",
@@ -61,7 +64,7 @@ def main(arguments: argparse.Namespace) -> int:
         if not path.parent.is_dir():
             raise CommandError(f"no such directory for the report: {str(path.parent)!r}")
     try:
-        write_report(arguments.paths, output)
+        write_report(result_paths(arguments.paths), output)
     except ResultFileError as error:  # damage that only reading the whole file shows
         raise CommandError(str(error)) from error
     except BrokenPipeError:  # stdout's reader went away (| head)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from multimeter._cli._common import CommandError, add_debug, fail, printable
+from multimeter._cli._common import CommandError, add_debug, fail, printable, result_paths
 from multimeter._cli._summary import FunctionRow, FunctionTable, ResultRow, scan
 
 #: --sort keys; numbers sort largest first, names and times in their order.
@@ -59,7 +59,12 @@ def add_parser(commands: Any, name: str) -> None:
             " with a warning naming each, and the exit status is then 1."
         ),
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="result files or directories")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="result files or directories (default: MULTIMETER_DIR, or ./multimeter-results)",
+    )
     parser.add_argument(
         "--sort",
         default="start",
@@ -116,6 +121,7 @@ def main(arguments: argparse.Namespace) -> int:
     if arguments.limit is not None and arguments.limit < 0:
         raise CommandError(f"--limit must be 0 or more, got {arguments.limit}")
     tags = parse_tags(arguments.tag)
+    arguments.paths = result_paths(arguments.paths)
     skipped: list[tuple[str, str]] = []
 
     def damaged(path: os.PathLike[str], reason: str) -> None:
