@@ -34,10 +34,11 @@ attribute means zero, and a span costs a backend a little less.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
-from multimeter import _env, _version
+from multimeter import _env, _process, _version
 from multimeter._log import warn_once
 from multimeter._records import single_row
 from multimeter._session import FAILED, read_probe_tuple
@@ -211,6 +212,19 @@ def figure_plan(setup: Any) -> FigurePlan:
 _HELD = "_multimeter_figures"
 
 
+class _SpanLock:
+    """Guards the figures held on spans (a part of the process's state): threads that
+    end calls in one span add to the same sums. Reentrant: a signal's handler may
+    end a measured call in the middle of another's."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+
+def _lock() -> threading.RLock:
+    return _process.current().part(_SpanLock).lock
+
+
 class _Held:
     """The figures of the calls that ended in one span so far; set on the span just
     before it ends (its ``end`` is wrapped, once). A call only appends its readings
@@ -230,7 +244,7 @@ class _Held:
         self.ending = span.end
 
     def fold(self) -> None:
-        """Add the figures of the pending readings up."""
+        """Add the figures of the pending readings up (under :func:`_lock`)."""
         pending, self.pending = self.pending, []
         figures = self.figures
         for setup, start, end, elapsed in pending:
@@ -240,12 +254,14 @@ class _Held:
         """Set the figures, then end the span as it would have ended."""
         span = self.span
         try:
-            kept = vars(span)
-            kept.pop("end", None)  # once; and no cycle left behind
-            kept.pop(_HELD, None)
-            self.fold()
-            if self.figures and span.is_recording():
-                span.set_attributes(self.figures)
+            with _lock():
+                kept = vars(span)
+                kept.pop("end", None)  # once; and no cycle left behind
+                kept.pop(_HELD, None)
+                self.fold()
+                figures = dict(self.figures)
+            if figures and span.is_recording():
+                span.set_attributes(figures)
         except Exception as error:  # noqa: BLE001 - a span must never break the traced code
             warn_once(("span", type(error)), "adding figures to a span failed", error=repr(error))
         finally:
@@ -259,23 +275,26 @@ def hold(span: Any, setup: Any, start: Any, end: Any, elapsed: float) -> None:
     readings are kept and added up, and the span gets the sums as it ends (a
     span without a ``__dict__`` gets each call's figures as they come). Never raises."""
     try:
+        if not span.is_recording():  # ended before the call (a span ended inside it)
+            return
         kept = vars(span)
-        held = kept.get(_HELD)
-        if held is None:  # the first call that ends in the span
-            figures = (setup.plan.figures or figure_plan(setup)).figures(start, end, elapsed)
-            kept[_HELD] = figures
-            span.set_attributes(figures)
-        elif type(held) is dict:  # the second: the span's figures are set when it ends
-            first = _Held(span)
-            first.figures = held
-            kept[_HELD] = first
-            kept["end"] = first.end
-            first.pending.append((setup, start, end, elapsed))
-        else:
-            pending = held.pending
-            pending.append((setup, start, end, elapsed))
-            if len(pending) >= _Held.BATCH:
-                held.fold()
+        with _lock():  # threads ending calls in one span add to the same sums
+            held = kept.get(_HELD)
+            if held is None:  # the first call that ends in the span
+                plan = setup.plan.figures or figure_plan(setup)
+                figures = kept[_HELD] = plan.figures(start, end, elapsed)
+                span.set_attributes(figures)
+            elif type(held) is dict:  # the second: the span's figures are set when it ends
+                first = _Held(span)
+                first.figures = dict(held)
+                kept[_HELD] = first
+                kept["end"] = first.end
+                first.pending.append((setup, start, end, elapsed))
+            else:
+                pending = held.pending
+                pending.append((setup, start, end, elapsed))
+                if len(pending) >= _Held.BATCH:
+                    held.fold()
     except TypeError:  # no __dict__ (not the SDK's span)
         add_figures(span, setup, start, end, elapsed, add=False)
     except Exception as error:  # noqa: BLE001 - a span must never break the measured code

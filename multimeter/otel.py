@@ -83,6 +83,13 @@ class MultimeterSpanProcessor(SpanProcessor):
     """
 
     def __init__(self, multimeter: Multimeter | None = None) -> None:
+        from multimeter.multimeter import Multimeter
+
+        if multimeter is not None and not isinstance(multimeter, Multimeter):
+            raise ValueError(
+                "multimeter must be a Multimeter (whose probes give the figures) or None"
+                f" (the global configuration), got {multimeter!r}"
+            )
         self._multimeter = multimeter
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:

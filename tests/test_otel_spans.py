@@ -288,3 +288,83 @@ def test_a_traced_program_sees_figures_on_its_spans_and_never_imports_otel_unask
         MULTIMETER_DIR=str(tmp_path),
     )
     assert 0 == unused.returncode, unused.stderr
+
+
+def test_threads_ending_calls_in_one_span_lose_none_of_them(spans, tracer, monkeypatch):
+    """Eight threads end 2,000 calls each in one span, switching threads as often as
+    CPython allows: the span's sum counts every call (each thread's sums overwrote
+    the others', leaving a few hundred of 16,000)."""
+    import sys
+    import threading
+
+    from opentelemetry import context
+
+    from multimeter import _spans
+
+    def one_per_call(plan, start, end, elapsed):
+        return {CPU_USER: 1.0}
+
+    def add_one(plan, figures, start, end, elapsed):
+        figures[CPU_USER] = figures.get(CPU_USER, 0.0) + 1.0
+
+    monkeypatch.setattr(_spans.FigurePlan, "figures", one_per_call)
+    monkeypatch.setattr(_spans.FigurePlan, "add_to", add_one)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    @multimeter.measured
+    def work():
+        return 1
+
+    try:
+        with tracer.start_as_current_span("shared"):
+            shared = context.get_current()
+
+            def calls():
+                token = context.attach(shared)
+                for _ in range(2_000):
+                    work()
+                context.detach(token)
+
+            threads = [threading.Thread(target=calls) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    (span,) = spans("shared")
+    assert 16_000 == span.attributes[CPU_USER]
+
+
+def test_a_call_that_outlives_its_span_leaves_the_ended_span_alone(tmp_path):
+    """The SDK warns on stderr when an ended span is given attributes: a call ending
+    after its span has ended gives it none."""
+    code = """
+        import multimeter
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        trace.set_tracer_provider(TracerProvider())
+        tracer = trace.get_tracer("app")
+        multimeter.configure(storage=multimeter.DummyStorage())
+
+        @multimeter.measured
+        def handler(span):
+            span.end()
+            return 42
+
+        for _ in range(3):
+            with tracer.start_as_current_span("request", end_on_exit=False) as span:
+                assert 42 == handler(span)
+        print("done")
+    """
+    completed = run_code(code, check=True, cwd=tmp_path)
+    assert "done" == completed.stdout.strip()
+    assert "ended span" not in completed.stderr, completed.stderr
+
+
+@pytest.mark.parametrize("argument", ["a processor", 5, object()])
+def test_the_span_processor_refuses_anything_but_a_multimeter(argument):
+    with pytest.raises(ValueError, match="multimeter must be a Multimeter"):
+        MultimeterSpanProcessor(argument)

@@ -223,3 +223,24 @@ def test_every_data_point_lies_in_its_call_and_carries_its_tags(receiver, tmp_pa
         else:  # a gauge: a value at its time
             assert ("gauge", 0) == (point.kind, point.start_ns)
         assert {"service.name", "host.name", "process.pid", "multimeter.run"} <= set(point.resource)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"endpoint": "localhost:4318"}, "endpoint must be an http"),
+        ({"endpoint": "ftp://127.0.0.1/x"}, "endpoint must be an http"),
+        ({"endpoint": 5}, "endpoint must be an http"),
+        ({"timeout": float("inf")}, "timeout must be a finite number"),
+        ({"timeout": 0}, "timeout must be a finite number"),
+        ({"headers": "x=y"}, "headers must be a mapping of str to str"),
+        ({"headers": {"x": 1}}, "headers must be a mapping of str to str"),
+        ({"spool_directory": 5}, "spool_directory must be a path"),
+        ({"drain_spool": "no"}, "drain_spool must be True or False"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting(settings, message, tmp_path):
+    """An endpoint without a scheme would send every result to the spool, forever."""
+    settings.setdefault("spool_directory", tmp_path)
+    with pytest.raises(ValueError, match=message):
+        OTLPStorage(**settings)

@@ -27,6 +27,7 @@ How a result becomes metrics (:func:`to_metrics_data`):
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import threading
@@ -34,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from multimeter._log import safe_log
+from multimeter._url import is_http_url
 from multimeter.result import Result, datetime_to_us
 from multimeter.storages._json import result_from_document, result_text
 from multimeter.storages._spool import Outcome, PushReport, Spool
@@ -229,12 +231,28 @@ class OTLPStorage(Storage):
         spool_directory: str | os.PathLike[str] | None = None,
         drain_spool: bool = True,
     ) -> None:
+        if endpoint is not None and not is_http_url(endpoint):
+            raise ValueError(
+                f"endpoint must be an http(s)://host[:port][/path] URL, got {endpoint!r}"
+            )
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or not timeout > 0
         ):
-            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         if service_name is not None and (not isinstance(service_name, str) or not service_name):
             raise ValueError(f"service_name must be a non-empty str, got {service_name!r}")
+        if headers is not None and (
+            not isinstance(headers, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise ValueError(f"headers must be a mapping of str to str, got {headers!r}")
+        if spool_directory is not None and not isinstance(spool_directory, (str, os.PathLike)):
+            raise ValueError(f"spool_directory must be a path, got {spool_directory!r}")
+        if not isinstance(drain_spool, bool):
+            raise ValueError(f"drain_spool must be True or False, got {drain_spool!r}")
         try:
             import requests
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
