@@ -75,6 +75,16 @@ def logs_to_stderr(*, without: str | None = None) -> None:
         standard.setLevel(logging.INFO)
 
 
+def format_bytes(value: float) -> str:
+    """Bytes in IEC units, as every surface prints them: ``512 B``, ``3.0 KiB``,
+    ``28.4 MiB``, ``1.2 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def result_paths(paths: list[str]) -> list[str]:
     """The PATHs given, or else where results are written: ``MULTIMETER_DIR``, or
     ``./multimeter-results`` (as pytest and coverage find their data)."""

@@ -8,8 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from multimeter import _process
-from multimeter._cli._common import printable
-from multimeter._cli._status import format_bytes
+from multimeter._cli._common import format_bytes, printable
 from multimeter._marks import MarkSink
 from multimeter.result import Result, us_to_datetime
 from multimeter.storages.base import Storage

@@ -19,6 +19,7 @@ import time
 
 import psutil
 
+from multimeter._cli._common import format_bytes
 from multimeter._reentry import OwnThread
 
 #: Seconds between two redraws.
@@ -35,15 +36,6 @@ def wanted(descriptor: int = 2) -> bool:
     except (OSError, ValueError):
         return False
     return os.environ.get("TERM", "") not in ("", "dumb") and rows >= 3
-
-
-def format_bytes(value: float) -> str:
-    """``123.4 MB`` (decimal units)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _Tree:

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from multimeter._cli._common import CommandError, add_debug, fail, printable, result_paths
+from multimeter._cli._common import (
+    CommandError,
+    add_debug,
+    fail,
+    format_bytes,
+    printable,
+    result_paths,
+)
 from multimeter._cli._summary import FunctionRow, FunctionTable, ResultRow, scan
 
 #: --sort keys; numbers sort largest first, names and times in their order.
@@ -291,14 +298,8 @@ def seconds(value: float | None) -> str:
 
 
 def memory(value: float | None) -> str:
-    """Bytes in human units: ``512 B``, ``3.0 KiB``, ``28.4 MiB``, ``1.2 GiB``."""
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
+    """Bytes in IEC units (:func:`~multimeter._cli._common.format_bytes`), ``-`` for none."""
+    return "-" if value is None else format_bytes(value)
 
 
 def _start(value: datetime | None, form: str) -> str:
