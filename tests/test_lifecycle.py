@@ -859,7 +859,7 @@ def _pools(tmp_path: pathlib.Path, method: str, pools: int, under_run: bool) -> 
     # only by the exit timeout (30 s here, and a second): no pool may take that long.
     assert int(slowest) < int(EXIT_TIMEOUT) - 5
     stored = stored_count(tmp_path) - int(under_run)  # multimeter run stores the run too
-    assert 40 * pools + 1 == stored
+    assert 40 * pools + 1 == stored, completed.stderr[-4000:]
 
 
 @posix_only
